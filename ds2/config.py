@@ -65,8 +65,12 @@ class ModelConfig:
     conv1_stride: Tuple[int, int] = (2, 2)
     conv2_kernel: Tuple[int, int] = (21, 11)
     conv2_stride: Tuple[int, int] = (2, 1)
+    activation: str = "tanh"                    # conv activation: tanh (reference) or hardtanh (0..20)
     rnn_hidden: int = 1024
     rnn_layers: int = 5
+    rnn_merge: str = "sum"                      # BiLSTM directions: sum (reference) or concat
+    rnn_batch_norm: bool = True                 # BatchNorm before BiLSTM layers 2..n
+    lstm_forget_bias: float = 0.0               # added to the forget-gate bias at init
     labels: str = DEFAULT_LABELS
 
 
@@ -80,6 +84,7 @@ class TrainConfig:
     grad_clip: float = 400.0                    # global-norm clip
     max_batch_seconds: float = 160.0            # audio seconds per batch (length-bucketed)
     max_batch_size: int = 32
+    num_buckets: int = 8                        # padded widths (one graph compile per width)
     seed: int = 1
     checkpoint_every: int = 200                 # steps; a checkpoint is also written at each epoch end
     keep_last: int = 3

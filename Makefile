@@ -1,0 +1,117 @@
+# DeepSpeech2 on MindSpore: every stage runs in the pinned image. `make help` lists the targets.
+#
+# Variables you may set (make VAR=value ...):
+#   RUNS            host folder for data, manifests, feature cache, checkpoints, logs (./runs)
+#   PRESET          config preset: small (embedded synthetic corpus) or seed (the report's model)
+#   CONFIG          optional YAML file (relative to the checkout) overriding the preset
+#   ARGS            extra arguments for the ds2 command, e.g. ARGS="--set train.epochs=2"
+#   BASE_IMAGE      base for the images (python:3.9-slim-bullseye; falls back to a bootstrapped one)
+#   EXTRA_CA_CERTS  PEM file of extra CA certificates for the image build (TLS-intercepting proxies)
+#   DOCKER          docker CLI to use
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+# Stages depend on each other's files: never run them in parallel, even under make -j.
+.NOTPARALLEL:
+
+DOCKER ?= docker
+IMAGE_CPU ?= ds2:cpu
+IMAGE_GPU ?= ds2:gpu
+BASE_IMAGE ?= python:3.9-slim-bullseye
+FALLBACK_BASE_IMAGE ?= ds2-base:py3.9-bullseye
+EXTRA_CA_CERTS ?=
+RUNS ?= $(CURDIR)/runs
+PRESET ?= small
+CONFIG ?=
+ARGS ?=
+SHM_SIZE ?= 2g
+HOST_VENV ?= .venv-host
+PYTHON ?= python3
+
+export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
+
+CONFIG_ARGS := --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG))
+# The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
+# docker/entrypoint.sh), so everything it writes there belongs to you.
+RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) \
+	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
+	-e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_CPU)
+RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) --gpus all \
+	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
+	-e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_GPU)
+# Progress bars when make runs in a terminal.
+TTY := $(shell [ -t 1 ] && echo 1)
+
+.PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
+	train-cpu train-gpu eval test test-unit test-integration clean
+
+help: ## list the targets
+	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
+	@echo "                                       make test        (unit + integration tests)"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+base-image: ## bootstrap the Python 3.9 bullseye base from Debian packages (hosts with no registry)
+	docker/base-image.sh $(FALLBACK_BASE_IMAGE)
+
+image-cpu: ## build the CPU image (uses the layer cache; base falls back to base-image)
+	docker/build-image.sh cpu $(IMAGE_CPU)
+
+image-gpu: ## build the GPU image (CPU image + CUDA 11 / cuDNN 8 libraries for MindSpore's GPU plugin)
+	docker/build-image.sh gpu $(IMAGE_GPU)
+
+lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pip install uv)
+	cd docker/requirements && for flavor in cpu gpu; do \
+	  uv pip compile $$flavor.in --python-version 3.9 --python-platform x86_64-manylinux_2_28 \
+	    --generate-hashes --no-header -q -o $$flavor.lock || exit 1; done
+	cd docker/requirements && uv pip compile host.in --universal --python-version 3.9 \
+	    --generate-hashes --no-header -q -o host.lock
+
+envcheck: image-cpu ## diagnose the CPU image's environment (python -m envcheck)
+	$(RUN_CPU) python -m envcheck $(CONFIG_ARGS)
+
+envcheck-host: $(HOST_VENV) ## diagnose this host: Docker engine, Compose, GPU runtime
+	$(HOST_VENV)/bin/python -m envcheck --host
+
+data: image-cpu ## build or download the corpus and write manifests (no feature cache)
+	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --no-features $(ARGS)
+
+preprocess: image-cpu ## corpus + manifests + feature cache
+	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) $(ARGS)
+
+train: image-cpu ## train on CPU (resumes when a checkpoint exists)
+	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume $(ARGS)
+
+eval: image-cpu ## evaluate the best checkpoint on the test split: WER / CER
+	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test $(ARGS)
+
+# Prerequisites run left to right, each once: one image build, then the stages in order.
+train-cpu: image-cpu preprocess train eval ## the whole job on CPU: envcheck, preprocess, train, eval; prints WER / CER
+
+train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
+	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) $(ARGS)
+	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume $(ARGS)
+	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test $(ARGS)
+
+# pytest exits 5 when it collected nothing: a test run that tests nothing must not pass.
+NO_TESTS_IS_FAILURE = || { status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" >&2; exit $$status; }
+
+$(HOST_VENV): docker/requirements/host.lock
+	$(PYTHON) -m venv $(HOST_VENV)
+	$(HOST_VENV)/bin/pip install -q --require-hashes --no-deps -r docker/requirements/host.lock
+	touch $(HOST_VENV)
+
+test-unit: image-cpu ## unit tests, inside the CPU image
+	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -w /opt/ds2 $(IMAGE_CPU) \
+	  python -m pytest -p no:cacheprovider -m "not integration" tests $(NO_TESTS_IS_FAILURE)
+
+test-integration: image-cpu $(HOST_VENV) ## integration tests: images and stages driven from the host
+	DS2_IMAGE=$(IMAGE_CPU) $(HOST_VENV)/bin/python -m pytest -p no:cacheprovider -m integration tests \
+	  $(NO_TESTS_IS_FAILURE)
+
+test: test-unit test-integration ## all tests: builds the CPU image, runs unit tests in it, then the integration tests
+
+clean: ## remove run outputs under $(RUNS) (asks first) and the host test venv
+	@read -p "Delete everything under $(RUNS)? [y/N] " answer && [ "$$answer" = y ] && \
+	  find $(RUNS) -mindepth 1 ! -name .gitkeep -delete || true
+	rm -rf $(HOST_VENV)

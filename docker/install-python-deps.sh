@@ -1,0 +1,21 @@
+#!/bin/sh
+# Create /opt/venv and install a lock file into it, every wheel checked against its hash.
+#   install-python-deps.sh LOCK_FILE
+# Runs in the builder stage. Extra CA certificates (docker/certs/*.crt, copied to /tmp/extra-ca)
+# are appended to the system bundle for pip only; see docker/certs/README.md.
+set -eu
+lock=$1
+
+bundle=/etc/ssl/certs/ca-certificates.crt
+if ls /tmp/extra-ca/*.crt >/dev/null 2>&1; then
+    cat "$bundle" /tmp/extra-ca/*.crt >/tmp/ca-bundle.pem
+    bundle=/tmp/ca-bundle.pem
+    echo "install-python-deps: trusting extra CA certificates: $(ls /tmp/extra-ca/*.crt | tr '\n' ' ')"
+fi
+
+python3 -m venv /opt/venv
+# --no-deps: the lock is complete, so pip installs exactly what it lists and nothing else.
+/opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
+    --require-hashes --no-deps -r "$lock"
+/opt/venv/bin/pip check
+rm -f /tmp/ca-bundle.pem

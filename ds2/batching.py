@@ -1,0 +1,255 @@
+"""Length-bucketed batches with an audio-duration cap, deterministic per epoch, and a prefetcher.
+
+Graph mode compiles one graph per input shape, so padded widths come from a small fixed set:
+`bucket_widths` picks `num_buckets` widths at quantiles of the corpus's frame counts. Every
+bucket has a fixed batch size, the largest that keeps batch_size * width * frame_seconds within
+max_batch_seconds (and at most max_batch_size), so each (bucket, batch size) shape compiles once.
+
+An epoch's batches are a pure function of (utterance frame counts, config, seed, epoch, rank,
+world_size): `BatchSampler.epoch(epoch)` gives the same list every time, so a data position
+(epoch, batch index) names exactly the next batch after a resume.
+
+Within an epoch, each bucket's utterances are shuffled and cut into full batches; the ones left
+over move up to the next (wider) bucket, so every utterance is used every epoch and only the
+widest bucket can end in a smaller batch (the same size every epoch: one more shape).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Utterance indices (into the sampler's list) and the padded width in frames."""
+    indices: Tuple[int, ...]
+    width: int
+
+
+def bucket_widths(frames: Sequence[int], num_buckets: int, multiple: int) -> List[int]:
+    """Padded widths: `num_buckets` quantiles of the frame counts, rounded up to `multiple`.
+
+    The widest is always >= the longest utterance, so every utterance fits some bucket.
+    """
+    if len(frames) == 0:
+        raise ValueError("no utterances to batch")
+    quantiles = np.quantile(np.asarray(frames), np.linspace(0, 1, num_buckets + 1)[1:])
+    widths = sorted({int(-(-int(np.ceil(q)) // multiple) * multiple) for q in quantiles})
+    return widths
+
+
+def batch_size_for(width: int, frame_seconds: float, max_batch_seconds: float, max_batch_size: int) -> int:
+    """Most utterances of `width` padded frames that fit the duration cap (at least 1)."""
+    return max(1, min(max_batch_size, int(max_batch_seconds // (width * frame_seconds))))
+
+
+class BatchSampler:
+    def __init__(self, frames: Sequence[int], *, frame_seconds: float, max_batch_seconds: float,
+                 max_batch_size: int, num_buckets: int, width_multiple: int, seed: int,
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.frames = np.asarray(frames, dtype=np.int64)
+        self.widths = bucket_widths(self.frames, num_buckets, width_multiple)
+        self.sizes = [batch_size_for(w, frame_seconds, max_batch_seconds, max_batch_size)
+                      for w in self.widths]
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        # bucket of each utterance: the narrowest width that holds it
+        self.bucket_of = np.searchsorted(self.widths, self.frames, side="left")
+
+    def _all_batches(self, epoch: int) -> List[Batch]:
+        """Every rank's batches for this epoch, in training order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        batches: List[Batch] = []
+        carried: List[int] = []
+        for bucket, (width, size) in enumerate(zip(self.widths, self.sizes)):
+            members = np.flatnonzero(self.bucket_of == bucket)
+            if self.shuffle:
+                members = rng.permutation(members)
+            pool = carried + members.tolist()
+            full = len(pool) - len(pool) % size
+            batches.extend(Batch(tuple(pool[i:i + size]), width) for i in range(0, full, size))
+            carried = pool[full:]
+        if carried:
+            batches.append(Batch(tuple(carried), self.widths[-1]))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def epoch(self, epoch: int) -> List[Batch]:
+        """This rank's batches for `epoch`. Ranks get disjoint batches and the same count."""
+        batches = self._all_batches(epoch)
+        per_rank = len(batches) // self.world_size
+        if per_rank == 0:
+            raise ValueError(f"{len(batches)} batches cannot be shared by {self.world_size} ranks")
+        return batches[self.rank:per_rank * self.world_size:self.world_size]
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (the same every epoch)."""
+        return len(self.epoch(0))
+
+    def shapes(self) -> List[Tuple[int, int]]:
+        """Distinct (batch size, width) shapes an epoch can produce: one compile each."""
+        return sorted({(len(b.indices), b.width) for b in self._all_batches(0)})
+
+
+@dataclass
+class PaddedBatch:
+    """Model inputs for one Batch, as numpy arrays ready for ms.Tensor."""
+    features: np.ndarray        # float32 [B, 1, n_bins, width], zero past each utterance's frames
+    frames: np.ndarray          # int32 [B] true frame counts
+    labels: np.ndarray          # int32 [B, label_width], blank (0) past each label_lengths[b]
+    label_lengths: np.ndarray   # int32 [B] true label counts
+    indices: Tuple[int, ...]
+    audio_seconds: float        # real (unpadded) audio in this batch
+
+
+def pad_batch(batch: Batch, features: Sequence[np.ndarray], labels: Sequence[Sequence[int]],
+              label_width: int, frame_seconds: float) -> PaddedBatch:
+    """Stack utterances into fixed-shape arrays. `features[i]` is [n_bins, frames_i]."""
+    n_bins = features[0].shape[0]
+    out = np.zeros((len(features), 1, n_bins, batch.width), dtype=np.float32)
+    frames = np.zeros(len(features), dtype=np.int32)
+    out_labels = np.zeros((len(features), label_width), dtype=np.int32)
+    label_lengths = np.zeros(len(features), dtype=np.int32)
+    for row, (feats, label) in enumerate(zip(features, labels)):
+        if feats.shape[1] > batch.width:
+            raise ValueError(f"utterance {batch.indices[row]} has {feats.shape[1]} frames, more than its "
+                             f"bucket width {batch.width}: its manifest duration is wrong")
+        if len(label) > label_width:
+            raise ValueError(f"utterance {batch.indices[row]} has {len(label)} labels, more than {label_width}")
+        out[row, 0, :, :feats.shape[1]] = feats
+        frames[row] = feats.shape[1]
+        out_labels[row, :len(label)] = label
+        label_lengths[row] = len(label)
+    return PaddedBatch(out, frames, out_labels, label_lengths, batch.indices,
+                       float(frames.sum()) * frame_seconds)
+
+
+class Prefetcher:
+    """Builds upcoming batches in a background thread so the training step does not wait on input.
+
+    `load(batch) -> PaddedBatch` runs in the thread (feature-cache reads and numpy padding release
+    the GIL for most of their time). Iterating yields PaddedBatches in order; an exception in the
+    thread is re-raised in the consumer. `close()` stops the thread early.
+    """
+
+    _DONE = object()
+
+    def __init__(self, batches: Sequence[Batch], load: Callable[[Batch], PaddedBatch], depth: int = 4):
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(list(batches), load),
+                                        name="ds2-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, batches: List[Batch], load: Callable[[Batch], PaddedBatch]) -> None:
+        try:
+            for batch in batches:
+                if not self._put(load(batch)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(exc)
+            return
+        self._put(self._DONE)
+
+    def __iter__(self) -> Iterator[PaddedBatch]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def label_widths(widths: Sequence[int], frames: Sequence[int], label_counts: Sequence[int]) -> List[int]:
+    """Label padding per bucket width: the longest label sequence of any utterance that fits it.
+
+    Fixed per bucket (so the label shape never forces a recompile) and no wider than needed.
+    """
+    frames = np.asarray(frames)
+    counts = np.asarray(label_counts)
+    result = []
+    for width in widths:
+        fits = counts[frames <= width]
+        result.append(int(fits.max()) if fits.size else 1)
+    return result
+
+
+class UtteranceSet:
+    """One split ready for batching: utterances, their label ids and frame counts, and features.
+
+    Frame counts come from the manifest durations (exact for audio at the feature sample rate),
+    so batches can be planned without reading any audio. Utterances CTC cannot align (fewer
+    output frames than their labels need) are left out and counted in `skipped_unalignable`.
+    """
+
+    def __init__(self, utterances, cfg, feature_cache):
+        from ds2.features import num_frames
+        from ds2.model import output_lengths
+        from ds2.text import encode, min_ctc_frames
+
+        self.cfg = cfg
+        self.cache = feature_cache
+        self.frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
+        self.utterances, self.labels, self.frames = [], [], []
+        self.skipped_unalignable = 0
+        for utt in utterances:
+            labels = encode(utt.text, cfg.model.labels)
+            frames = num_frames(int(round(utt.duration * cfg.features.sample_rate)), cfg.features)
+            if min_ctc_frames(labels) > int(output_lengths(frames, cfg.model)):
+                self.skipped_unalignable += 1
+                continue
+            self.utterances.append(utt)
+            self.labels.append(labels)
+            self.frames.append(frames)
+        if not self.utterances:
+            raise ValueError("no usable utterances")
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def sampler(self, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> BatchSampler:
+        train = self.cfg.train
+        return BatchSampler(self.frames, frame_seconds=self.frame_seconds,
+                            max_batch_seconds=train.max_batch_seconds, max_batch_size=train.max_batch_size,
+                            num_buckets=train.num_buckets, width_multiple=time_stride(self.cfg.model),
+                            seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
+
+    def loader(self, sampler: BatchSampler) -> Callable[[Batch], PaddedBatch]:
+        """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread)."""
+        label_width = dict(zip(sampler.widths, label_widths(sampler.widths, self.frames,
+                                                             [len(l) for l in self.labels])))
+
+        def load(batch: Batch) -> PaddedBatch:
+            features = [self.cache.features(self.utterances[i].audio_path) for i in batch.indices]
+            labels = [self.labels[i] for i in batch.indices]
+            return pad_batch(batch, features, labels, label_width[batch.width], self.frame_seconds)
+
+        return load
+
+
+def time_stride(model_cfg) -> int:
+    """Input frames per output frame: bucket widths are multiples of it, so no width wastes a frame."""
+    return model_cfg.conv1_stride[1] * model_cfg.conv2_stride[1]

@@ -1,0 +1,184 @@
+"""Training checkpoints: one MindSpore .ckpt file per save, written atomically.
+
+A checkpoint holds everything needed to continue or to evaluate:
+- the model's parameters and BatchNorm statistics, under the model's own names;
+- the optimizer's state (moments, step counters) under "optimizer.<name>";
+- a JSON string under META_KEY: the resolved config, the schedule step, the data position
+  (epoch, batch index of the next batch), metrics, and the environment that wrote it.
+
+Files live in <run_dir>/checkpoints/: step-<step>.ckpt (the newest `keep_last` are kept) and
+best.ckpt (a hard link to the step file with the lowest dev CER so far, or a copy where links
+are not possible). A save goes to a temporary file in the same directory, is fsynced, then
+renamed over the final name, so a crash (even SIGKILL) leaves either the old or the new file,
+never a partial one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+META_KEY = "ds2_meta"
+OPTIMIZER_PREFIX = "optimizer."
+STEP_FILE = re.compile(r"^step-(\d+)\.ckpt$")
+BEST_NAME = "best.ckpt"
+
+
+def checkpoint_dir(run_dir) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def environment() -> Dict[str, str]:
+    """Versions and machine facts stored with every checkpoint (for diagnosing mismatches)."""
+    import numpy
+    import mindspore
+
+    return {
+        "python": sys.version.split()[0],
+        "mindspore": mindspore.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or _cpu_model(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(str(directory), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
+    """Write model + optimizer state + meta to `path` atomically."""
+    import mindspore as ms
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
+    model_ids = {id(param) for _, param in model.parameters_and_names()}
+    if optimizer is not None:
+        # The optimizer also lists the model's parameters; store only its own state.
+        entries += [{"name": OPTIMIZER_PREFIX + name, "data": param}
+                    for name, param in optimizer.parameters_and_names() if id(param) not in model_ids]
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ckpt")
+    os.close(handle)
+    try:
+        ms.save_checkpoint(entries, tmp_name, append_dict={META_KEY: json.dumps(meta)})
+        with open(tmp_name, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(path.parent)
+
+
+def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(parameters by name, meta) of a checkpoint written by `save`."""
+    import mindspore as ms
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    values = ms.load_checkpoint(str(path))
+    meta_text = values.pop(META_KEY, None)
+    if meta_text is None:
+        raise ValueError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint")
+    return values, json.loads(meta_text)
+
+
+def restore(values: Dict[str, Any], model, optimizer=None) -> None:
+    """Copy stored values into model (and optimizer). Every parameter must be present, same shape."""
+    targets: List[Tuple[str, Any]] = list(model.parameters_and_names())
+    if optimizer is not None:
+        model_ids = {id(param) for _, param in targets}
+        targets += [(OPTIMIZER_PREFIX + name, param) for name, param in optimizer.parameters_and_names()
+                    if id(param) not in model_ids]
+    missing = [name for name, _ in targets if name not in values]
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    for name, param in targets:
+        stored = values[name]
+        if tuple(stored.shape) != tuple(param.shape):
+            raise ValueError(f"{name}: checkpoint shape {tuple(stored.shape)}, model shape {tuple(param.shape)}")
+        param.set_data(stored.astype(param.dtype))
+
+
+def step_checkpoints(run_dir) -> List[Path]:
+    """step-N.ckpt files of a run, oldest first."""
+    directory = checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def step_path(run_dir, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:07d}.ckpt"
+
+
+def prune(run_dir, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (best.ckpt is a separate link)."""
+    for old in step_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        old.unlink()
+
+
+def mark_best(run_dir, source: Path) -> None:
+    """Make best.ckpt the same file as `source`, atomically."""
+    best = checkpoint_dir(run_dir) / BEST_NAME
+    tmp = best.with_name(".tmp-" + BEST_NAME)
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:  # file systems without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, best)
+    _fsync_directory(best.parent)
+
+
+def resolve(run_dir, which: str) -> Path:
+    """'last' -> newest step checkpoint, 'best' -> best.ckpt, anything else -> that path."""
+    if which == "last":
+        found = step_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(f"no step checkpoints in {checkpoint_dir(run_dir)}")
+        return found[-1]
+    if which == "best":
+        best = checkpoint_dir(run_dir) / BEST_NAME
+        if not best.is_file():
+            raise FileNotFoundError(f"no {BEST_NAME} in {checkpoint_dir(run_dir)} (no dev evaluation yet?)")
+        return best
+    return Path(which)
+
+
+def read_meta(path) -> Dict[str, Any]:
+    """Only the meta of a checkpoint (still reads the file)."""
+    return load(path)[1]
+
+
+def best_metric(run_dir) -> Optional[float]:
+    """Dev CER stored in best.ckpt, or None if there is none yet."""
+    best = checkpoint_dir(run_dir) / BEST_NAME
+    if not best.is_file():
+        return None
+    return read_meta(best).get("metrics", {}).get("dev_cer")

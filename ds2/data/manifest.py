@@ -1,0 +1,316 @@
+"""Manifests: the list of utterances a stage reads, in two on-disk forms.
+
+JSON (deepspeech.pytorch's form, extended):
+    {"root_path": "/abs/dir",
+     "samples": [{"wav_path": "rel/a.flac", "transcript_path": "rel/a.txt", "duration": 2.1,
+                  "transcript": "A B", "speaker": "19", "id": "19-198-0001"}, ...]}
+  Paths are relative to root_path (absolute paths are used as they are). A relative root_path is
+  taken relative to the manifest's directory. Only wav_path and transcript_path are required:
+  a missing transcript is read from transcript_path, a missing duration from the audio header.
+CSV (the report's form): `wav_path,transcript_path` per line, absolute paths, no header.
+
+Readers return the usable utterances and a ProblemReport; an entry is never dropped without
+being counted there under a reason.
+
+Command line: `ds2 manifest to-csv IN.json OUT.csv` and `ds2 manifest to-json IN.csv OUT.json`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
+
+# Problem reasons shared by every reader (manifest, LibriSpeech scan, preprocess filters).
+MISSING_AUDIO = "missing audio file"
+UNREADABLE_AUDIO = "unreadable audio"
+EMPTY_AUDIO = "empty audio"
+MISSING_TRANSCRIPT = "missing transcript"
+UNREADABLE_TRANSCRIPT = "unreadable transcript file"
+EMPTY_TRANSCRIPT = "empty transcript"
+OUT_OF_LABELS = "characters outside the labels"
+DUPLICATE_ID = "duplicate utterance id"
+BAD_ENTRY = "malformed manifest entry"
+NO_TRANSCRIPT_FILE = "no transcript file (CSV needs one)"
+
+# How many offending ids/paths a report keeps per reason, to show without flooding the terminal.
+EXAMPLES_PER_REASON = 3
+# LibriSpeech utterance ids are <speaker>-<chapter>-<index>.
+LIBRISPEECH_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+CSV_HEADER = ["wav_path", "transcript_path"]
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read at all (as opposed to single bad entries)."""
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio_path: str           # absolute
+    text: str                 # normalised transcript
+    duration: float           # seconds
+    speaker: str = ""
+    transcript_path: str = ""  # absolute; empty when the transcript exists only inline
+
+
+class ProblemReport:
+    """Items skipped, counted by reason, with the first few examples of each."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.examples: Dict[str, List[str]] = defaultdict(list)
+
+    def add(self, reason: str, example: str) -> None:
+        self.counts[reason] += 1
+        if len(self.examples[reason]) < EXAMPLES_PER_REASON:
+            self.examples[reason].append(example)
+
+    def update(self, other: "ProblemReport") -> None:
+        for reason, count in other.counts.items():
+            self.counts[reason] += count
+            room = EXAMPLES_PER_REASON - len(self.examples[reason])
+            self.examples[reason].extend(other.examples[reason][:max(room, 0)])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        if not self.total:
+            return "no problems"
+        lines = [f"{self.total} skipped:"]
+        for reason, count in self.counts.most_common():
+            lines.append(f"  {count:7d}  {reason}  (e.g. {'; '.join(self.examples[reason])})")
+        return "\n".join(lines)
+
+
+def audio_duration(path: Union[str, Path]) -> float:
+    """Seconds of audio, from the file header only. Raises UnreadableAudioError."""
+    import soundfile
+    from ds2.features import UnreadableAudioError
+
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError) as exc:
+        raise UnreadableAudioError(f"cannot read audio header of {path}: {exc}") from exc
+    return info.frames / info.samplerate
+
+
+def speaker_from_id(utterance_id: str) -> str:
+    """The speaker of a LibriSpeech-style id ('19-198-0001' -> '19'), else ''."""
+    match = LIBRISPEECH_ID.match(utterance_id)
+    return match.group(1) if match else ""
+
+
+def _read_transcript_file(path: str, report: ProblemReport) -> Optional[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        report.add(MISSING_TRANSCRIPT, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add(UNREADABLE_TRANSCRIPT, f"{path}: {exc}")
+    return None
+
+
+def check_utterance(utterance_id: str, audio_path: str, text: Optional[str], duration: Optional[float],
+                    report: ProblemReport, labels: Optional[str] = None) -> Optional[Tuple[str, float]]:
+    """(normalised text, duration) if the utterance is usable, else None with the reason reported.
+
+    duration None means: read it from the audio header.
+    """
+    from ds2.features import UnreadableAudioError
+
+    if text is None:
+        return None  # the transcript reader already reported why
+    if not os.path.isfile(audio_path):
+        report.add(MISSING_AUDIO, audio_path)
+        return None
+    text = normalize_transcript(text)
+    if not text:
+        report.add(EMPTY_TRANSCRIPT, utterance_id)
+        return None
+    if labels is not None:
+        unknown = out_of_label_chars(text, labels)
+        if unknown:
+            report.add(OUT_OF_LABELS, f"{utterance_id} ({describe_chars(unknown)})")
+            return None
+    if duration is None:
+        try:
+            duration = audio_duration(audio_path)
+        except UnreadableAudioError:
+            report.add(UNREADABLE_AUDIO, audio_path)
+            return None
+    if duration <= 0:
+        report.add(EMPTY_AUDIO, audio_path)
+        return None
+    return text, duration
+
+
+def _resolve(root: str, path: str) -> str:
+    return os.path.normpath(os.path.join(root, path))  # join keeps an absolute path as it is
+
+
+def read_json_manifest(path: Union[str, Path], labels: Optional[str] = None) -> Tuple[List[Utterance], ProblemReport]:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("samples"), list):
+        raise ManifestError(f"{path}: expected an object with a 'samples' list")
+    root = _resolve(str(path.resolve().parent), manifest.get("root_path") or ".")
+    report = ProblemReport()
+    utterances: List[Utterance] = []
+    seen = set()
+    for index, sample in enumerate(manifest["samples"]):
+        if not isinstance(sample, dict) or not isinstance(sample.get("wav_path"), str):
+            report.add(BAD_ENTRY, f"{path} sample {index}")
+            continue
+        audio_path = _resolve(root, sample["wav_path"])
+        utterance_id = str(sample.get("id") or Path(audio_path).stem)
+        if utterance_id in seen:
+            report.add(DUPLICATE_ID, utterance_id)
+            continue
+        seen.add(utterance_id)
+        transcript_path = _resolve(root, sample["transcript_path"]) if sample.get("transcript_path") else ""
+        text = sample.get("transcript")
+        if text is None:
+            if not transcript_path:
+                report.add(BAD_ENTRY, f"{path} sample {index}: neither transcript nor transcript_path")
+                continue
+            text = _read_transcript_file(transcript_path, report)
+        checked = check_utterance(utterance_id, audio_path, text, sample.get("duration"), report, labels)
+        if checked is None:
+            continue
+        utterances.append(Utterance(id=utterance_id, audio_path=audio_path, text=checked[0], duration=checked[1],
+                                    speaker=str(sample.get("speaker") or speaker_from_id(utterance_id)),
+                                    transcript_path=transcript_path))
+    return utterances, report
+
+
+def read_csv_manifest(path: Union[str, Path], labels: Optional[str] = None) -> Tuple[List[Utterance], ProblemReport]:
+    """Rows `wav_path,transcript_path`; relative paths are taken relative to the CSV's directory."""
+    path = Path(path)
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
+    root = str(path.resolve().parent)
+    report = ProblemReport()
+    utterances: List[Utterance] = []
+    seen = set()
+    for line_number, row in enumerate(rows, start=1):
+        if not row or (line_number == 1 and row == CSV_HEADER):
+            continue
+        if len(row) != 2 or not row[0] or not row[1]:
+            report.add(BAD_ENTRY, f"{path}:{line_number}")
+            continue
+        audio_path, transcript_path = _resolve(root, row[0]), _resolve(root, row[1])
+        utterance_id = Path(audio_path).stem
+        if utterance_id in seen:
+            report.add(DUPLICATE_ID, utterance_id)
+            continue
+        seen.add(utterance_id)
+        text = _read_transcript_file(transcript_path, report)
+        checked = check_utterance(utterance_id, audio_path, text, None, report, labels)
+        if checked is None:
+            continue
+        utterances.append(Utterance(id=utterance_id, audio_path=audio_path, text=checked[0], duration=checked[1],
+                                    speaker=speaker_from_id(utterance_id), transcript_path=transcript_path))
+    return utterances, report
+
+
+def read_manifest(path: Union[str, Path], labels: Optional[str] = None) -> Tuple[List[Utterance], ProblemReport]:
+    """Read a .json or .csv manifest. With labels, entries with other characters are reported and skipped."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return read_json_manifest(path, labels)
+    if suffix == ".csv":
+        return read_csv_manifest(path, labels)
+    raise ManifestError(f"{path}: unknown manifest type {suffix!r}; expected .json or .csv")
+
+
+def write_text_atomically(path: Union[str, Path], text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as tmp:
+            tmp.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        os.unlink(tmp_name)
+        raise
+
+
+def _common_root(paths: Iterable[str], fallback: str) -> str:
+    directories = [os.path.dirname(p) for p in paths]
+    return os.path.commonpath(directories) if directories else fallback
+
+
+def write_json_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
+    """root_path is written absolute (as deepspeech.pytorch does); entry paths relative to it."""
+    path = Path(path)
+    all_paths = [u.audio_path for u in utterances] + [u.transcript_path for u in utterances if u.transcript_path]
+    root = _common_root(all_paths, str(path.resolve().parent))
+    samples = []
+    for utterance in utterances:
+        sample = {"wav_path": os.path.relpath(utterance.audio_path, root)}
+        if utterance.transcript_path:
+            sample["transcript_path"] = os.path.relpath(utterance.transcript_path, root)
+        sample.update(duration=utterance.duration, transcript=utterance.text,
+                      speaker=utterance.speaker, id=utterance.id)
+        samples.append(sample)
+    write_text_atomically(path, json.dumps({"root_path": root, "samples": samples}, indent=1) + "\n")
+
+
+def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
+    """Absolute `wav_path,transcript_path` rows, no header. Every utterance needs a transcript file."""
+    missing = [u.id for u in utterances if not u.transcript_path]
+    if missing:
+        raise ManifestError(f"{len(missing)} utterances have no transcript file, which CSV needs "
+                            f"(e.g. {', '.join(missing[:EXAMPLES_PER_REASON])})")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for utterance in utterances:
+        writer.writerow([os.path.abspath(utterance.audio_path), os.path.abspath(utterance.transcript_path)])
+    write_text_atomically(path, buffer.getvalue())
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["to-csv", "to-json"],
+                        help="to-csv: JSON manifest -> CSV; to-json: CSV manifest -> JSON (durations from audio headers)")
+    parser.add_argument("input", help="manifest to read (.json or .csv)")
+    parser.add_argument("output", help="manifest to write")
+
+
+def run(cfg, args) -> int:
+    """Convert; entries that cannot be converted are listed and make the exit status 1."""
+    try:
+        utterances, report = read_manifest(args.input)
+        if args.action == "to-csv":
+            for utterance in [u for u in utterances if not os.path.isfile(u.transcript_path)]:
+                report.add(NO_TRANSCRIPT_FILE, utterance.id)
+            utterances = [u for u in utterances if os.path.isfile(u.transcript_path)]
+            write_csv_manifest(args.output, utterances)
+        else:
+            write_json_manifest(args.output, utterances)
+    except (ManifestError, OSError) as exc:
+        print(f"ds2 manifest: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(utterances)} utterances to {args.output}")
+    if report.total:
+        print(report, file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,255 @@
+"""DeepSpeech2 in MindSpore: conv front-end, BiLSTM stack, linear output, CTC loss.
+
+    model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
+    log_probs, out_lengths = model(features, frames)   # [T', B, C] log-probabilities, [B] int32
+    loss = ctc_loss(log_probs, out_lengths, labels, label_lengths)
+
+Input features are [B, 1, n_bins, T] (padded on the right in time) with the true per-utterance
+frame counts `frames`. Padding never reaches a real output frame:
+- after every conv block the time steps past each utterance's length are set to zero, so the
+  next convolution sees the same zeros it would see at the end of the unpadded utterance;
+- the backward LSTM direction reads each utterance reversed by its own length (ReverseSequence),
+  so it starts at the utterance's last real frame, not at the padding;
+- CTC gets the exact output lengths (`output_lengths`), and the labels with their true lengths.
+
+The LSTM is MindSpore's fused kernel (ops.LSTM). nn.LSTM with `seq_length` falls back to a
+Python loop over time steps unrolled into the graph (slow to compile, breaks on long inputs);
+per-utterance reversal gives the same exact result with the fused kernel.
+
+Parameter names follow deepspeech.pytorch where possible, so checkpoints map by name:
+  conv.0.conv.weight / .bias, conv.0.bn.{gamma,beta,moving_mean,moving_variance}, conv.1...,
+  rnns.<i>.bn.* (layers 1..n-1 when rnn_batch_norm), rnns.<i>.weight_ih / weight_hh / bias_ih /
+  bias_hh and the same with _reverse, fc_bn.*, fc.weight.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import Uniform, initializer
+
+from ds2.config import ModelConfig
+
+
+def conv_output_length(length, kernel: int, stride: int):
+    """Length after a convolution padded by kernel // 2 on both sides (ints or numpy arrays)."""
+    padding = kernel // 2
+    return (length + 2 * padding - kernel) // stride + 1
+
+
+def output_lengths(frames, cfg: ModelConfig):
+    """Exact number of output frames for inputs of `frames` frames (int or numpy int array)."""
+    length = conv_output_length(frames, cfg.conv1_kernel[1], cfg.conv1_stride[1])
+    return conv_output_length(length, cfg.conv2_kernel[1], cfg.conv2_stride[1])
+
+
+def output_bins(n_bins: int, cfg: ModelConfig) -> int:
+    """Frequency rows left after the two convolutions."""
+    rows = conv_output_length(n_bins, cfg.conv1_kernel[0], cfg.conv1_stride[0])
+    return conv_output_length(rows, cfg.conv2_kernel[0], cfg.conv2_stride[0])
+
+
+def time_mask(lengths: ms.Tensor, max_length: int, dtype=ms.float32) -> ms.Tensor:
+    """[B, T] mask: 1 for t < lengths[b], 0 past the end of each utterance."""
+    steps = ops.arange(0, max_length, dtype=ms.int32)
+    return (steps.view(1, -1) < lengths.view(-1, 1)).astype(dtype)
+
+
+class Activation(nn.Cell):
+    """tanh (the MindSpore reference) or hardtanh(0, 20) (deepspeech.pytorch)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in ("tanh", "hardtanh"):
+            raise ValueError(f"unknown activation {name!r}; use 'tanh' or 'hardtanh'")
+        self.name = name
+
+    def construct(self, x):
+        if self.name == "tanh":
+            return ops.tanh(x)
+        return ops.clip_by_value(x, 0.0, 20.0)
+
+
+class ConvBlock(nn.Cell):
+    """Conv2d over (frequency, time) + BatchNorm + activation, then zero the padded time steps."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int],
+                 stride: Sequence[int], activation: str):
+        super().__init__()
+        self.kernel = tuple(kernel)
+        self.stride = tuple(stride)
+        pad_f, pad_t = self.kernel[0] // 2, self.kernel[1] // 2
+        # The conv bias is redundant before BatchNorm but kept so deepspeech.pytorch weights load 1:1.
+        self.conv = nn.Conv2d(in_channels, out_channels, self.kernel, stride=self.stride,
+                              pad_mode="pad", padding=(pad_f, pad_f, pad_t, pad_t), has_bias=True,
+                              weight_init=_torch_default_init(in_channels * self.kernel[0] * self.kernel[1],
+                                                              (out_channels, in_channels) + self.kernel),
+                              bias_init=_torch_default_init(in_channels * self.kernel[0] * self.kernel[1],
+                                                            (out_channels,)))
+        self.bn = nn.BatchNorm2d(out_channels, momentum=0.9)
+        self.act = Activation(activation)
+
+    def construct(self, x, lengths):
+        """x [B, C, F, T], lengths [B] (input frames) -> ([B, C', F', T'], output frames)."""
+        x = self.act(self.bn(self.conv(x)))
+        lengths = conv_output_length(lengths, self.kernel[1], self.stride[1])
+        mask = time_mask(lengths, x.shape[3], x.dtype)
+        return x * mask.view(mask.shape[0], 1, 1, mask.shape[1]), lengths
+
+
+def _torch_default_init(fan_in: int, shape: Tuple[int, ...]):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for conv, linear and LSTM weights."""
+    return initializer(Uniform(1.0 / math.sqrt(fan_in)), shape, ms.float32)
+
+
+class BiLSTM(nn.Cell):
+    """One bidirectional LSTM layer, exact for padded batches, on the fused LSTM kernel.
+
+    Gate order and weight shapes are PyTorch's: weight_ih [4H, in], weight_hh [4H, H], biases [4H]
+    with gates (input, forget, cell, output).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        gates = 4 * hidden_size
+        for suffix in ("", "_reverse"):
+            setattr(self, "weight_ih" + suffix, ms.Parameter(
+                _torch_default_init(hidden_size, (gates, input_size)), name="weight_ih" + suffix))
+            setattr(self, "weight_hh" + suffix, ms.Parameter(
+                _torch_default_init(hidden_size, (gates, hidden_size)), name="weight_hh" + suffix))
+            bias_ih = _torch_default_init(hidden_size, (gates,)).init_data().asnumpy()
+            # A positive forget-gate bias keeps the cell state (and its gradient) alive early in
+            # training; it is split over the two bias vectors, which the kernel adds anyway.
+            bias_ih[hidden_size:2 * hidden_size] += forget_bias / 2
+            bias_hh = _torch_default_init(hidden_size, (gates,)).init_data().asnumpy()
+            bias_hh[hidden_size:2 * hidden_size] += forget_bias / 2
+            setattr(self, "bias_ih" + suffix, ms.Parameter(ms.Tensor(bias_ih), name="bias_ih" + suffix))
+            setattr(self, "bias_hh" + suffix, ms.Parameter(ms.Tensor(bias_hh), name="bias_hh" + suffix))
+        self.lstm = ops.LSTM(input_size, hidden_size, num_layers=1, has_bias=True,
+                             bidirectional=False, dropout=0.0)
+        self.reverse = ops.ReverseSequence(seq_dim=0, batch_dim=1)
+
+    def _run(self, x, w_ih, w_hh, b_ih, b_hh):
+        # The CPU kernel takes one flat weight vector: W_ih, W_hh, then the summed bias.
+        weights = ops.concat((w_ih.view(-1), w_hh.view(-1), (b_ih + b_hh).view(-1))).view(-1, 1, 1)
+        state = ops.zeros((1, x.shape[1], self.hidden_size), x.dtype)
+        output, _, _, _, _ = self.lstm(x, state, state, weights)
+        return output
+
+    def construct(self, x, lengths):
+        """x [T, B, in], lengths [B] -> forward and backward outputs, each [T, B, H]."""
+        forward = self._run(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        reversed_x = self.reverse(x, lengths)
+        backward = self._run(reversed_x, self.weight_ih_reverse, self.weight_hh_reverse,
+                             self.bias_ih_reverse, self.bias_hh_reverse)
+        return forward, self.reverse(backward, lengths)
+
+
+class SequenceBatchNorm(nn.Cell):
+    """BatchNorm1d over features of a [T, B, H] sequence (statistics over time and batch)."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(features, momentum=0.9)
+
+    def construct(self, x):
+        steps, batch, features = x.shape
+        return self.bn(x.view(steps * batch, features)).view(steps, batch, features)
+
+
+class RNNLayer(nn.Cell):
+    """[optional BatchNorm] + BiLSTM + merge of the two directions (sum or concat)."""
+
+    def __init__(self, input_size: int, hidden_size: int, batch_norm: bool, merge: str,
+                 forget_bias: float):
+        super().__init__()
+        self.bn = SequenceBatchNorm(input_size) if batch_norm else None
+        self.lstm = BiLSTM(input_size, hidden_size, forget_bias)
+        if merge not in ("sum", "concat"):
+            raise ValueError(f"unknown rnn_merge {merge!r}; use 'sum' or 'concat'")
+        self.merge = merge
+
+    def construct(self, x, lengths, mask):
+        if self.bn is not None:
+            x = self.bn(x)
+        forward, backward = self.lstm(x, lengths)
+        if self.merge == "sum":
+            out = forward + backward
+        else:
+            out = ops.concat((forward, backward), axis=2)
+        # Zero the padded steps so they do not pull the next BatchNorm's statistics.
+        return out * mask
+
+
+class DeepSpeech2(nn.Cell):
+    def __init__(self, cfg: ModelConfig, n_bins: int):
+        super().__init__()
+        self.cfg = cfg
+        channels = cfg.conv_channels
+        self.conv = nn.CellList([
+            ConvBlock(1, channels, cfg.conv1_kernel, cfg.conv1_stride, cfg.activation),
+            ConvBlock(channels, channels, cfg.conv2_kernel, cfg.conv2_stride, cfg.activation),
+        ])
+        rnn_input = channels * output_bins(n_bins, cfg)
+        rnn_output = cfg.rnn_hidden * (2 if cfg.rnn_merge == "concat" else 1)
+        layers = []
+        for i in range(cfg.rnn_layers):
+            layers.append(RNNLayer(rnn_input if i == 0 else rnn_output, cfg.rnn_hidden,
+                                   batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge,
+                                   forget_bias=cfg.lstm_forget_bias))
+        self.rnns = nn.CellList(layers)
+        self.fc_bn = SequenceBatchNorm(rnn_output)
+        self.fc = nn.Dense(rnn_output, len(cfg.labels), has_bias=False,
+                           weight_init=_torch_default_init(rnn_output, (len(cfg.labels), rnn_output)))
+        self.log_softmax = nn.LogSoftmax(axis=-1)
+
+    def construct(self, features, frames):
+        """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""
+        x, lengths = self.conv[0](features, frames)
+        x, lengths = self.conv[1](x, lengths)
+        batch, channels, rows, steps = x.shape
+        x = x.view(batch, channels * rows, steps).transpose(2, 0, 1)       # [T', B, C*F']
+        mask = time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2)  # [T', B, 1]
+        for rnn in self.rnns:
+            x = rnn(x, lengths, mask)
+        logits = self.fc(self.fc_bn(x).view(steps * batch, -1)).view(steps, batch, -1)
+        return self.log_softmax(logits), lengths
+
+
+class CTCLoss(nn.Cell):
+    """Mean over the batch of the per-utterance CTC loss (summed over that utterance's frames).
+
+    Labels are [B, S] padded with the blank id, but only the first label_lengths[b] entries of
+    row b are read: the padding is never a label. Utterances whose labels cannot be aligned
+    (output shorter than the label sequence) give loss 0 and no gradient (zero_infinity).
+    """
+
+    def __init__(self, blank: int = 0):
+        super().__init__()
+        self.ctc = nn.CTCLoss(blank=blank, reduction="none", zero_infinity=True)
+
+    def construct(self, log_probs, out_lengths, labels, label_lengths):
+        per_utterance = self.ctc(log_probs, labels, out_lengths, label_lengths)
+        return per_utterance.mean()
+
+
+class TrainNetwork(nn.Cell):
+    """Model + CTC loss in one cell: what the training step differentiates."""
+
+    def __init__(self, model: DeepSpeech2, blank: int = 0):
+        super().__init__()
+        self.model = model
+        self.loss = CTCLoss(blank)
+
+    def construct(self, features, frames, labels, label_lengths):
+        log_probs, out_lengths = self.model(features, frames)
+        return self.loss(log_probs, out_lengths, labels, label_lengths)
+
+
+def count_parameters(model: nn.Cell) -> int:
+    return int(sum(np.prod(p.shape) for p in model.trainable_params()))

@@ -1,0 +1,323 @@
+"""`ds2 train`: train (or resume) DeepSpeech2 with CTC in MindSpore GRAPH_MODE.
+
+One training step (compiled once per batch shape) computes the loss and gradients, measures the
+global gradient norm, clips to cfg.train.grad_clip, and applies Adam only when loss and norm are
+finite (otherwise the step is counted as skipped). The learning rate is an input of the compiled
+step and assigned to the optimizer inside the graph: a Parameter changed from Python with
+set_data between calls is NOT seen by an already-compiled graph in MindSpore 2.7 (the graph keeps
+the value it was compiled with), which silently freezes any schedule applied that way.
+
+Schedule: linear warm-up over warmup_steps, then lr / lr_anneal**epoch.
+
+Outputs under cfg.run_dir: config.yaml, checkpoints/ (see ds2.checkpoint), metrics.jsonl (one
+JSON object per step, kind "train", and per dev evaluation, kind "dev"), curves.png.
+
+`--resume` continues from the newest checkpoint: model, optimizer, schedule step and data
+position are restored, metrics.jsonl is cut back to the checkpoint's step, and the next batch is
+the one that would have followed the checkpoint, so the curves join up even after a SIGKILL.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ds2 import checkpoint
+from ds2.config import Config, apply_override, from_dict, save_config, to_dict
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "curves.png"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in run_dir from its newest checkpoint (its stored config, "
+                             "plus any --set overrides)")
+    parser.add_argument("--max-steps", type=int, default=0, metavar="N",
+                        help="stop (with a checkpoint) once N steps are done in total; 0 = all epochs")
+    parser.add_argument("--rank", type=int, default=0, help="this process's shard of the data")
+    parser.add_argument("--world-size", type=int, default=1, help="number of data shards")
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def available_cpus() -> int:
+    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota if there is one."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        try:
+            quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())  # cgroup v1
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if quota > 0:
+                cpus = min(cpus, max(1, math.ceil(quota / period)))
+        except (OSError, ValueError):
+            pass
+    return cpus
+
+
+def configure_mindspore(cfg: Config) -> int:
+    """GRAPH_MODE on the configured device, CPU kernel threads = cfg.train.threads (0: all usable).
+
+    MindSpore's default is 25 kernel threads whatever the machine has; on a 2-core container
+    that oversubscribes the cores and makes every step slower.
+    """
+    import mindspore as ms
+
+    threads = cfg.train.threads or available_cpus()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(cfg.train.device)
+    ms.device_context.cpu.op_tuning.threads_num(threads)
+    ms.set_seed(cfg.train.seed)
+    return threads
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def learning_rate(train_cfg, step: int, epoch: int) -> float:
+    """Linear warm-up from lr/warmup_steps to lr over warmup_steps steps, then lr / anneal**epoch."""
+    warmup = min(1.0, (step + 1) / train_cfg.warmup_steps) if train_cfg.warmup_steps > 0 else 1.0
+    return train_cfg.lr * warmup / (train_cfg.lr_anneal ** epoch)
+
+
+def build_optimizer(model, train_cfg):
+    """Adam (bias-corrected, like torch.optim.Adam) with L2 weight decay on weight matrices only.
+
+    BatchNorm scales/shifts and biases are not decayed. The learning rate is a Parameter that
+    the train step assigns every step (see make_train_step).
+    """
+    import mindspore as ms
+    from mindspore import nn
+
+    params = model.trainable_params()
+    decay = [p for p in params if len(p.shape) > 1]
+    no_decay = [p for p in params if len(p.shape) <= 1]
+    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return nn.Adam(groups, learning_rate=ms.Tensor(train_cfg.lr, ms.float32), eps=1e-8)
+
+
+def make_train_step(network, optimizer, grad_clip: float):
+    """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied)."""
+    import mindspore as ms
+    from mindspore import ops
+
+    grad_fn = ms.value_and_grad(network, None, optimizer.parameters)
+    clip = ms.Tensor(grad_clip, ms.float32)
+
+    @ms.jit
+    def train_step(features, frames, labels, label_lengths, lr):
+        loss, grads = grad_fn(features, frames, labels, label_lengths)
+        squares = [ops.reduce_sum(g * g) for g in grads]
+        grad_norm = ops.sqrt(ops.addn(squares))
+        scale = clip / ops.maximum(grad_norm, clip)
+        grads = tuple(g * scale for g in grads)
+        applied = ops.logical_and(ops.isfinite(loss), ops.isfinite(grad_norm))
+        if applied:
+            loss = ops.depend(loss, ops.assign(optimizer.learning_rate, lr))
+            loss = ops.depend(loss, optimizer(grads))
+        return loss, grad_norm, applied
+
+    return train_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics log
+
+
+class MetricsLog:
+    """Append-only JSON lines, one object per line, flushed after every write."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: Dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> List[Dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut off by a kill: it and anything after it are dropped
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records up to `step` (resume rewinds to the checkpoint)."""
+        kept = [r for r in self.read() if r["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def load_sets(cfg: Config, splits):
+    """{split: UtteranceSet} from the manifests preprocess wrote (or the configured ones)."""
+    from ds2.batching import UtteranceSet
+    from ds2.data.manifest import read_manifest
+    from ds2.features import FeatureCache
+
+    cache = FeatureCache(Path(cfg.data.data_dir) / "features", cfg.features)
+    sets = {}
+    for split in splits:
+        path = manifest_for(cfg, split)
+        utterances, problems = read_manifest(path, cfg.model.labels)
+        if problems.total:
+            print(f"{split} manifest {path}: {problems}", file=sys.stderr)
+        sets[split] = UtteranceSet(utterances, cfg, cache)
+        if sets[split].skipped_unalignable:
+            print(f"{split}: {sets[split].skipped_unalignable} utterances skipped: more labels than "
+                  f"output frames (CTC cannot align them)", file=sys.stderr)
+    return sets
+
+
+def manifest_for(cfg: Config, split: str) -> str:
+    configured = getattr(cfg.data, f"{split}_manifest")
+    if configured:
+        return configured
+    from ds2.preprocess import manifest_path
+
+    return str(manifest_path(cfg, split))
+
+
+def run(cfg: Config, args) -> int:
+    import numpy as np
+    import mindspore as ms
+    from tqdm import tqdm
+
+    from ds2.batching import Prefetcher
+    from ds2.evaluate import evaluate_set
+    from ds2.model import DeepSpeech2, TrainNetwork, count_parameters
+    from ds2.plot import plot_curves
+
+    run_dir = Path(cfg.run_dir)
+    resume_from: Optional[Path] = None
+    if args.resume:
+        found = checkpoint.step_checkpoints(run_dir)
+        if not found:
+            print(f"ds2 train: --resume but no checkpoint in {checkpoint.checkpoint_dir(run_dir)}", file=sys.stderr)
+            return 1
+        resume_from = found[-1]
+        values, meta = checkpoint.load(resume_from)
+        cfg = from_dict(meta["config"])  # the run's own config, then this command's overrides
+        for override in args.overrides:
+            apply_override(cfg, override)
+    elif checkpoint.step_checkpoints(run_dir):
+        print(f"ds2 train: {run_dir} already has checkpoints; use --resume, or another run_dir "
+              f"(--set run_dir=...)", file=sys.stderr)
+        return 1
+
+    threads = configure_mindspore(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    sets = load_sets(cfg, ["train", "dev"])
+    train_set, dev_set = sets["train"], sets["dev"]
+    sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=args.rank, world_size=args.world_size)
+    load_batch = train_set.loader(sampler)
+    steps_per_epoch = len(sampler)
+
+    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
+    network = TrainNetwork(model)
+    optimizer = build_optimizer(model, cfg.train)
+    train_step = make_train_step(network, optimizer, cfg.train.grad_clip)
+    metrics = MetricsLog(run_dir / METRICS_FILE)
+
+    step, epoch, batch_index, skipped = 0, 0, 0, 0
+    best_cer = math.inf
+    if resume_from is not None:
+        checkpoint.restore(values, model, optimizer)
+        step, skipped = meta["step"], meta["skipped"]
+        epoch, batch_index = meta["position"]["epoch"], meta["position"]["batch"]
+        best = checkpoint.best_metric(run_dir)
+        best_cer = best if best is not None else math.inf
+        metrics.truncate_after(step)
+        print(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batch_index}")
+    elif metrics.path.exists():
+        metrics.path.unlink()  # a fresh run: no stale curve from an earlier attempt
+
+    total_steps = cfg.train.epochs * steps_per_epoch
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+    print(f"model: {count_parameters(model):,} parameters; train: {len(train_set)} utterances, "
+          f"{steps_per_epoch} batches/epoch, shapes (batch, frames) {sampler.shapes()}; "
+          f"dev: {len(dev_set)}; threads {threads}; {total_steps} steps")
+
+    def save(metrics_now: Dict[str, Any]) -> Path:
+        path = checkpoint.step_path(run_dir, step)
+        checkpoint.save(path, model, optimizer, {
+            "config": to_dict(cfg), "step": step, "skipped": skipped,
+            "position": {"epoch": epoch, "batch": batch_index},
+            "metrics": metrics_now, "environment": checkpoint.environment()})
+        checkpoint.prune(run_dir, cfg.train.keep_last)
+        return path
+
+    progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+    model.set_train(True)
+    while epoch < cfg.train.epochs and step < total_steps:
+        batches = sampler.epoch(epoch)[batch_index:]
+        prefetch = Prefetcher(batches, load_batch)
+        last_time = time.perf_counter()
+        try:
+            for padded in prefetch:
+                lr = learning_rate(cfg.train, step, epoch)
+                loss, grad_norm, applied = train_step(
+                    ms.Tensor(padded.features), ms.Tensor(padded.frames), ms.Tensor(padded.labels),
+                    ms.Tensor(padded.label_lengths), ms.Tensor(lr, ms.float32))
+                loss, grad_norm, applied = float(loss.asnumpy()), float(grad_norm.asnumpy()), bool(applied.asnumpy())
+                now = time.perf_counter()
+                speed = padded.audio_seconds / (now - last_time)
+                last_time = now
+                skipped += 0 if applied else 1
+                step += 1
+                batch_index += 1
+                metrics.append({"kind": "train", "step": step, "epoch": epoch, "batch": batch_index,
+                                "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                "audio_sec_per_sec": round(speed, 2), "skipped": skipped})
+                progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
+                progress.update(1)
+                if step % cfg.train.checkpoint_every == 0 and batch_index < len(sampler.epoch(epoch)):
+                    save({"train_loss": loss})
+                if step >= total_steps:
+                    break
+        finally:
+            prefetch.close()
+        if batch_index < steps_per_epoch:  # stopped by --max-steps inside the epoch
+            save({"train_loss": loss})
+            break
+        epoch, batch_index = epoch + 1, 0
+        record = {"train_loss": loss}
+        if epoch % cfg.train.eval_every_epochs == 0 or epoch == cfg.train.epochs:
+            model.set_train(False)
+            summary = evaluate_set(model, dev_set, cfg)["summary"]
+            model.set_train(True)
+            record.update(dev_cer=summary["cer"], dev_wer=summary["wer"])
+            metrics.append({"kind": "dev", "step": step, "epoch": epoch, "dev_cer": summary["cer"],
+                            "dev_wer": summary["wer"]})
+            progress.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
+        path = save(record)
+        if record.get("dev_cer", math.inf) < best_cer:
+            best_cer = record["dev_cer"]
+            checkpoint.mark_best(run_dir, path)
+        plot_curves(metrics.read(), run_dir / PLOT_FILE)
+    progress.close()
+    plot_curves(metrics.read(), run_dir / PLOT_FILE)
+    print(f"done: step {step}, {skipped} skipped updates, best dev CER {best_cer:.4f}; {run_dir}")
+    return 0

@@ -1,0 +1,58 @@
+"""envcheck: is this environment ready for a DeepSpeech2-on-MindSpore job? If not, why, and what fixes it.
+
+    python -m envcheck [--stage preprocess|train|eval] [--json] [--python PATH] [--timeout S]
+                       [--host] [--config YAML] [--preset small|seed] [--only PATTERN]
+
+Run it before a long job; the Makefile runs `python -m envcheck --stage STAGE` before every stage.
+It needs only the Python standard library (it uses `packaging` when present), so it can diagnose
+environments where numpy, MindSpore or torch are missing or broken.
+
+How it works
+    Every probe (envcheck/probes/) runs in its own subprocess of the interpreter under test
+    (--python, default: the one running envcheck) with `-X faulthandler` and a timeout. A probe that
+    segfaults, aborts, hangs or is OOM-killed becomes a FAIL with the signal, the Python traceback
+    faulthandler printed and the module that was being imported; it never takes envcheck down.
+    Probes run in parallel. Their results are matched against a knowledge base of rules
+    (envcheck/rules/*.json, see diagnose.py) that explain the cause and give the fix.
+
+Statuses
+    PASS  checked and fine
+    INFO  a fact that needs no action here (e.g. no GPU while the device is CPU)
+    SKIP  the check does not apply (e.g. no MindSpore installed to look for GPU plugins in)
+    WARN  works, but likely to cause trouble (slow, fragile, or outside tested versions)
+    FAIL  will break the stage
+
+Exit codes
+    0  ready: nothing above PASS/INFO/SKIP
+    1  at least one FAIL: a blocking problem
+    2  warnings only (WARN, no FAIL)
+    3  envcheck itself failed: it crashed, its rules are malformed, or it was called with bad arguments
+
+JSON (--json), schema_version 1
+    {
+      "schema_version": 1,
+      "envcheck_version": "0.1.0",
+      "stage": "train" | "preprocess" | "eval" | null (all probes),
+      "python": "/path/to/interpreter/under/test",
+      "host": false,                        # --host given
+      "duration_s": 9.8,
+      "probes": [
+        {
+          "id": "import.mindspore",         # stable probe id; "config" is envcheck reading ds2's config
+          "title": "import mindspore alone",
+          "status": "pass" | "info" | "skip" | "warn" | "fail",
+          "summary": "one line",
+          "details": {...},                 # probe-specific facts; crashed or hung probes have outcome,
+                                            # signal, traceback, last_event, last_import, steps
+          "findings": ["crash-during-import", ...],   # codes the rules match
+          "duration_s": 3.1,
+          "diagnosis": [{"rule_id": "...", "title": "...", "explanation": "...", "fix": ["command", ...]}]
+        }
+      ],
+      "exit_code": 1
+    }
+    Keys are only ever added within a schema_version; a removal or change of meaning bumps it.
+"""
+
+__version__ = "0.1.0"
+SCHEMA_VERSION = 1

@@ -1,0 +1,88 @@
+"""`python -m envcheck`: run the probes for a stage, diagnose, print the report, exit 0/1/2/3."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+import time
+import traceback
+from typing import List, Optional
+
+from envcheck import diagnose, report, runner, settings
+from envcheck.probes import STAGES, select
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # argparse exits 2 on bad usage, which here means "warnings only"; bad usage is exit 3.
+        self.print_usage(sys.stderr)
+        self.exit(report.EXIT_ENVCHECK_FAILED, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m envcheck",
+                     description="Check that this environment can run a ds2 stage; explain what is wrong and how "
+                                 "to fix it. Exit 0 ready, 1 blocking problem, 2 warnings only, 3 envcheck failed.")
+    parser.add_argument("--stage", choices=STAGES, help="check only what this stage needs (default: everything)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (schema: envcheck/__init__.py)")
+    parser.add_argument("--python", metavar="PATH", default=sys.executable,
+                        help="interpreter to check (default: the one running envcheck)")
+    parser.add_argument("--timeout", metavar="S", type=float,
+                        help="time limit for every probe in seconds (default: each probe's own, 60-300 s)")
+    parser.add_argument("--host", action="store_true",
+                        help="also check this host's Docker engine, Compose v2 plugin and NVIDIA runtime")
+    parser.add_argument("--config", metavar="YAML", help="ds2 config file, as given to the stage")
+    parser.add_argument("--preset", default="small", help="ds2 config preset: small (default) or seed")
+    parser.add_argument("--only", metavar="PATTERN", action="append", default=[],
+                        help="run only probes whose id matches this glob, e.g. 'import.*' (repeatable)")
+    return parser
+
+
+def _check_python(path: str) -> Optional[str]:
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return f"--python {path}: not an executable file"
+    return None
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _check_python(args.python)
+    if problem:
+        parser.error(problem)
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    rules = diagnose.load_rules()
+    probes = select(args.stage, args.host)
+    if args.only:
+        probes = [p for p in probes if any(fnmatch.fnmatchcase(p.id, pattern) for pattern in args.only)]
+        if not probes:
+            parser.error(f"--only {' '.join(args.only)} matches no probe of this stage")
+
+    start = time.monotonic()
+    probe_settings, config_result = settings.load(args.stage, args.preset, args.config)
+    results = [config_result] + runner.run_probes(probes, probe_settings, args.python, args.timeout)
+    diagnose.diagnose(results, rules)
+    duration = time.monotonic() - start
+
+    if args.json:
+        sys.stdout.write(report.to_json(results, args.stage, args.python, args.host, duration) + "\n")
+    else:
+        sys.stdout.write(report.to_text(results, args.stage, args.python, duration))
+    return report.exit_code(results)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return run(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (3)
+        return exc.code if isinstance(exc.code, int) else report.EXIT_ENVCHECK_FAILED
+    except BaseException:  # envcheck's own bug or a malformed rule file: say so, distinctly from a FAIL
+        sys.stderr.write("envcheck crashed (this is a bug in envcheck, not a finding about the environment):\n")
+        traceback.print_exc()
+        return report.EXIT_ENVCHECK_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

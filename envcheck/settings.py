@@ -1,0 +1,55 @@
+"""What the probes are told about the run: the stage and ds2's resolved configuration.
+
+The configuration comes from ds2.config (preset, optional YAML file), the same code the stages use,
+so envcheck checks the window, model size, batch, device and directories the job will really use.
+It is read in envcheck's own process: it is project code that needs only the standard library
+(and PyYAML for a --config file), not part of the environment under test.
+
+Probes receive settings = {"stage": ..., "config": <ds2 Config as a dict> or None, ...} and read
+config keys with defaults through config_value(); without ds2 they check defaults and say so.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Tuple
+
+from envcheck.result import FAIL, INFO, PASS, ProbeResult
+
+TITLE = "ds2 configuration used by the checks"
+
+
+def load(stage: Optional[str], preset: str, config_path: Optional[str]) -> Tuple[dict, ProbeResult]:
+    """Settings for the probes, and a result line saying where the configuration came from."""
+    start = time.monotonic()
+    settings = {"stage": stage, "preset": preset, "config_path": config_path, "config": None}
+    try:
+        from ds2 import config as ds2_config
+    except Exception as exc:  # not installed, or broken: the checks still run, with defaults
+        status = FAIL if config_path else INFO
+        summary = (f"cannot read {config_path}: ds2.config is not importable ({type(exc).__name__}: {exc})"
+                   if config_path else
+                   f"ds2.config is not importable ({type(exc).__name__}: {exc}); checks use defaults "
+                   "and no model-size estimate")
+        return settings, ProbeResult("config", TITLE, status, summary, duration_s=time.monotonic() - start,
+                                     findings=["config-unreadable"] if config_path else [])
+    try:
+        cfg = ds2_config.load_config(preset, config_path)
+    except Exception as exc:  # bad preset, unreadable or invalid YAML, PyYAML missing
+        return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {type(exc).__name__}: "
+                                     f"{exc}", duration_s=time.monotonic() - start, findings=["config-unreadable"])
+    settings["config"] = ds2_config.to_dict(cfg)
+    source = f"preset {preset}" + (f" + {config_path}" if config_path else "")
+    return settings, ProbeResult("config", TITLE, PASS, f"{source}: device {cfg.train.device}, "
+                                 f"data {cfg.data.source} in {cfg.data.data_dir}, runs in {cfg.run_dir}",
+                                 details={"preset": preset, "config_path": config_path},
+                                 duration_s=time.monotonic() - start)
+
+
+def config_value(settings: dict, dotted: str, default: Any = None) -> Any:
+    """settings' ds2 config value at 'section.key' (e.g. 'features.window'), or `default`."""
+    value: Any = settings.get("config") or {}
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value

@@ -1,0 +1,121 @@
+import dataclasses
+import os
+import threading
+
+import numpy as np
+import pytest
+import soundfile
+
+from ds2.config import FeatureConfig
+from ds2.features import (EmptyAudioError, FeatureCache, UnreadableAudioError, compute_features,
+                          load_audio, num_frames)
+
+
+def noise(num_samples, seed=0):
+    return (np.random.RandomState(seed).randn(num_samples) * 0.1).astype(np.float32)
+
+
+@pytest.mark.parametrize("num_samples", [1, 159, 160, 161, 320, 4000, 16000, 16001])
+def test_shape_matches_num_frames(num_samples):
+    cfg = FeatureConfig()
+    features = compute_features(noise(num_samples), cfg)
+    assert features.dtype == np.float32
+    assert features.shape == (cfg.n_bins, num_frames(num_samples, cfg)) == (161, 1 + num_samples // 160)
+
+
+def test_matches_a_hand_written_stft():
+    """Frame t covers samples [t*hop - n_fft/2, t*hop + n_fft/2) of the zero-padded signal, periodic Hann."""
+    cfg = FeatureConfig(normalize=False)
+    audio = noise(1000)
+    padded = np.concatenate([np.zeros(cfg.n_fft // 2), audio, np.zeros(cfg.n_fft // 2)])
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(cfg.n_fft) / cfg.n_fft)
+    expected = np.stack([np.log1p(np.abs(np.fft.rfft(padded[t * cfg.hop_length:t * cfg.hop_length + cfg.n_fft] * window)))
+                         for t in range(num_frames(audio.size, cfg))], axis=1)
+    np.testing.assert_allclose(compute_features(audio, cfg), expected, atol=1e-4)
+
+
+def test_normalisation_gives_zero_mean_unit_std():
+    features = compute_features(noise(8000) + 0.3, FeatureConfig(normalize=True))
+    assert abs(features.mean()) < 1e-4 and abs(features.std() - 1) < 1e-3
+
+
+def test_silence_does_not_divide_by_zero():
+    assert np.isfinite(compute_features(np.zeros(4000, np.float32), FeatureConfig())).all()
+
+
+def test_legacy_hanning_warns_and_equals_hann():
+    audio = noise(4000)
+    with pytest.warns(UserWarning, match="hanning"):
+        legacy = compute_features(audio, FeatureConfig(window="hanning"))
+    np.testing.assert_array_equal(legacy, compute_features(audio, FeatureConfig(window="hann")))
+
+
+def test_empty_signal_is_refused():
+    with pytest.raises(EmptyAudioError):
+        compute_features(np.zeros(0, np.float32), FeatureConfig())
+
+
+def test_load_audio_mixes_down_and_resamples(tmp_path):
+    stereo = np.stack([noise(8000, 1), noise(8000, 2)], axis=1)
+    soundfile.write(tmp_path / "a.wav", stereo, 8000, subtype="FLOAT")
+    audio = load_audio(tmp_path / "a.wav", 8000)
+    np.testing.assert_allclose(audio, stereo.mean(axis=1), atol=1e-6)
+    resampled = load_audio(tmp_path / "a.wav", 16000)
+    assert resampled.dtype == np.float32 and resampled.shape == (16000,)
+
+
+def test_load_audio_errors(tmp_path):
+    with pytest.raises(UnreadableAudioError):
+        load_audio(tmp_path / "missing.flac", 16000)
+    (tmp_path / "garbage.flac").write_bytes(b"not audio at all" * 10)
+    with pytest.raises(UnreadableAudioError):
+        load_audio(tmp_path / "garbage.flac", 16000)
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(EmptyAudioError):
+        load_audio(tmp_path / "empty.wav", 16000)
+
+
+def test_cache_reuses_and_invalidates(tmp_path):
+    audio_path = tmp_path / "a.wav"
+    soundfile.write(audio_path, noise(4000), 16000)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    first = cache.features(audio_path)
+    second = cache.features(audio_path)
+    assert (cache.misses, cache.hits) == (1, 1)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, compute_features(load_audio(audio_path, 16000), FeatureConfig()))
+
+    soundfile.write(audio_path, noise(4800, seed=3), 16000)  # new content: new size and mtime
+    assert cache.features(audio_path).shape[1] == num_frames(4800, FeatureConfig())
+    assert cache.misses == 2
+
+    other_config = FeatureCache(tmp_path / "cache", dataclasses.replace(FeatureConfig(), normalize=False))
+    other_config.features(audio_path)
+    assert other_config.misses == 1  # a different feature config never reads these entries
+
+
+def test_cache_replaces_a_corrupt_entry(tmp_path):
+    audio_path = tmp_path / "a.wav"
+    soundfile.write(audio_path, noise(4000), 16000)
+    cache = FeatureCache(tmp_path / "cache", FeatureConfig())
+    good = cache.features(audio_path)
+    cache.path_for(audio_path).write_bytes(b"truncated")
+    np.testing.assert_array_equal(cache.features(audio_path), good)
+    assert cache.misses == 2
+
+
+def test_cache_concurrent_writers_leave_one_complete_file(tmp_path):
+    audio_path = tmp_path / "a.wav"
+    soundfile.write(audio_path, noise(16000), 16000)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        FeatureCache(tmp_path / "cache", FeatureConfig()).features(audio_path))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4
+    for result in results[1:]:
+        np.testing.assert_array_equal(result, results[0])
+    files = [f for _, _, names in os.walk(tmp_path / "cache") for f in names]
+    assert len(files) == 1 and files[0].endswith(".npy") and not files[0].startswith(".tmp")
