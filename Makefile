@@ -4,7 +4,7 @@
 #   RUNS            host folder for data, manifests, feature cache, checkpoints, logs (./runs)
 #   PRESET          config preset: small (embedded synthetic corpus) or seed (the report's model)
 #   CONFIG          optional YAML file (relative to the checkout) overriding the preset
-#   ARGS            extra arguments for the ds2 command, e.g. ARGS="--set train.epochs=2"
+#   SET             config overrides for every stage, e.g. SET="train.epochs=2 data.synth_train=500"
 #   BASE_IMAGE      base for the images (python:3.9-slim-bullseye; falls back to a bootstrapped one)
 #   EXTRA_CA_CERTS  PEM file of extra CA certificates for the image build (TLS-intercepting proxies)
 #   DOCKER          docker CLI to use
@@ -23,22 +23,23 @@ EXTRA_CA_CERTS ?=
 RUNS ?= $(CURDIR)/runs
 PRESET ?= small
 CONFIG ?=
-ARGS ?=
+SET ?=
 SHM_SIZE ?= 2g
 HOST_VENV ?= .venv-host
 PYTHON ?= python3
 
 export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
 
-CONFIG_ARGS := --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG))
+ENVCHECK_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG))
+CONFIG_ARGS = $(ENVCHECK_ARGS) $(foreach s,$(SET),--set $(s))
 # The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
 # docker/entrypoint.sh), so everything it writes there belongs to you.
 RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_CPU)
+	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(ENVCHECK_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
 RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) --gpus all \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_GPU)
+	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(ENVCHECK_ARGS)" $(if $(TTY),-t) $(IMAGE_GPU)
 # Progress bars when make runs in a terminal.
 TTY := $(shell [ -t 1 ] && echo 1)
 
@@ -68,30 +69,30 @@ lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pi
 	    --generate-hashes --no-header -q -o host.lock
 
 envcheck: image-cpu ## diagnose the CPU image's environment (python -m envcheck)
-	$(RUN_CPU) python -m envcheck $(CONFIG_ARGS)
+	$(RUN_CPU) python -m envcheck $(ENVCHECK_ARGS)
 
 envcheck-host: $(HOST_VENV) ## diagnose this host: Docker engine, Compose, GPU runtime
 	$(HOST_VENV)/bin/python -m envcheck --host
 
-data: image-cpu ## build or download the corpus and write manifests (no feature cache)
-	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --no-features $(ARGS)
+data: image-cpu ## build or download the corpus and write manifests
+	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS)
 
-preprocess: image-cpu ## corpus + manifests + feature cache
-	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) $(ARGS)
+preprocess: image-cpu ## corpus + manifests + feature cache (so the first epoch does not wait on features)
+	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
 
 train: image-cpu ## train on CPU (resumes when a checkpoint exists)
-	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume $(ARGS)
+	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume
 
 eval: image-cpu ## evaluate the best checkpoint on the test split: WER / CER
-	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test $(ARGS)
+	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test
 
 # Prerequisites run left to right, each once: one image build, then the stages in order.
 train-cpu: image-cpu preprocess train eval ## the whole job on CPU: envcheck, preprocess, train, eval; prints WER / CER
 
 train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
-	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) $(ARGS)
-	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume $(ARGS)
-	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test $(ARGS)
+	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
+	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume
+	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test
 
 # pytest exits 5 when it collected nothing: a test run that tests nothing must not pass.
 NO_TESTS_IS_FAILURE = || { status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" >&2; exit $$status; }

@@ -14,6 +14,8 @@ if ls /tmp/extra-ca/*.crt >/dev/null 2>&1; then
 fi
 
 python3 -m venv /opt/venv
+# Debian's venv seeds a 'pkg-resources 0.0.0' placeholder; the lock's setuptools provides the real one.
+/opt/venv/bin/pip uninstall -q -y pkg-resources 2>/dev/null || true
 # --no-deps: the lock is complete, so pip installs exactly what it lists and nothing else.
 /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
     --require-hashes --no-deps -r "$lock"

@@ -201,11 +201,12 @@ class UtteranceSet:
     """One split ready for batching: utterances, their label ids and frame counts, and features.
 
     Frame counts come from the manifest durations (exact for audio at the feature sample rate),
-    so batches can be planned without reading any audio. Utterances CTC cannot align (fewer
-    output frames than their labels need) are left out and counted in `skipped_unalignable`.
+    so batches can be planned without reading any audio. For training, utterances CTC cannot
+    align (fewer output frames than their labels need) are left out (drop_unalignable) and
+    counted in `skipped_unalignable`; evaluation keeps and scores every utterance.
     """
 
-    def __init__(self, utterances, cfg, feature_cache):
+    def __init__(self, utterances, cfg, feature_cache, drop_unalignable: bool = False):
         from ds2.features import num_frames
         from ds2.model import output_lengths
         from ds2.text import encode, min_ctc_frames
@@ -218,7 +219,7 @@ class UtteranceSet:
         for utt in utterances:
             labels = encode(utt.text, cfg.model.labels)
             frames = num_frames(int(round(utt.duration * cfg.features.sample_rate)), cfg.features)
-            if min_ctc_frames(labels) > int(output_lengths(frames, cfg.model)):
+            if drop_unalignable and min_ctc_frames(labels) > int(output_lengths(frames, cfg.model)):
                 self.skipped_unalignable += 1
                 continue
             self.utterances.append(utt)

@@ -6,8 +6,8 @@
 
 Input features are [B, 1, n_bins, T] (padded on the right in time) with the true per-utterance
 frame counts `frames`. Padding never reaches a real output frame:
-- after every conv block the time steps past each utterance's length are set to zero, so the
-  next convolution sees the same zeros it would see at the end of the unpadded utterance;
+- the input and the output of every conv block are set to zero past each utterance's length, so
+  every convolution sees the same zeros it would see at the end of the unpadded utterance;
 - the backward LSTM direction reads each utterance reversed by its own length (ReverseSequence),
   so it starts at the utterance's last real frame, not at the padding;
 - CTC gets the exact output lengths (`output_lengths`), and the labels with their true lengths.
@@ -150,16 +150,10 @@ class BiLSTM(nn.Cell):
         return forward, self.reverse(backward, lengths)
 
 
-class SequenceBatchNorm(nn.Cell):
-    """BatchNorm1d over features of a [T, B, H] sequence (statistics over time and batch)."""
-
-    def __init__(self, features: int):
-        super().__init__()
-        self.bn = nn.BatchNorm1d(features, momentum=0.9)
-
-    def construct(self, x):
-        steps, batch, features = x.shape
-        return self.bn(x.view(steps * batch, features)).view(steps, batch, features)
+def sequence_batch_norm(bn: nn.BatchNorm1d, x):
+    """Apply a BatchNorm1d to every step of a [T, B, H] sequence (statistics over time and batch)."""
+    steps, batch, features = x.shape
+    return bn(x.view(steps * batch, features)).view(steps, batch, features)
 
 
 class RNNLayer(nn.Cell):
@@ -168,7 +162,7 @@ class RNNLayer(nn.Cell):
     def __init__(self, input_size: int, hidden_size: int, batch_norm: bool, merge: str,
                  forget_bias: float):
         super().__init__()
-        self.bn = SequenceBatchNorm(input_size) if batch_norm else None
+        self.bn = nn.BatchNorm1d(input_size, momentum=0.9) if batch_norm else None
         self.lstm = BiLSTM(input_size, hidden_size, forget_bias)
         if merge not in ("sum", "concat"):
             raise ValueError(f"unknown rnn_merge {merge!r}; use 'sum' or 'concat'")
@@ -176,7 +170,7 @@ class RNNLayer(nn.Cell):
 
     def construct(self, x, lengths, mask):
         if self.bn is not None:
-            x = self.bn(x)
+            x = sequence_batch_norm(self.bn, x)
         forward, backward = self.lstm(x, lengths)
         if self.merge == "sum":
             out = forward + backward
@@ -203,21 +197,25 @@ class DeepSpeech2(nn.Cell):
                                    batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge,
                                    forget_bias=cfg.lstm_forget_bias))
         self.rnns = nn.CellList(layers)
-        self.fc_bn = SequenceBatchNorm(rnn_output)
+        self.fc_bn = nn.BatchNorm1d(rnn_output, momentum=0.9)
         self.fc = nn.Dense(rnn_output, len(cfg.labels), has_bias=False,
                            weight_init=_torch_default_init(rnn_output, (len(cfg.labels), rnn_output)))
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
     def construct(self, features, frames):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""
-        x, lengths = self.conv[0](features, frames)
+        # Whatever the padding holds, the first convolution must see zeros there, as it would
+        # past the end of the unpadded utterance.
+        mask = time_mask(frames, features.shape[3], features.dtype)
+        x = features * mask.view(mask.shape[0], 1, 1, mask.shape[1])
+        x, lengths = self.conv[0](x, frames)
         x, lengths = self.conv[1](x, lengths)
         batch, channels, rows, steps = x.shape
         x = x.view(batch, channels * rows, steps).transpose(2, 0, 1)       # [T', B, C*F']
         mask = time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2)  # [T', B, 1]
         for rnn in self.rnns:
             x = rnn(x, lengths, mask)
-        logits = self.fc(self.fc_bn(x).view(steps * batch, -1)).view(steps, batch, -1)
+        logits = self.fc(sequence_batch_norm(self.fc_bn, x).view(steps * batch, -1)).view(steps, batch, -1)
         return self.log_softmax(logits), lengths
 
 

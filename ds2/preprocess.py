@@ -62,7 +62,10 @@ def output_time_stride(cfg: Config) -> int:
 
 
 def output_frames(duration: float, cfg: Config) -> int:
-    """Model output frames for audio of duration seconds (at the feature sample rate)."""
+    """Model output frames for audio of duration seconds (at the feature sample rate).
+
+    Exact for audio stored at the feature sample rate; after resampling, within one input frame.
+    """
     samples = round(duration * cfg.features.sample_rate)
     return math.ceil(num_frames(samples, cfg.features) / output_time_stride(cfg))
 

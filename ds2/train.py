@@ -69,14 +69,21 @@ def configure_mindspore(cfg: Config) -> int:
     """GRAPH_MODE on the configured device, CPU kernel threads = cfg.train.threads (0: all usable).
 
     MindSpore's default is 25 kernel threads whatever the machine has; on a 2-core container
-    that oversubscribes the cores and makes every step slower.
+    that oversubscribes the cores and makes every step slower. The thread count can be set only
+    once per process; later calls keep the first setting.
     """
     import mindspore as ms
 
     threads = cfg.train.threads or available_cpus()
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device(cfg.train.device)
-    ms.device_context.cpu.op_tuning.threads_num(threads)
+    # Both settings are fixed once the runtime has started; a second stage run in the same
+    # interpreter (tests) keeps the first ones.
+    if ms.get_context("device_target") != cfg.train.device:
+        ms.set_device(cfg.train.device)
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+    except RuntimeError:
+        pass
     ms.set_seed(cfg.train.seed)
     return threads
 
@@ -169,33 +176,25 @@ class MetricsLog:
 # The run
 
 
-def load_sets(cfg: Config, splits):
-    """{split: UtteranceSet} from the manifests preprocess wrote (or the configured ones)."""
+def load_sets(cfg: Config, splits, drop_unalignable: bool = False):
+    """{split: UtteranceSet} from the manifests `ds2 preprocess` wrote (or the configured ones)."""
     from ds2.batching import UtteranceSet
     from ds2.data.manifest import read_manifest
     from ds2.features import FeatureCache
+    from ds2.preprocess import feature_cache_dir, manifest_path
 
-    cache = FeatureCache(Path(cfg.data.data_dir) / "features", cfg.features)
+    cache = FeatureCache(feature_cache_dir(cfg), cfg.features)
     sets = {}
     for split in splits:
-        path = manifest_for(cfg, split)
+        path = manifest_path(cfg, split)
         utterances, problems = read_manifest(path, cfg.model.labels)
         if problems.total:
             print(f"{split} manifest {path}: {problems}", file=sys.stderr)
-        sets[split] = UtteranceSet(utterances, cfg, cache)
+        sets[split] = UtteranceSet(utterances, cfg, cache, drop_unalignable)
         if sets[split].skipped_unalignable:
             print(f"{split}: {sets[split].skipped_unalignable} utterances skipped: more labels than "
                   f"output frames (CTC cannot align them)", file=sys.stderr)
     return sets
-
-
-def manifest_for(cfg: Config, split: str) -> str:
-    configured = getattr(cfg.data, f"{split}_manifest")
-    if configured:
-        return configured
-    from ds2.preprocess import manifest_path
-
-    return str(manifest_path(cfg, split))
 
 
 def run(cfg: Config, args) -> int:
@@ -228,8 +227,8 @@ def run(cfg: Config, args) -> int:
     threads = configure_mindspore(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    sets = load_sets(cfg, ["train", "dev"])
-    train_set, dev_set = sets["train"], sets["dev"]
+    train_set = load_sets(cfg, ["train"], drop_unalignable=True)["train"]
+    dev_set = load_sets(cfg, ["dev"])["dev"]
     sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=args.rank, world_size=args.world_size)
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
@@ -293,7 +292,7 @@ def run(cfg: Config, args) -> int:
                                 "audio_sec_per_sec": round(speed, 2), "skipped": skipped})
                 progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
                 progress.update(1)
-                if step % cfg.train.checkpoint_every == 0 and batch_index < len(sampler.epoch(epoch)):
+                if step % cfg.train.checkpoint_every == 0 and batch_index < steps_per_epoch:
                     save({"train_loss": loss})
                 if step >= total_steps:
                     break

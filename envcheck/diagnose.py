@@ -10,8 +10,10 @@ A rule file holds {"rules": [RULE, ...]}. A rule:
                  WARN or FAIL. With it, the rule also applies to results that passed and raises them to
                  that status: knowledge a probe cannot see by itself ("this combination is declared
                  compatible but is not").
-    explanation  why it happens. {name} placeholders are filled from the probe's details, from named
-                 groups of the matched "output" regexes, and {dist:NAME} from the installed versions.
+    explanation  why it happens. {name} placeholders are filled from the probe's details (lists joined
+                 with ", "), from named groups of the matched "output" regexes, {probe} and {summary} with the
+                 probe's id and summary,
+                 and {dist:NAME} with NAME's installed version.
     fix          list of steps / commands that fix it, with the same placeholders
 
 Conditions:
@@ -23,6 +25,7 @@ Conditions:
                                  !=, ~=); {"dist": NAME, "installed": false}: NAME is not installed.
                                  Installed versions come from the `distributions` probe.
     {"any": [CONDITION, ...]}    at least one of them holds
+    {"all": [CONDITION, ...]}    every one of them holds (to group conditions inside "any")
 """
 from __future__ import annotations
 
@@ -48,10 +51,11 @@ class RuleError(ValueError):
 def _check_condition(cond, where: str) -> None:
     if not isinstance(cond, dict) or not cond:
         raise RuleError(f"{where}: a condition must be a non-empty object, got {cond!r}")
-    if "any" in cond:
-        if set(cond) != {"any"} or not isinstance(cond["any"], list) or not cond["any"]:
-            raise RuleError(f"{where}: 'any' takes a non-empty list and nothing else")
-        for sub in cond["any"]:
+    if "any" in cond or "all" in cond:
+        key = "any" if "any" in cond else "all"
+        if set(cond) != {key} or not isinstance(cond[key], list) or not cond[key]:
+            raise RuleError(f"{where}: '{key}' takes a non-empty list and nothing else")
+        for sub in cond[key]:
             _check_condition(sub, where)
     elif "output" in cond or "not_output" in cond:
         if len(cond) != 1:
@@ -126,6 +130,8 @@ def _searchable_text(result: ProbeResult) -> str:
 def _holds(cond: dict, result: ProbeResult, text: str, installed: Dict[str, str], groups: dict) -> bool:
     if "any" in cond:
         return any(_holds(sub, result, text, installed, groups) for sub in cond["any"])
+    if "all" in cond:
+        return all(_holds(sub, result, text, installed, groups) for sub in cond["all"])
     if "output" in cond:
         m = re.search(cond["output"], text, re.MULTILINE)
         if m:
@@ -150,7 +156,9 @@ def _fill(template: str, values: dict, installed: Dict[str, str]) -> str:
         if key.startswith("dist:"):
             return installed.get(versions.normalize_name(key[len("dist:"):]), "not installed")
         value = values.get(key)
-        return m.group(0) if value is None or isinstance(value, (dict, list)) else str(value)
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value) or "nothing"
+        return m.group(0) if value is None or isinstance(value, dict) else str(value)
     return _PLACEHOLDER.sub(replace, template)
 
 
@@ -167,7 +175,7 @@ def diagnose(results: List[ProbeResult], rules: List[dict]) -> None:
             groups: dict = {}
             if not all(_holds(cond, result, text, installed, groups) for cond in rule["evidence"]):
                 continue
-            values = {**result.details, **groups, "probe": result.id}
+            values = {**result.details, **groups, "probe": result.id, "summary": result.summary}
             result.diagnosis.append(Diagnosis(rule["id"], _fill(rule["title"], values, installed),
                                               _fill(rule["explanation"], values, installed),
                                               [_fill(step, values, installed) for step in rule["fix"]]))

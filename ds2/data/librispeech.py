@@ -10,6 +10,7 @@ HTTP Range request, and the file gets its final name only after its MD5 matched.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -74,7 +75,7 @@ def expected_md5(subset: str, archive: Path, given: Optional[str] = None) -> Tup
     """(md5, where it came from): a value given by the user, else a `<archive>.md5` sidecar file
     (first word, as md5sum writes it), else the official table; (None, ...) if none is known."""
     if given:
-        return given.lower(), "given on the command line"
+        return given.lower(), "the value given"
     sidecar = archive.with_name(archive.name + ".md5")
     if sidecar.is_file():
         words = sidecar.read_text().split()
@@ -115,7 +116,7 @@ def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Pat
                     for chunk in iter(lambda: response.read(DOWNLOAD_CHUNK_BYTES), b""):
                         out.write(chunk)
                         bar.update(len(chunk))
-            except OSError as exc:  # includes dropped connections and timeouts
+            except (OSError, http.client.HTTPException) as exc:  # dropped connection, timeout, short read
                 raise LibriSpeechError(f"download of {url} interrupted ({exc}); run again to resume") from exc
         if total is not None and part.stat().st_size != total:
             raise LibriSpeechError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
@@ -186,8 +187,9 @@ def prepare_subset(root: Union[str, Path], subset: str, base_url: str = OPENSLR_
             print(f"{subset}: MD5 from {source}")
         download(f"{base_url.rstrip('/')}/{subset}.tar.gz", archive, checksum)
     # Extract beside the final place, then move the finished subset in, so an interrupted
-    # extraction never looks like a complete copy.
-    staging = root / f".extract-{subset}-{os.getpid()}"
+    # extraction never looks like a complete copy; a leftover from a killed run is removed first.
+    staging = root / f".extract-{subset}"
+    shutil.rmtree(staging, ignore_errors=True)
     try:
         safe_extract(archive, staging)
         extracted = staging / "LibriSpeech" / subset

@@ -189,7 +189,10 @@ def read_json_manifest(path: Union[str, Path], labels: Optional[str] = None) -> 
                 report.add(BAD_ENTRY, f"{path} sample {index}: neither transcript nor transcript_path")
                 continue
             text = _read_transcript_file(transcript_path, report)
-        checked = check_utterance(utterance_id, audio_path, text, sample.get("duration"), report, labels)
+        duration = sample.get("duration")
+        if not isinstance(duration, (int, float)):
+            duration = None  # absent (or not a number): read it from the audio header
+        checked = check_utterance(utterance_id, audio_path, text, duration, report, labels)
         if checked is None:
             continue
         utterances.append(Utterance(id=utterance_id, audio_path=audio_path, text=checked[0], duration=checked[1],

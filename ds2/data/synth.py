@@ -39,12 +39,12 @@ VOICE_ACCENTS = ("en-us", "en")             # American and British English base 
 VOICE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
 SPEED_WPM = (130, 200)                      # espeak-ng -s, words per minute (its default is 175)
 PITCH = (25, 75)                            # espeak-ng -p, 0..99 (its default is 50)
-# Speaker ids per split start here (LibriSpeech-like numeric ids that never collide across splits);
-# each speaker's single chapter is numbered speaker id + CHAPTER_ID_OFFSET.
-FIRST_SPEAKER_ID = {"train": 1000, "dev": 8000, "test": 9000}
-CHAPTER_ID_OFFSET = 10000
+# Numeric, LibriSpeech-like ids: speakers are numbered on from FIRST_SPEAKER_ID in planning order
+# (test, dev, train), and each speaker's single chapter is numbered speaker id + CHAPTER_ID_OFFSET.
+FIRST_SPEAKER_ID = 1000
+CHAPTER_ID_OFFSET = 100000
 MARKER_NAME = "synth.json"                  # written last; its parameters say what the corpus is
-GENERATOR_VERSION = 1                       # bump when the plan or rendering changes
+GENERATOR_VERSION = 2                       # bump when the plan or rendering changes
 
 
 class SynthError(RuntimeError):
@@ -85,10 +85,10 @@ def plan_corpus(sizes: Dict[str, int], seed: int) -> Dict[str, List[SynthJob]]:
     """The jobs of every split, and the chapter transcripts follow from them. Pure and deterministic."""
     used_sentences = set()
     plan: Dict[str, List[SynthJob]] = {}
+    speaker_id = FIRST_SPEAKER_ID
     for split in PLANNING_ORDER:
         rng = random.Random(f"{seed}-{split}")  # str seeds are hashed with SHA-512: stable across runs
         jobs: List[SynthJob] = []
-        speaker_id = FIRST_SPEAKER_ID[split]
         while len(jobs) < sizes[split]:
             voice = f"{rng.choice(VOICE_ACCENTS)}+{rng.choice(VOICE_VARIANTS)}"
             speed, pitch = rng.randint(*SPEED_WPM), rng.randint(*PITCH)
@@ -162,13 +162,15 @@ def build_corpus(root: Union[str, Path], sizes: Dict[str, int], seed: int, sampl
     import librosa  # noqa: F401  imported before the pool forks, so workers do not each import it
 
     root = Path(root)
+    if root.exists() and not (root / MARKER_NAME).exists():
+        raise SynthError(f"{root} exists but is not a synthetic corpus (no {MARKER_NAME}); move it away")
     parameters = corpus_parameters(sizes, seed, sample_rate)
     if is_complete(root, parameters):
         return root
-    if root.exists() and not (root / MARKER_NAME).exists():
-        raise SynthError(f"{root} exists but is not a synthetic corpus (no {MARKER_NAME}); move it away")
     plan = plan_corpus(sizes, seed)
-    staging = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    # One fixed staging name: a run killed before its cleanup leaves it, and the next run removes it.
+    # (Two preprocess runs on one data_dir at the same time are not supported.)
+    staging = root.with_name(f".{root.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for split, jobs in plan.items():

@@ -33,7 +33,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _import_failure(name: str, exc: BaseException, summary_prefix: str = "") -> dict:
+def import_failure(name: str, exc: BaseException, summary_prefix: str = "") -> dict:
     details = {"module": name, "error": f"{type(exc).__name__}: {exc}"}
     findings = ["import-error"]
     if isinstance(exc, ModuleNotFoundError) and exc.name:
@@ -144,7 +144,7 @@ def run_import(settings: dict, name: str) -> dict:
     try:
         module = importlib.import_module(name)
     except BaseException as exc:
-        return _import_failure(name, exc)
+        return import_failure(name, exc)
     import_s = time.perf_counter() - start
     version = str(getattr(module, "__version__", "") or "")
     details = {"module": name, "version": version, "import_s": round(import_s, 3),
@@ -153,7 +153,7 @@ def run_import(settings: dict, name: str) -> dict:
     try:
         used = USES[name](module)
     except BaseException as exc:
-        failure = _import_failure(name, exc, summary_prefix=f"{name} {version} imports, but using it fails: ")
+        failure = import_failure(name, exc, summary_prefix=f"{name} {version} imports, but using it fails: ")
         failure["details"].update(details)
         failure["findings"] = ["use-error"]
         return failure
@@ -174,7 +174,7 @@ def run_together(settings: dict, modules: list, reverse: bool, excluded: dict = 
             importlib.import_module(name)
         except BaseException as exc:
             after = ", ".join(imported) or "nothing else"
-            failure = _import_failure(name, exc, summary_prefix=f"{name} fails to import after {after}: ")
+            failure = import_failure(name, exc, summary_prefix=f"{name} fails to import after {after}: ")
             failure["details"].update(details, failed_module=name)
             failure["findings"] = ["import-error", "import-interaction"]
             return failure

@@ -1,0 +1,57 @@
+"""Thread settings against the cores this process may really use.
+
+os.cpu_count() reports the machine's cores even when Docker's --cpus (a cgroup CPU quota) or
+--cpuset-cpus (affinity) allow fewer. OpenMP (MindSpore, PyTorch, numba), OpenBLAS and MKL start one
+thread per reported core unless told otherwise, and threads beyond the usable cores only contend.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from envcheck import cgroup
+from envcheck.settings import config_value
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def _first_int(value: str):
+    """OMP_NUM_THREADS may list one count per nesting level ('4,2'); the first is the outer one."""
+    try:
+        return int(value.split(",")[0].strip())
+    except ValueError:
+        return None
+
+
+def run(settings: dict) -> dict:
+    reported = os.cpu_count() or 1
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else reported
+    quota, quota_source = cgroup.cpu_quota()
+    usable = affinity if quota is None else max(1, min(affinity, math.ceil(quota)))
+    variables = {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ}
+    configured = int(config_value(settings, "train.threads", 0) or 0)
+    details = {"cpu_count": reported, "affinity": affinity, "cgroup_quota_cores": quota,
+               "cgroup_source": quota_source, "usable": usable, "variables": variables,
+               "ds2_threads": configured}
+    problems, findings = [], []
+    for name, value in variables.items():
+        count = _first_int(value)
+        if count is not None and count > usable:
+            problems.append(f"{name}={value} > {usable} usable cores")
+    if configured > usable:
+        problems.append(f"train.threads={configured} > {usable} usable cores")
+    if problems:
+        findings.append("threads-oversubscribed")
+    if usable < reported and "OMP_NUM_THREADS" not in variables:
+        problems.append(f"OMP_NUM_THREADS is unset: OpenMP will start {reported} threads on {usable} usable cores")
+        findings.append("threads-unset-under-limit")
+    cores = f"{usable} usable cores (cpu_count {reported}, affinity {affinity}, cgroup quota {quota or 'none'})"
+    details["cores"] = cores
+    if problems:
+        details["problem"] = "; ".join(problems)
+        return {"status": "warn", "summary": f"{cores}; " + "; ".join(problems), "details": details,
+                "findings": findings}
+    settings_text = ", ".join(f"{k}={v}" for k, v in variables.items()) or "no thread variables set"
+    return {"status": "pass", "summary": f"{cores}; {settings_text}; ds2 train.threads={configured or 'all'}",
+            "details": details}

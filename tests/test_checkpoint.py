@@ -1,0 +1,73 @@
+"""Checkpoints: round trip of model + optimizer + meta, atomic replace, pruning, best/last."""
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+
+from ds2 import checkpoint  # noqa: E402
+from ds2.config import ModelConfig, TrainConfig  # noqa: E402
+from ds2.model import DeepSpeech2  # noqa: E402
+from ds2.train import build_optimizer  # noqa: E402
+
+CFG = ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5), rnn_hidden=8, rnn_layers=2)
+
+
+def model_and_optimizer(seed):
+    ms.set_seed(seed)
+    model = DeepSpeech2(CFG, 17)
+    return model, build_optimizer(model, TrainConfig())
+
+
+def test_round_trip_restores_model_optimizer_and_meta(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    optimizer.moment1[0].set_data(ms.Tensor(np.full(optimizer.moment1[0].shape, 0.25, np.float32)))
+    path = checkpoint.step_path(tmp_path, 12)
+    meta = {"step": 12, "position": {"epoch": 1, "batch": 3}, "config": {"name": "x"}}
+    checkpoint.save(path, model, optimizer, meta)
+
+    fresh, fresh_optimizer = model_and_optimizer(2)
+    values, loaded_meta = checkpoint.load(path)
+    checkpoint.restore(values, fresh, fresh_optimizer)
+    assert loaded_meta == meta
+    for (name, a), (_, b) in zip(model.parameters_and_names(), fresh.parameters_and_names()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
+    np.testing.assert_array_equal(fresh_optimizer.moment1[0].asnumpy(), 0.25)
+    assert "optimizer.beta1_power" in values and "optimizer.moment2.fc.weight" in values
+
+
+def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    path = checkpoint.step_path(tmp_path, 2)
+    checkpoint.save(path, model, optimizer, {"step": 2})
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        checkpoint.save(path, model, optimizer, {"step": object()})  # not JSON: fails mid-save
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_restore_refuses_a_different_architecture(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    path = tmp_path / "a.ckpt"
+    checkpoint.save(path, model, optimizer, {"step": 0})
+    other = DeepSpeech2(ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5),
+                                    rnn_hidden=6, rnn_layers=2), 17)
+    with pytest.raises(ValueError, match="shape"):
+        checkpoint.restore(checkpoint.load(path)[0], other)
+
+
+def test_prune_best_and_resolve(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    for step in (2, 4, 6, 8):
+        checkpoint.save(checkpoint.step_path(tmp_path, step), model, optimizer,
+                        {"step": step, "metrics": {"dev_cer": 1.0 / step}})
+        if step == 4:
+            checkpoint.mark_best(tmp_path, checkpoint.step_path(tmp_path, step))
+        checkpoint.prune(tmp_path, keep_last=2)
+    assert [p.name for p in checkpoint.step_checkpoints(tmp_path)] == ["step-0000006.ckpt", "step-0000008.ckpt"]
+    assert checkpoint.resolve(tmp_path, "last").name == "step-0000008.ckpt"
+    best = checkpoint.resolve(tmp_path, "best")
+    assert checkpoint.read_meta(best)["step"] == 4  # survives the pruning of step-4
+    assert checkpoint.best_metric(tmp_path) == pytest.approx(0.25)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.resolve(tmp_path / "nothing", "last")

@@ -1,0 +1,115 @@
+import argparse
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from ds2 import preprocess
+from ds2.config import load_config
+from ds2.data.manifest import Utterance, read_manifest, write_csv_manifest
+from ds2.features import FeatureCache
+
+
+def make_audio(path, seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.random.RandomState(0).randn(int(seconds * 16000)) * 0.1, 16000)
+    return str(path)
+
+
+def run_preprocess(cfg, *argv):
+    parser = argparse.ArgumentParser()
+    preprocess.add_arguments(parser)
+    return preprocess.run(cfg, parser.parse_args(list(argv)))
+
+
+def test_manifest_path_defaults_and_overrides(tmp_path):
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}"])
+    assert preprocess.manifest_path(cfg, "train") == tmp_path / "manifests" / "train.json"
+    cfg.data.dev_manifest = "/elsewhere/dev.json"
+    assert str(preprocess.manifest_path(cfg, "dev")) == "/elsewhere/dev.json"
+    cfg.data.source = "manifest"  # then the setting is the input, and the checked copy lives in data_dir
+    assert preprocess.manifest_path(cfg, "dev") == tmp_path / "manifests" / "dev.json"
+
+
+def test_output_frames_uses_the_conv_time_strides():
+    cfg = load_config("small")  # time strides 2 and 1
+    assert preprocess.output_time_stride(cfg) == 2
+    assert preprocess.output_frames(1.0, cfg) == 51          # 16000 samples -> 101 frames -> ceil(101 / 2)
+    cfg.model.conv2_stride = (2, 3)
+    assert preprocess.output_frames(1.0, cfg) == 17          # ceil(101 / 6)
+
+
+def test_manifest_source_is_checked_filtered_and_summarised(tmp_path, capsys):
+    source = tmp_path / "source"
+    rows = [("19-198-0000", "hello world", 1.0),                  # kept (normalised to upper case)
+            ("19-198-0001", "good morning", 1.5),                 # kept
+            ("19-198-0002", "far too long", 3.0),                 # longer than max_duration
+            ("19-198-0003", "a very long transcript for a tiny clip", 0.1),  # 6 output frames
+            ("19-198-0004", "price: 5 dollars", 1.0),             # characters outside the labels
+            ("19-198-0005", "no audio", 1.0)]
+    utterances = []
+    for utterance_id, text, seconds in rows:
+        transcript = source / f"{utterance_id}.txt"
+        transcript.parent.mkdir(parents=True, exist_ok=True)
+        transcript.write_text(text)
+        audio = make_audio(source / f"{utterance_id}.flac", seconds)
+        utterances.append(Utterance(utterance_id, audio, text, seconds, "", str(transcript)))
+    (source / "19-198-0005.flac").unlink()
+    write_csv_manifest(source / "train.csv", utterances)
+    write_csv_manifest(source / "dev.csv", utterances[:1])
+
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.source=manifest",
+                                          f"data.train_manifest={source / 'train.csv'}",
+                                          f"data.dev_manifest={source / 'dev.csv'}", "data.max_duration=2.5"])
+    assert run_preprocess(cfg, "--warm-cache", "--workers", "1") == 0
+    rows = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["train", "dev"]
+    table = {row[0]: row[1:] for row in rows[1:] if len(row) == 3}
+    assert table["found"] == ["6", "1"] and table["kept"] == ["2", "1"]
+    for reason in ("longer than data.max_duration", "transcript too long for the model's output frames",
+                   "characters outside the labels", "missing audio file"):
+        assert table[f"skipped: {reason}"] == ["1", "0"]
+
+    kept, report = read_manifest(preprocess.manifest_path(cfg, "train"))
+    assert report.total == 0
+    assert [(u.id, u.text) for u in kept] == [("19-198-0000", "HELLO WORLD"), ("19-198-0001", "GOOD MORNING")]
+    csv_kept, _ = read_manifest(preprocess.manifest_path(cfg, "train").with_suffix(".csv"))
+    assert csv_kept == kept
+    assert not preprocess.manifest_path(cfg, "test").exists()  # no test manifest given: no test split
+
+    cache = FeatureCache(preprocess.feature_cache_dir(cfg), cfg.features)
+    cache.features(kept[0].audio_path)
+    assert (cache.hits, cache.misses) == (1, 0)  # --warm-cache computed it already
+
+
+def test_bad_data_paths_give_one_line_errors(tmp_path, capsys):
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}", "data.source=librispeech",
+                                          "data.librispeech_dir=/no/such/dir"])
+    assert run_preprocess(cfg) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "/no/such/dir" in error and "Traceback" not in error
+
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}", "data.source=manifest",
+                                          f"data.train_manifest={tmp_path / 'missing.json'}"])
+    assert run_preprocess(cfg) == 1
+    assert "missing.json" in capsys.readouterr().err
+
+    (tmp_path / "broken.json").write_text("{")
+    cfg.data.train_manifest = str(tmp_path / "broken.json")
+    assert run_preprocess(cfg) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_synth_source_end_to_end(tmp_path, capsys):
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}", "data.synth_train=3",
+                                          "data.synth_dev=1", "data.synth_test=1"])
+    assert run_preprocess(cfg, "--workers", "2") == 0
+    for split, count in (("train", 3), ("dev", 1), ("test", 1)):
+        manifest = json.loads(preprocess.manifest_path(cfg, split).read_text())
+        assert len(manifest["samples"]) == count
+        assert all(sample["duration"] > 0 for sample in manifest["samples"])
+    assert "kept" in capsys.readouterr().out
