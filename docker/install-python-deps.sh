@@ -1,9 +1,9 @@
-#!/bin/sh
+#!/bin/bash
 # Create /opt/venv and install a lock file into it, every wheel checked against its hash.
 #   install-python-deps.sh LOCK_FILE
 # Runs in the builder stage. Extra CA certificates (docker/certs/*.crt, copied to /tmp/extra-ca)
 # are appended to the system bundle for pip only; see docker/certs/README.md.
-set -eu
+set -euo pipefail
 lock=$1
 
 bundle=/etc/ssl/certs/ca-certificates.crt
@@ -17,7 +17,14 @@ python3 -m venv /opt/venv
 # Debian's venv seeds a 'pkg-resources 0.0.0' placeholder; the lock's setuptools provides the real one.
 /opt/venv/bin/pip uninstall -q -y pkg-resources 2>/dev/null || true
 # --no-deps: the lock is complete, so pip installs exactly what it lists and nothing else.
-/opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
-    --require-hashes --no-deps -r "$lock"
+if ! /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
+    --require-hashes --no-deps -r "$lock" 2>&1 | tee /tmp/pip.log; then
+    if grep -q CERTIFICATE_VERIFY_FAILED /tmp/pip.log; then
+        echo "install-python-deps: pip could not verify the package index's TLS certificate. A proxy that" \
+             "intercepts TLS is in the way; give its CA to the build: make image-cpu" \
+             "EXTRA_CA_CERTS=/path/to/ca.pem (see docker/certs/README.md)." >&2
+    fi
+    exit 1
+fi
 /opt/venv/bin/pip check
 rm -f /tmp/ca-bundle.pem

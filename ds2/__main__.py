@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": ("ds2.evaluate", "decode a manifest with a checkpoint and report WER / CER"),
     "transcribe": ("ds2.transcribe", "transcribe one audio file with a checkpoint"),
     "manifest": ("ds2.data.manifest", "convert manifests between the JSON and CSV forms"),
+    "convert": ("ds2.convert", "convert a model-zoo or deepspeech.pytorch checkpoint into a ds2 checkpoint"),
 }
 
 

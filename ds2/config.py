@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-# Index 0 is the CTC blank. The reference implementation puts blank last; ds2.checkpoint maps orders.
+# Index 0 is the CTC blank. The reference implementation puts blank last; ds2.reconcile maps orders.
 DEFAULT_LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 
 

@@ -198,7 +198,6 @@ def load_sets(cfg: Config, splits, drop_unalignable: bool = False):
 
 
 def run(cfg: Config, args) -> int:
-    import numpy as np
     import mindspore as ms
     from tqdm import tqdm
 
@@ -289,7 +288,8 @@ def run(cfg: Config, args) -> int:
                 batch_index += 1
                 metrics.append({"kind": "train", "step": step, "epoch": epoch, "batch": batch_index,
                                 "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                "audio_sec_per_sec": round(speed, 2), "skipped": skipped})
+                                "audio_sec_per_sec": round(speed, 2), "skipped": skipped,
+                                "time": round(time.time(), 3)})
                 progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
                 progress.update(1)
                 if step % cfg.train.checkpoint_every == 0 and batch_index < steps_per_epoch:
@@ -309,7 +309,7 @@ def run(cfg: Config, args) -> int:
             model.set_train(True)
             record.update(dev_cer=summary["cer"], dev_wer=summary["wer"])
             metrics.append({"kind": "dev", "step": step, "epoch": epoch, "dev_cer": summary["cer"],
-                            "dev_wer": summary["wer"]})
+                            "dev_wer": summary["wer"], "time": round(time.time(), 3)})
             progress.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
         path = save(record)
         if record.get("dev_cer", math.inf) < best_cer:

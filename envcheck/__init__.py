@@ -1,7 +1,8 @@
 """envcheck: is this environment ready for a DeepSpeech2-on-MindSpore job? If not, why, and what fixes it.
 
     python -m envcheck [--stage preprocess|train|eval] [--json] [--python PATH] [--timeout S]
-                       [--host] [--config YAML] [--preset small|seed] [--only PATTERN]
+                       [--host] [--config YAML] [--preset small|seed] [--set KEY=VALUE]
+                       [--only PATTERN]
 
 Run it before a long job; the Makefile runs `python -m envcheck --stage STAGE` before every stage.
 It needs only the Python standard library (it uses `packaging` when present), so it can diagnose
@@ -27,6 +28,7 @@ Exit codes
     1  at least one FAIL: a blocking problem
     2  warnings only (WARN, no FAIL)
     3  envcheck itself failed: it crashed, its rules are malformed, or it was called with bad arguments
+    130  interrupted (Ctrl-C); the probes that were running are killed
 
 JSON (--json), schema_version 1
     {

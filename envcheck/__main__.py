@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -34,21 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also check this host's Docker engine, Compose v2 plugin and NVIDIA runtime")
     parser.add_argument("--config", metavar="YAML", help="ds2 config file, as given to the stage")
     parser.add_argument("--preset", default="small", help="ds2 config preset: small (default) or seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="ds2 config override, as given to the stage, e.g. --set train.device=GPU (repeatable)")
     parser.add_argument("--only", metavar="PATTERN", action="append", default=[],
                         help="run only probes whose id matches this glob, e.g. 'import.*' (repeatable)")
     return parser
 
 
-def _check_python(path: str) -> Optional[str]:
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
-        return f"--python {path}: not an executable file"
-    return None
+def _resolve_python(name: str):
+    """(absolute interpreter path, None) or (None, why it cannot be the interpreter under test)."""
+    path = shutil.which(name) if os.sep not in name else name
+    if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return None, f"--python {name}: not an executable file"
+    # The probes' own code needs Python 3.9+ (the project's version); anything older would fail every probe.
+    try:
+        proc = subprocess.run([path, "-c", "import sys; sys.exit(sys.version_info < (3, 9))"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"--python {name}: does not start ({exc})"
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or ["it is older than 3.9"])[0]
+        return None, f"--python {name}: does not run as Python 3.9 or newer: {said}"
+    return os.path.abspath(path), None
 
 
 def run(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = _check_python(args.python)
+    python, problem = _resolve_python(args.python)
     if problem:
         parser.error(problem)
     if args.timeout is not None and args.timeout <= 0:
@@ -61,15 +76,15 @@ def run(argv: Optional[List[str]] = None) -> int:
             parser.error(f"--only {' '.join(args.only)} matches no probe of this stage")
 
     start = time.monotonic()
-    probe_settings, config_result = settings.load(args.stage, args.preset, args.config)
-    results = [config_result] + runner.run_probes(probes, probe_settings, args.python, args.timeout)
+    probe_settings, config_result = settings.load(args.stage, args.preset, args.config, args.overrides)
+    results = [config_result] + runner.run_probes(probes, probe_settings, python, args.timeout)
     diagnose.diagnose(results, rules)
     duration = time.monotonic() - start
 
     if args.json:
-        sys.stdout.write(report.to_json(results, args.stage, args.python, args.host, duration) + "\n")
+        sys.stdout.write(report.to_json(results, args.stage, python, args.host, duration) + "\n")
     else:
-        sys.stdout.write(report.to_text(results, args.stage, args.python, duration))
+        sys.stdout.write(report.to_text(results, args.stage, python, duration))
     return report.exit_code(results)
 
 
@@ -78,6 +93,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run(argv)
     except SystemExit as exc:  # argparse: --help (0) or bad usage (3)
         return exc.code if isinstance(exc.code, int) else report.EXIT_ENVCHECK_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write("envcheck interrupted; running probes were stopped\n")
+        return report.EXIT_INTERRUPTED
     except BaseException:  # envcheck's own bug or a malformed rule file: say so, distinctly from a FAIL
         sys.stderr.write("envcheck crashed (this is a bug in envcheck, not a finding about the environment):\n")
         traceback.print_exc()

@@ -65,12 +65,5 @@ def last_event(lines: List[str]) -> str:
     return "before any import or step"
 
 
-def last_import(lines: List[str]) -> Optional[str]:
-    for line in reversed(lines):
-        if line.startswith("import "):
-            return line[len("import "):]
-    return None
-
-
 def steps(lines: List[str]) -> List[str]:
     return [line[len("step "):] for line in lines if line.startswith("step ")]

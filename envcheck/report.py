@@ -8,7 +8,7 @@ from typing import List, Optional
 from envcheck import SCHEMA_VERSION, __version__
 from envcheck.result import FAIL, SEVERITY, STATUSES, WARN, ProbeResult
 
-EXIT_READY, EXIT_BLOCKED, EXIT_WARNINGS, EXIT_ENVCHECK_FAILED = 0, 1, 2, 3
+EXIT_READY, EXIT_BLOCKED, EXIT_WARNINGS, EXIT_ENVCHECK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_MEANING = {
     EXIT_READY: "ready",
     EXIT_BLOCKED: "a blocking problem (FAIL) above",
@@ -52,8 +52,10 @@ def _evidence_lines(result: ProbeResult) -> List[str]:
     lines = []
     trace = str(details.get("traceback") or "").strip()
     if trace:
-        lines.append("      stack (faulthandler):")
-        lines += ["        " + line for line in trace.splitlines()[:14]]
+        # The import machinery's own frames say nothing the module frames do not.
+        frames = [line for line in trace.splitlines() if "<frozen importlib" not in line and line.strip()]
+        lines.append("      stack (faulthandler, import machinery left out):")
+        lines += ["        " + line for line in frames[:14]]
     elif not result.diagnosis:
         error = str(details.get("error") or "").strip()
         if error and error not in result.summary:
@@ -72,8 +74,7 @@ def _diagnosis_lines(result: ProbeResult, shown: set) -> List[str]:
         lines += _wrap("why: " + d.explanation, "        ")
         if d.fix:
             lines.append("        fix:")
-            for step in d.fix:
-                lines += _wrap(step, "          ")
+            lines += ["          " + step for step in d.fix]  # not wrapped: commands must stay copyable
     return lines
 
 

@@ -1,7 +1,8 @@
 """What the probes are told about the run: the stage and ds2's resolved configuration.
 
-The configuration comes from ds2.config (preset, optional YAML file), the same code the stages use,
-so envcheck checks the window, model size, batch, device and directories the job will really use.
+The configuration comes from ds2.config (preset, optional YAML file, --set overrides), the same code
+the stages use, so envcheck checks the window, model size, batch, device and directories the job will
+really use.
 It is read in envcheck's own process: it is project code that needs only the standard library
 (and PyYAML for a --config file), not part of the environment under test.
 
@@ -11,34 +12,36 @@ config keys with defaults through config_value(); without ds2 they check default
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from envcheck.result import FAIL, INFO, PASS, ProbeResult
 
 TITLE = "ds2 configuration used by the checks"
 
 
-def load(stage: Optional[str], preset: str, config_path: Optional[str]) -> Tuple[dict, ProbeResult]:
+def load(stage: Optional[str], preset: str, config_path: Optional[str],
+         overrides: Sequence[str] = ()) -> Tuple[dict, ProbeResult]:
     """Settings for the probes, and a result line saying where the configuration came from."""
     start = time.monotonic()
-    settings = {"stage": stage, "preset": preset, "config_path": config_path, "config": None}
+    settings = {"stage": stage, "preset": preset, "config_path": config_path, "overrides": list(overrides),
+                "config": None}
     try:
         from ds2 import config as ds2_config
     except Exception as exc:  # not installed, or broken: the checks still run, with defaults
-        status = FAIL if config_path else INFO
-        summary = (f"cannot read {config_path}: ds2.config is not importable ({type(exc).__name__}: {exc})"
-                   if config_path else
+        status = FAIL if config_path or overrides else INFO
+        summary = (f"cannot apply --config/--set: ds2.config is not importable ({type(exc).__name__}: {exc})"
+                   if config_path or overrides else
                    f"ds2.config is not importable ({type(exc).__name__}: {exc}); checks use defaults "
                    "and no model-size estimate")
         return settings, ProbeResult("config", TITLE, status, summary, duration_s=time.monotonic() - start,
-                                     findings=["config-unreadable"] if config_path else [])
+                                     findings=["config-unreadable"] if config_path or overrides else [])
     try:
-        cfg = ds2_config.load_config(preset, config_path)
+        cfg = ds2_config.load_config(preset, config_path, list(overrides))
     except Exception as exc:  # bad preset, unreadable or invalid YAML, PyYAML missing
         return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {type(exc).__name__}: "
                                      f"{exc}", duration_s=time.monotonic() - start, findings=["config-unreadable"])
     settings["config"] = ds2_config.to_dict(cfg)
-    source = f"preset {preset}" + (f" + {config_path}" if config_path else "")
+    source = f"preset {preset}" + (f" + {config_path}" if config_path else "") + "".join(f" + {o}" for o in overrides)
     return settings, ProbeResult("config", TITLE, PASS, f"{source}: device {cfg.train.device}, "
                                  f"data {cfg.data.source} in {cfg.data.data_dir}, runs in {cfg.run_dir}",
                                  details={"preset": preset, "config_path": config_path},

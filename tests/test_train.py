@@ -139,9 +139,10 @@ def test_train_resume_continues_exactly(tmp_path):
     """Stop after 4 steps, resume to 8: same steps, LRs and (nearly) losses as one run of 8."""
     manifests = write_tone_corpus(tmp_path / "corpus")
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert main(["train", "--max-steps", "8"] + tiny_overrides(whole, manifests)) == 0
-    assert main(["train", "--max-steps", "4"] + tiny_overrides(split, manifests)) == 0
-    assert main(["train", "--resume", "--max-steps", "8"] + tiny_overrides(split, manifests)) == 0
+    no_dev = {"train.eval_every_epochs": 100}  # keeps the test quick; dev eval is tested in test_evaluate
+    assert main(["train", "--max-steps", "8"] + tiny_overrides(whole, manifests, **no_dev)) == 0
+    assert main(["train", "--max-steps", "4"] + tiny_overrides(split, manifests, **no_dev)) == 0
+    assert main(["train", "--resume", "--max-steps", "8"] + tiny_overrides(split, manifests, **no_dev)) == 0
     a = [r for r in read_metrics(whole / "run") if r["kind"] == "train"]
     b = [r for r in read_metrics(split / "run") if r["kind"] == "train"]
     assert [r["step"] for r in b] == list(range(1, 9))

@@ -55,16 +55,16 @@ def _import_probes() -> List[Probe]:
     probes = [
         Probe(id="import." + key, title=f"import {module} alone", module="imports", function="run_import",
               arguments={"name": module}, stages=stages, cost_s=cost,
-              timeout_s=180.0 if module == "mindspore" else 60.0)
+              timeout_s=300.0 if module == "mindspore" else 180.0)
         for key, module, stages, cost in IMPORTS
     ]
     probes += [
         Probe(id=TOGETHER_IDS[0], title="import every module of the stage in one process",
               module="imports", function="run_together", arguments={"reverse": False},
-              cost_s=5.0, timeout_s=240.0, after=IMPORT_IDS),
+              cost_s=5.0, timeout_s=300.0, after=IMPORT_IDS),
         Probe(id=TOGETHER_IDS[1], title="the same, in the reverse order",
               module="imports", function="run_together", arguments={"reverse": True},
-              cost_s=5.0, timeout_s=240.0, after=IMPORT_IDS),
+              cost_s=5.0, timeout_s=300.0, after=IMPORT_IDS),
     ]
     return probes
 
@@ -75,15 +75,15 @@ PROBES: List[Probe] = [
           module="distributions", cost_s=0.4),
     *_import_probes(),
     Probe(id="numpy.abi", title="numpy C-API versus the compiled modules that use it", module="numpy_abi",
-          cost_s=1.2),
+          cost_s=1.2, timeout_s=120.0),
     Probe(id="stft.window", title="the configured STFT window exists in SciPy", module="stft_window",
-          cost_s=0.5),
+          cost_s=0.5, timeout_s=120.0),
     Probe(id="espeak", title="espeak-ng for the synthetic corpus", module="espeak", stages=(PREPROCESS,),
           cost_s=0.2),
     Probe(id="mindspore.train_step", title="MindSpore CPU training step (GRAPH_MODE, conv + LSTM + CTC)",
           module="mindspore_train", stages=(TRAIN,), cost_s=5.0, timeout_s=300.0),
     Probe(id="mindspore.run_check", title="mindspore.run_check() on the configured device, judged by its output",
-          module="mindspore_run_check", stages=(TRAIN, EVAL), cost_s=3.0, timeout_s=180.0),
+          module="mindspore_run_check", stages=(TRAIN, EVAL), cost_s=3.0, timeout_s=300.0),
     Probe(id="gpu.devices", title="NVIDIA driver and GPUs", module="gpu_devices", stages=(TRAIN, EVAL),
           cost_s=0.2),
     Probe(id="gpu.libs", title="shared libraries of MindSpore's GPU plugins resolve", module="gpu_libs",

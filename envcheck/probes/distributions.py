@@ -68,12 +68,15 @@ def run(settings: dict) -> dict:
     }
     lines = [f"{p['dist']} {p['version']} requires {p['requirement']}, but {p['problem']}" for p in problems]
     details["problems_text"] = "; ".join(lines)
+    findings = (["requirement-unmet"] if problems else []) + (["duplicate-distribution"] if duplicates else [])
+    parts = []
     if problems:
-        return {"status": "fail", "summary": f"{len(problems)} unmet requirement(s): " + "; ".join(lines[:3]),
-                "details": details, "findings": ["requirement-unmet"], "output": "\n".join(lines)}
+        parts.append(f"{len(problems)} unmet requirement(s): " + "; ".join(lines[:3]))
     if duplicates:
-        names = ", ".join(f"{k} ({', '.join(c['version'] for c in details['duplicates'][k])})" for k in duplicates)
-        return {"status": "warn", "summary": f"installed more than once on sys.path: {names}",
-                "details": details, "findings": ["duplicate-distribution"]}
+        parts.append("installed more than once on sys.path: " + ", ".join(
+            f"{k} ({', '.join(c['version'] for c in details['duplicates'][k])})" for k in duplicates))
+    if parts:
+        return {"status": "fail" if problems else "warn", "summary": "; ".join(parts), "details": details,
+                "findings": findings, "output": "\n".join(lines)}
     return {"status": "pass", "summary": f"{len(active)} distributions; every declared requirement is met",
             "details": details}

@@ -1,6 +1,7 @@
 """espeak-ng, which renders the embedded synthetic corpus (data.source 'synth')."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -31,5 +32,6 @@ def run(settings: dict) -> dict:
         return {"status": "fail" if needed else "warn",
                 "summary": f"espeak-ng at {path} produced no audio ({len(wav)} bytes)",
                 "details": details, "findings": ["espeak-broken"]}
-    return {"status": "pass", "summary": f"{version.split(' Data')[0]}: rendered 'test' ({len(wav)} bytes of WAV)",
-            "details": details}
+    number = re.search(r"\d+(\.\d+)+", version)
+    return {"status": "pass", "summary": f"espeak-ng {number.group(0) if number else version[:40]}: rendered 'test' "
+            f"({len(wav)} bytes of WAV)", "details": details}

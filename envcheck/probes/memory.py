@@ -30,7 +30,8 @@ GIB = 1024 ** 3
 RUNTIME_BYTES = 1 * GIB
 
 
-def _meminfo() -> dict:
+def meminfo() -> dict:
+    """/proc/meminfo in bytes, e.g. {'MemTotal': ..., 'MemAvailable': ...}; {} where it cannot be read."""
     values = {}
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
@@ -89,9 +90,9 @@ def _gib(n: float) -> str:
 
 def run(settings: dict) -> dict:
     stage = settings.get("stage")
-    meminfo = _meminfo()
-    total = meminfo.get("MemTotal")
-    available = meminfo.get("MemAvailable")
+    memory = meminfo()
+    total = memory.get("MemTotal")
+    available = memory.get("MemAvailable")
     limit, limit_source = cgroup.memory_limit()
     usable = min(v for v in (total, limit) if v) if (total or limit) else None
     need = estimate(settings, training=stage != "eval")

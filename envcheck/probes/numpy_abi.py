@@ -12,6 +12,7 @@ the installed numpy means a C-API the installed numpy does not have.
 from __future__ import annotations
 
 import importlib.util
+import re
 from importlib import metadata
 
 from envcheck import versions
@@ -51,6 +52,9 @@ def _lower_bound(specifier: str):
     return None
 
 
+_EXTENSION = re.compile(r"\.(so|pyd)(\.[0-9.]+)?,", re.IGNORECASE)
+
+
 def _compiled_numpy_users(env):
     """(name, version, numpy specifier) of installed distributions that ship extension modules and require numpy."""
     users = []
@@ -67,8 +71,9 @@ def _compiled_numpy_users(env):
                     continue
         if requirement is None:
             continue
-        files = dist.files or []
-        if any(str(f).endswith((".so", ".pyd")) for f in files):
+        # RECORD lists every installed file; scanning its text is much faster than dist.files.
+        record = dist.read_text("RECORD") or ""
+        if _EXTENSION.search(record):
             users.append((name, dist.version, requirement.specifier))
     return users
 

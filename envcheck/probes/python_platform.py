@@ -52,15 +52,11 @@ def run(settings: dict) -> dict:
         "libc": f"{libc} {libc_version}" if libc else "unknown",
         "sysconfig_platform": sysconfig.get_platform(),
         "soabi": sysconfig.get_config_var("SOABI"),
-        "bits": 64 if sys.maxsize > 2 ** 32 else 32,
         "tags": tags,
         "tags_source": tags_source,
     }
     summary = (f"{details['implementation']} {version} on {platform.system()} {platform.machine()} "
                f"({details['libc']}); accepts wheels tagged {tags[0]}")
-    if details["bits"] != 64:
-        return {"status": "fail", "summary": summary + "; 32-bit: no wheels of this stack exist",
-                "details": details, "findings": ["python-32bit"]}
     if sys.version_info[:2] != PINNED_PYTHON:
         return {"status": "warn", "summary": summary + f"; the pinned stack is for Python "
                 f"{PINNED_PYTHON[0]}.{PINNED_PYTHON[1]}", "details": details, "findings": ["python-not-pinned"]}
