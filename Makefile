@@ -30,16 +30,16 @@ PYTHON ?= python3
 
 export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
 
-ENVCHECK_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG))
-CONFIG_ARGS = $(ENVCHECK_ARGS) $(foreach s,$(SET),--set $(s))
+# envcheck takes the same preset, file and overrides, so it checks what the stage will run.
+CONFIG_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG)) $(foreach s,$(SET),--set $(s))
 # The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
 # docker/entrypoint.sh), so everything it writes there belongs to you.
 RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(ENVCHECK_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
+	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
 RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) --gpus all \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(ENVCHECK_ARGS)" $(if $(TTY),-t) $(IMAGE_GPU)
+	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_GPU)
 # Progress bars when make runs in a terminal.
 TTY := $(shell [ -t 1 ] && echo 1)
 
@@ -69,7 +69,7 @@ lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pi
 	    --generate-hashes --no-header -q -o host.lock
 
 envcheck: image-cpu ## diagnose the CPU image's environment (python -m envcheck)
-	$(RUN_CPU) python -m envcheck $(ENVCHECK_ARGS)
+	$(RUN_CPU) python -m envcheck $(CONFIG_ARGS)
 
 envcheck-host: $(HOST_VENV) ## diagnose this host: Docker engine, Compose, GPU runtime
 	$(HOST_VENV)/bin/python -m envcheck --host

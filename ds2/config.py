@@ -70,7 +70,6 @@ class ModelConfig:
     rnn_layers: int = 5
     rnn_merge: str = "sum"                      # BiLSTM directions: sum (reference) or concat
     rnn_batch_norm: bool = True                 # BatchNorm before BiLSTM layers 2..n
-    lstm_forget_bias: float = 0.0               # added to the forget-gate bias at init
     labels: str = DEFAULT_LABELS
 
 

@@ -112,31 +112,29 @@ class BiLSTM(nn.Cell):
     with gates (input, forget, cell, output).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float):
+    def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         gates = 4 * hidden_size
         for suffix in ("", "_reverse"):
-            setattr(self, "weight_ih" + suffix, ms.Parameter(
-                _torch_default_init(hidden_size, (gates, input_size)), name="weight_ih" + suffix))
-            setattr(self, "weight_hh" + suffix, ms.Parameter(
-                _torch_default_init(hidden_size, (gates, hidden_size)), name="weight_hh" + suffix))
-            bias_ih = _torch_default_init(hidden_size, (gates,)).init_data().asnumpy()
-            # A positive forget-gate bias keeps the cell state (and its gradient) alive early in
-            # training; it is split over the two bias vectors, which the kernel adds anyway.
-            bias_ih[hidden_size:2 * hidden_size] += forget_bias / 2
-            bias_hh = _torch_default_init(hidden_size, (gates,)).init_data().asnumpy()
-            bias_hh[hidden_size:2 * hidden_size] += forget_bias / 2
-            setattr(self, "bias_ih" + suffix, ms.Parameter(ms.Tensor(bias_ih), name="bias_ih" + suffix))
-            setattr(self, "bias_hh" + suffix, ms.Parameter(ms.Tensor(bias_hh), name="bias_hh" + suffix))
+            for name, shape in (("weight_ih", (gates, input_size)), ("weight_hh", (gates, hidden_size)),
+                                ("bias_ih", (gates,)), ("bias_hh", (gates,))):
+                setattr(self, name + suffix, ms.Parameter(_torch_default_init(hidden_size, shape),
+                                                          name=name + suffix))
         self.lstm = ops.LSTM(input_size, hidden_size, num_layers=1, has_bias=True,
                              bidirectional=False, dropout=0.0)
         self.reverse = ops.ReverseSequence(seq_dim=0, batch_dim=1)
+        # The fused kernel takes one flat weight vector: W_ih, W_hh, then the biases, which the
+        # GPU kernel wants separately and the CPU kernel summed (as mindspore.nn.LSTM does it).
+        self.separate_biases = ms.get_context("device_target") == "GPU"
 
     def _run(self, x, w_ih, w_hh, b_ih, b_hh):
-        # The CPU kernel takes one flat weight vector: W_ih, W_hh, then the summed bias.
-        weights = ops.concat((w_ih.view(-1), w_hh.view(-1), (b_ih + b_hh).view(-1))).view(-1, 1, 1)
+        if self.separate_biases:
+            biases = ops.concat((b_ih, b_hh))
+        else:
+            biases = b_ih + b_hh
+        weights = ops.concat((w_ih.view(-1), w_hh.view(-1), biases)).view(-1, 1, 1)
         state = ops.zeros((1, x.shape[1], self.hidden_size), x.dtype)
         output, _, _, _, _ = self.lstm(x, state, state, weights)
         return output
@@ -159,11 +157,10 @@ def sequence_batch_norm(bn: nn.BatchNorm1d, x):
 class RNNLayer(nn.Cell):
     """[optional BatchNorm] + BiLSTM + merge of the two directions (sum or concat)."""
 
-    def __init__(self, input_size: int, hidden_size: int, batch_norm: bool, merge: str,
-                 forget_bias: float):
+    def __init__(self, input_size: int, hidden_size: int, batch_norm: bool, merge: str):
         super().__init__()
         self.bn = nn.BatchNorm1d(input_size, momentum=0.9) if batch_norm else None
-        self.lstm = BiLSTM(input_size, hidden_size, forget_bias)
+        self.lstm = BiLSTM(input_size, hidden_size)
         if merge not in ("sum", "concat"):
             raise ValueError(f"unknown rnn_merge {merge!r}; use 'sum' or 'concat'")
         self.merge = merge
@@ -194,8 +191,7 @@ class DeepSpeech2(nn.Cell):
         layers = []
         for i in range(cfg.rnn_layers):
             layers.append(RNNLayer(rnn_input if i == 0 else rnn_output, cfg.rnn_hidden,
-                                   batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge,
-                                   forget_bias=cfg.lstm_forget_bias))
+                                   batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge))
         self.rnns = nn.CellList(layers)
         self.fc_bn = nn.BatchNorm1d(rnn_output, momentum=0.9)
         self.fc = nn.Dense(rnn_output, len(cfg.labels), has_bias=False,

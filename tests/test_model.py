@@ -60,7 +60,7 @@ def test_padding_does_not_change_an_utterance_outputs(merge):
 
 def test_bilstm_matches_pytorch_gate_order_and_reversal():
     torch = pytest.importorskip("torch")
-    lstm = BiLSTM(input_size=6, hidden_size=5, forget_bias=0.0)
+    lstm = BiLSTM(input_size=6, hidden_size=5)
     reference = torch.nn.LSTM(6, 5, bidirectional=True)
     for name, param in reference.named_parameters():  # weight_ih_l0_reverse -> weight_ih_reverse
         getattr(lstm, name.replace("_l0", "")).set_data(ms.Tensor(param.detach().numpy()))
