@@ -2,7 +2,7 @@
 
     python -m envcheck [--stage preprocess|train|eval] [--json] [--python PATH] [--timeout S]
                        [--host] [--config YAML] [--preset small|seed] [--set KEY=VALUE]
-                       [--only PATTERN]
+                       [--checkpoint PATH] [--only PATTERN]
 
 Run it before a long job; the Makefile runs `python -m envcheck --stage STAGE` before every stage.
 It needs only the Python standard library (it uses `packaging` when present), so it can diagnose
@@ -15,6 +15,12 @@ How it works
     faulthandler printed and the module that was being imported; it never takes envcheck down.
     Probes run in parallel. Their results are matched against a knowledge base of rules
     (envcheck/rules/*.json, see diagnose.py) that explain the cause and give the fix.
+
+--checkpoint PATH adds the probe checkpoint.load (stages train and eval, or no --stage): it builds the
+model (and the optimizer) as the stage would and reconciles the file with it (ds2.reconcile): FAIL when
+the file is missing, truncated, unreadable or its weights do not fit; WARN when entries had to be
+reshaped, the optimizer state would restart, or ds2 train --resume / ds2 eval would not take the file
+as it is (ds2 convert would); its details hold the reconciliation table ("table").
 
 Statuses
     PASS  checked and fine

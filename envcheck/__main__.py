@@ -12,7 +12,7 @@ import traceback
 from typing import List, Optional
 
 from envcheck import diagnose, report, runner, settings
-from envcheck.probes import STAGES, select
+from envcheck.probes import PREPROCESS, STAGES, select
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="small", help="ds2 config preset: small (default) or seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="ds2 config override, as given to the stage, e.g. --set train.device=GPU (repeatable)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="also check that this ds2/MindSpore checkpoint loads into the model the stage builds "
+                             "(stages train and eval; a missing or broken file is a FAIL, like a broken --config)")
     parser.add_argument("--only", metavar="PATTERN", action="append", default=[],
                         help="run only probes whose id matches this glob, e.g. 'import.*' (repeatable)")
     return parser
@@ -68,15 +71,18 @@ def run(argv: Optional[List[str]] = None) -> int:
         parser.error(problem)
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.checkpoint is not None and args.stage == PREPROCESS:
+        parser.error("--checkpoint applies to --stage train or eval (or no --stage); preprocess loads no checkpoint")
     rules = diagnose.load_rules()
-    probes = select(args.stage, args.host)
+    probes = select(args.stage, args.host, checkpoint=args.checkpoint is not None)
     if args.only:
         probes = [p for p in probes if any(fnmatch.fnmatchcase(p.id, pattern) for pattern in args.only)]
         if not probes:
             parser.error(f"--only {' '.join(args.only)} matches no probe of this stage")
 
     start = time.monotonic()
-    probe_settings, config_result = settings.load(args.stage, args.preset, args.config, args.overrides)
+    probe_settings, config_result = settings.load(args.stage, args.preset, args.config, args.overrides,
+                                                  args.checkpoint)
     results = [config_result] + runner.run_probes(probes, probe_settings, python, args.timeout)
     diagnose.diagnose(results, rules)
     duration = time.monotonic() - start

@@ -15,6 +15,7 @@ EXIT_MEANING = {
     EXIT_WARNINGS: "warnings only",
 }
 WIDTH = 100
+TABLE_ROWS = 30   # rows of a probe's details["table"] shown in the text report; --json has them all
 
 
 def exit_code(results: List[ProbeResult]) -> int:
@@ -63,6 +64,16 @@ def _evidence_lines(result: ProbeResult) -> List[str]:
     return lines
 
 
+def _table_lines(result: ProbeResult) -> List[str]:
+    """A probe's table (details["table"], e.g. checkpoint.load's reconciliation), not wrapped: its columns
+    must stay aligned."""
+    rows = str(result.details.get("table") or "").splitlines()
+    lines = ["      " + row for row in rows[:TABLE_ROWS]]
+    if len(rows) > TABLE_ROWS:
+        lines.append(f"      ... and {len(rows) - TABLE_ROWS} more rows (--json shows them all)")
+    return lines
+
+
 def _diagnosis_lines(result: ProbeResult, shown: set) -> List[str]:
     lines = []
     for d in result.diagnosis:
@@ -86,6 +97,7 @@ def to_text(results: List[ProbeResult], stage: Optional[str], python: str, durat
         lines.append(f"{r.status.upper():5} {r.id:{id_width}} {r.summary}  ({r.duration_s:.1f} s)")
         if SEVERITY[r.status] > 0:
             lines += _evidence_lines(r)
+            lines += _table_lines(r)
             lines += _diagnosis_lines(r, shown)
             if not r.diagnosis:
                 lines.append(f"      no rule explains this yet; details: python -m envcheck --only {r.id} --json")

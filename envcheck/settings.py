@@ -8,9 +8,14 @@ It is read in envcheck's own process: it is project code that needs only the sta
 
 Probes receive settings = {"stage": ..., "config": <ds2 Config as a dict> or None, ...} and read
 config keys with defaults through config_value(); without ds2 they check defaults and say so.
+Two more keys serve the checkpoint probe: "checkpoint", the absolute path given with --checkpoint
+(or None), and "ds2_root", the directory envcheck imported ds2 from (or None). A probe process does
+not have the repository root on sys.path, so a probe that needs ds2 adds ds2_root when the
+interpreter under test cannot import ds2 by itself.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional, Sequence, Tuple
 
@@ -20,11 +25,12 @@ TITLE = "ds2 configuration used by the checks"
 
 
 def load(stage: Optional[str], preset: str, config_path: Optional[str],
-         overrides: Sequence[str] = ()) -> Tuple[dict, ProbeResult]:
+         overrides: Sequence[str] = (), checkpoint: Optional[str] = None) -> Tuple[dict, ProbeResult]:
     """Settings for the probes, and a result line saying where the configuration came from."""
     start = time.monotonic()
     settings = {"stage": stage, "preset": preset, "config_path": config_path, "overrides": list(overrides),
-                "config": None}
+                "config": None, "checkpoint": os.path.abspath(checkpoint) if checkpoint is not None else None,
+                "ds2_root": None}
     try:
         from ds2 import config as ds2_config
     except Exception as exc:  # not installed, or broken: the checks still run, with defaults
@@ -35,6 +41,7 @@ def load(stage: Optional[str], preset: str, config_path: Optional[str],
                    "and no model-size estimate")
         return settings, ProbeResult("config", TITLE, status, summary, duration_s=time.monotonic() - start,
                                      findings=["config-unreadable"] if config_path or overrides else [])
+    settings["ds2_root"] = os.path.dirname(os.path.dirname(os.path.abspath(ds2_config.__file__)))
     try:
         cfg = ds2_config.load_config(preset, config_path, list(overrides))
     except Exception as exc:  # bad preset, unreadable or invalid YAML, PyYAML missing

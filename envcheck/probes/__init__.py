@@ -5,12 +5,12 @@ its own subprocess by envcheck/child.py. Probe modules import only the standard 
 level; whatever they test (numpy, mindspore, ...) is imported inside the function.
 
 Stages (`--stage`) select the probes that stage's process depends on; a run without --stage runs
-every probe except the Docker host probe, which needs --host.
+every probe except the Docker host probe, which needs --host. The checkpoint probe checks a file
+rather than the environment: it runs only when `--checkpoint PATH` is given (stages train and eval,
+or no --stage), and is not in PROBES.
 
 Adding a probe: write envcheck/probes/<name>.py with run(), add a Probe below, and add rules for its
-failures to envcheck/rules/*.json. The planned `--checkpoint PATH` check plugs in here: a probe
-`checkpoint.load` (stages train and eval) whose run() calls ds2.checkpoint's reconciliation on the
-path passed through settings; the rule `checkpoint-adam-power-shape` already matches its failures.
+failures to envcheck/rules/*.json.
 """
 from __future__ import annotations
 
@@ -101,9 +101,14 @@ PROBES: List[Probe] = [
 ]
 BY_ID: Dict[str, Probe] = {p.id: p for p in PROBES}
 
+# Building a model of the configured size and reading the file can take a while for the seed preset.
+CHECKPOINT_PROBE = Probe(id="checkpoint.load", title="the --checkpoint file loads into the model the stage builds",
+                         module="checkpoint_load", stages=(TRAIN, EVAL), cost_s=4.0, timeout_s=300.0)
 
-def select(stage: Optional[str], host: bool) -> List[Probe]:
-    """Probes for a stage (None: all of them); host probes only with host=True."""
+
+def select(stage: Optional[str], host: bool, checkpoint: bool = False) -> List[Probe]:
+    """Probes for a stage (None: all of them); host probes only with host=True; the checkpoint probe
+    only with checkpoint=True (a --checkpoint was given)."""
     chosen = []
     for probe in PROBES:
         if probe.host:
@@ -111,4 +116,6 @@ def select(stage: Optional[str], host: bool) -> List[Probe]:
                 chosen.append(probe)
         elif stage is None or stage in probe.stages:
             chosen.append(probe)
+    if checkpoint and (stage is None or stage in CHECKPOINT_PROBE.stages):
+        chosen.append(CHECKPOINT_PROBE)
     return chosen
