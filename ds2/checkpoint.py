@@ -10,10 +10,13 @@ Files live in <run_dir>/checkpoints/: step-<step>.ckpt (the newest `keep_last` a
 best.ckpt (a hard link to the step file with the lowest dev CER so far, or a copy where links
 are not possible). A save goes to a temporary file in the same directory, is fsynced, then
 renamed over the final name, so a crash (even SIGKILL) leaves either the old or the new file,
-never a partial one.
+never a partial one. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
+verifies it, so a file truncated or damaged later (copying, a full disk) is detected
+(CorruptCheckpoint) and `ds2 train --resume` falls back to the previous checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -28,6 +31,22 @@ META_KEY = "ds2_meta"
 OPTIMIZER_PREFIX = "optimizer."
 STEP_FILE = re.compile(r"^step-(\d+)\.ckpt$")
 BEST_NAME = "best.ckpt"
+
+
+class CorruptCheckpoint(ValueError):
+    """The file is truncated, damaged, or not readable as a MindSpore checkpoint."""
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_dir(run_dir) -> Path:
@@ -85,6 +104,11 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
         ms.save_checkpoint(entries, tmp_name, append_dict={META_KEY: json.dumps(meta)})
         with open(tmp_name, "rb") as written:
             os.fsync(written.fileno())
+        # The checksum goes first: a crash between the two renames leaves a sidecar without its
+        # checkpoint (ignored), never a checkpoint with a stale checksum.
+        sidecar_tmp = Path(tmp_name + ".sha256")
+        sidecar_tmp.write_text(f"{file_sha256(tmp_name)}  {path.name}\n")
+        os.replace(sidecar_tmp, checksum_path(path))
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -97,9 +121,18 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(parameters by name, meta) of a checkpoint written by `save`."""
     import mindspore as ms
 
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    values = ms.load_checkpoint(str(path))
+    sidecar = checksum_path(path)
+    if sidecar.is_file():
+        expected = sidecar.read_text().split()[0]
+        if file_sha256(path) != expected:
+            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged)")
+    try:
+        values = ms.load_checkpoint(str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise CorruptCheckpoint(f"{path}: MindSpore cannot read it ({exc})") from exc
     meta_text = values.pop(META_KEY, None)
     if meta_text is None:
         raise ValueError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint")
@@ -140,6 +173,7 @@ def prune(run_dir, keep_last: int) -> None:
     """Delete all but the newest `keep_last` step checkpoints (best.ckpt is a separate link)."""
     for old in step_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink()
+        checksum_path(old).unlink(missing_ok=True)
 
 
 def mark_best(run_dir, source: Path) -> None:
@@ -152,6 +186,9 @@ def mark_best(run_dir, source: Path) -> None:
         os.link(source, tmp)
     except OSError:  # file systems without hard links
         shutil.copyfile(source, tmp)
+    if checksum_path(source).is_file():
+        shutil.copyfile(checksum_path(source), checksum_path(tmp))
+        os.replace(checksum_path(tmp), checksum_path(best))
     os.replace(tmp, best)
     _fsync_directory(best.parent)
 
@@ -171,14 +208,9 @@ def resolve(run_dir, which: str) -> Path:
     return Path(which)
 
 
-def read_meta(path) -> Dict[str, Any]:
-    """Only the meta of a checkpoint (still reads the file)."""
-    return load(path)[1]
-
-
 def best_metric(run_dir) -> Optional[float]:
     """Dev CER stored in best.ckpt, or None if there is none yet."""
     best = checkpoint_dir(run_dir) / BEST_NAME
     if not best.is_file():
         return None
-    return read_meta(best).get("metrics", {}).get("dev_cer")
+    return load(best)[1].get("metrics", {}).get("dev_cer")

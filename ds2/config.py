@@ -110,14 +110,25 @@ def seed_preset() -> Config:
 
 
 def small_preset() -> Config:
-    """The embedded default: a small model that learns the synthetic corpus in minutes on 2 cores."""
+    """The embedded default: a small model that learns the synthetic corpus in minutes on 2 cores.
+
+    Measured on 2 shared cores (numbers in the README): preprocess + 4 epochs over 4000 synthetic
+    utterances + test eval take about 8 minutes. More utterances beat more epochs here: at the same
+    number of steps, 4000 x 4 epochs reached dev CER 0.056 where 2000 x 8 reached 0.082 (the
+    model memorises 2000). Most of a step's time is the second convolution, hence 8 channels and a
+    narrow time kernel there. A time stride of 4 (40 ms per output frame) halves the recurrent
+    steps and learns faster than 2; espeak-ng's fastest speakers still leave every label sequence
+    enough output frames.
+    """
     cfg = Config(name="small", run_dir="runs/small")
-    cfg.model.conv_channels = 16
+    cfg.data.synth_train = 4000
+    cfg.model.conv_channels = 8
     cfg.model.conv1_kernel = (11, 11)
-    cfg.model.conv2_kernel = (11, 11)
+    cfg.model.conv2_kernel = (11, 5)
+    cfg.model.conv2_stride = (2, 2)
     cfg.model.rnn_hidden = 192
     cfg.model.rnn_layers = 2
-    cfg.train.epochs = 10
+    cfg.train.epochs = 4
     cfg.train.lr = 2e-3
     cfg.train.warmup_steps = 50
     cfg.train.grad_clip = 5.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -31,8 +31,16 @@ def add_arguments(parser) -> None:
                         help="prefix beam search with N beams instead of greedy decoding")
 
 
-def load_for_inference(cfg: Config, which: str, overrides: List[str]):
-    """(model in eval mode, the checkpoint's config + overrides, checkpoint path, run_dir)."""
+class LoadedModel(NamedTuple):
+    model: Any              # DeepSpeech2 in eval mode
+    cfg: Config             # the checkpoint's config, with this command's overrides
+    path: Path              # the checkpoint file
+    run_dir: Path           # the run it belongs to (eval results go under it)
+    meta: Dict[str, Any]    # the checkpoint's meta (step, position, metrics, ...)
+
+
+def load_for_inference(cfg: Config, which: str, overrides: List[str]) -> LoadedModel:
+    """Model and config from checkpoint `which` (a path, or best / last of cfg.run_dir)."""
     from ds2.model import DeepSpeech2
 
     path = checkpoint.resolve(cfg.run_dir, which)
@@ -44,7 +52,7 @@ def load_for_inference(cfg: Config, which: str, overrides: List[str]):
     checkpoint.restore(values, model)
     model.set_train(False)
     run_dir = path.resolve().parent.parent if path.resolve().parent.name == "checkpoints" else Path(cfg.run_dir)
-    return model, stored, path, run_dir
+    return LoadedModel(model, stored, path, run_dir, meta)
 
 
 def log_probs_of(model, data) -> Iterator[Tuple[int, np.ndarray]]:
@@ -101,21 +109,20 @@ def run(cfg: Config, args) -> int:
 
     configure_mindspore(cfg)
     try:
-        model, stored, path, run_dir = load_for_inference(cfg, args.checkpoint, args.overrides)
+        loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ds2 eval: {exc}", file=sys.stderr)
         return 1
-    data = load_sets(stored, [args.split])[args.split]
-    result = evaluate_set(model, data, stored, args.beam)
-    summary = dict(result["summary"], split=args.split, checkpoint=str(path),
-                   step=checkpoint.read_meta(path)["step"], skipped_unalignable=data.skipped_unalignable)
-    out_dir = run_dir / "eval"
+    data = load_sets(loaded.cfg, [args.split])[args.split]
+    result = evaluate_set(loaded.model, data, loaded.cfg, args.beam)
+    summary = dict(result["summary"], split=args.split, checkpoint=str(loaded.path), step=loaded.meta["step"])
+    out_dir = loaded.run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / f"{args.split}.jsonl", "w") as f:
         for record in result["utterances"]:
             f.write(json.dumps(record) + "\n")
     (out_dir / f"{args.split}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{args.split}: {summary['utterances']} utterances, {summary['decoder']}: "
-          f"WER {summary['wer']:.4f}  CER {summary['cer']:.4f}  ({path})")
+          f"WER {summary['wer']:.4f}  CER {summary['cer']:.4f}  ({loaded.path})")
     print(f"wrote {out_dir / (args.split + '.jsonl')} and {out_dir / (args.split + '_summary.json')}")
     return 0

@@ -2,7 +2,7 @@
 
     model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
     log_probs, out_lengths = model(features, frames)   # [T', B, C] log-probabilities, [B] int32
-    loss = ctc_loss(log_probs, out_lengths, labels, label_lengths)
+    loss = CTCLoss()(log_probs, out_lengths, labels, label_lengths)
 
 Input features are [B, 1, n_bins, T] (padded on the right in time) with the true per-utterance
 frame counts `frames`. Padding never reaches a real output frame:
@@ -11,15 +11,22 @@ frame counts `frames`. Padding never reaches a real output frame:
 - the backward LSTM direction reads each utterance reversed by its own length (ReverseSequence),
   so it starts at the utterance's last real frame, not at the padding;
 - CTC gets the exact output lengths (`output_lengths`), and the labels with their true lengths.
+In eval mode an utterance's outputs are the same alone or padded in a batch (tests/test_model.py);
+in training, BatchNorm statistics are batch statistics and so include the zeroed padding.
 
 The LSTM is MindSpore's fused kernel (ops.LSTM). nn.LSTM with `seq_length` falls back to a
 Python loop over time steps unrolled into the graph (slow to compile, breaks on long inputs);
 per-utterance reversal gives the same exact result with the fused kernel.
 
-Parameter names follow deepspeech.pytorch where possible, so checkpoints map by name:
-  conv.0.conv.weight / .bias, conv.0.bn.{gamma,beta,moving_mean,moving_variance}, conv.1...,
-  rnns.<i>.bn.* (layers 1..n-1 when rnn_batch_norm), rnns.<i>.weight_ih / weight_hh / bias_ih /
-  bias_hh and the same with _reverse, fc_bn.*, fc.weight.
+The model ends in log_softmax; nn.CTCLoss takes those log-probabilities as [T, B, C] with the
+blank at index 0 (cfg.model.labels[0]). Forward values and gradients of BiLSTM and CTCLoss agree
+with torch.nn.LSTM and torch.nn.functional.ctc_loss to float32 precision (tests/test_model.py).
+
+Parameter names (what checkpoints store; ds2.reconcile maps other code bases onto them):
+  conv.<k>.conv.weight / .bias, conv.<k>.bn.{gamma,beta,moving_mean,moving_variance} (k = 0, 1);
+  rnns.<i>.bn.* (BatchNorm before BiLSTM layers 1..n-1 when rnn_batch_norm);
+  rnns.<i>.lstm.{weight_ih,weight_hh,bias_ih,bias_hh}[_reverse] in PyTorch's layout;
+  fc_bn.* (BatchNorm before the output layer) and fc.weight (no bias).
 """
 from __future__ import annotations
 

@@ -3,9 +3,11 @@
 One training step (compiled once per batch shape) computes the loss and gradients, measures the
 global gradient norm, clips to cfg.train.grad_clip, and applies Adam only when loss and norm are
 finite (otherwise the step is counted as skipped). The learning rate is an input of the compiled
-step and assigned to the optimizer inside the graph: a Parameter changed from Python with
-set_data between calls is NOT seen by an already-compiled graph in MindSpore 2.7 (the graph keeps
-the value it was compiled with), which silently freezes any schedule applied that way.
+step and assigned to the optimizer inside the graph. Setting the optimizer's learning-rate
+Parameter from Python (`set_data`) between steps does NOT work in MindSpore 2.7 GRAPH_MODE: each
+compiled graph (one per batch shape) keeps the value the Parameter had when it was compiled, so
+with bucketed shapes every bucket trains at whatever warm-up LR was current at its first batch.
+That freezes a schedule silently, while the weights still change every step.
 
 Schedule: linear warm-up over warmup_steps, then lr / lr_anneal**epoch.
 
@@ -35,12 +37,10 @@ PLOT_FILE = "curves.png"
 
 def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in run_dir from its newest checkpoint (its stored config, "
-                             "plus any --set overrides)")
+                        help="continue the run in run_dir from its newest readable checkpoint (its stored "
+                             "config, plus any --set overrides); start a new run if there is none")
     parser.add_argument("--max-steps", type=int, default=0, metavar="N",
                         help="stop (with a checkpoint) once N steps are done in total; 0 = all epochs")
-    parser.add_argument("--rank", type=int, default=0, help="this process's shard of the data")
-    parser.add_argument("--world-size", type=int, default=1, help="number of data shards")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,13 +211,23 @@ def run(cfg: Config, args) -> int:
     if args.resume:
         found = checkpoint.step_checkpoints(run_dir)
         if not found:
-            print(f"ds2 train: --resume but no checkpoint in {checkpoint.checkpoint_dir(run_dir)}", file=sys.stderr)
+            print(f"ds2 train: --resume: no checkpoint yet in {checkpoint.checkpoint_dir(run_dir)}; "
+                  f"starting a new run")
+        for candidate in reversed(found):  # newest first; a damaged one falls back to the one before
+            try:
+                values, meta = checkpoint.load(candidate)
+            except checkpoint.CorruptCheckpoint as exc:
+                print(f"ds2 train: {exc}; trying the previous checkpoint", file=sys.stderr)
+                continue
+            resume_from = candidate
+            break
+        if found and resume_from is None:
+            print(f"ds2 train: no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}", file=sys.stderr)
             return 1
-        resume_from = found[-1]
-        values, meta = checkpoint.load(resume_from)
-        cfg = from_dict(meta["config"])  # the run's own config, then this command's overrides
-        for override in args.overrides:
-            apply_override(cfg, override)
+        if resume_from is not None:
+            cfg = from_dict(meta["config"])  # the run's own config, then this command's overrides
+            for override in args.overrides:
+                apply_override(cfg, override)
     elif checkpoint.step_checkpoints(run_dir):
         print(f"ds2 train: {run_dir} already has checkpoints; use --resume, or another run_dir "
               f"(--set run_dir=...)", file=sys.stderr)
@@ -228,7 +238,7 @@ def run(cfg: Config, args) -> int:
     save_config(cfg, run_dir / "config.yaml")
     train_set = load_sets(cfg, ["train"], drop_unalignable=True)["train"]
     dev_set = load_sets(cfg, ["dev"])["dev"]
-    sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=args.rank, world_size=args.world_size)
+    sampler = train_set.sampler(cfg.train.seed, shuffle=True)
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
 
@@ -300,6 +310,7 @@ def run(cfg: Config, args) -> int:
             prefetch.close()
         if batch_index < steps_per_epoch:  # stopped by --max-steps inside the epoch
             save({"train_loss": loss})
+            plot_curves(metrics.read(), run_dir / PLOT_FILE)
             break
         epoch, batch_index = epoch + 1, 0
         record = {"train_loss": loss}
@@ -317,6 +328,5 @@ def run(cfg: Config, args) -> int:
             checkpoint.mark_best(run_dir, path)
         plot_curves(metrics.read(), run_dir / PLOT_FILE)
     progress.close()
-    plot_curves(metrics.read(), run_dir / PLOT_FILE)
     print(f"done: step {step}, {skipped} skipped updates, best dev CER {best_cer:.4f}; {run_dir}")
     return 0

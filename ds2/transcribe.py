@@ -32,10 +32,11 @@ def run(cfg: Config, args) -> int:
 
     configure_mindspore(cfg)
     try:
-        model, stored, _, _ = load_for_inference(cfg, args.checkpoint, args.overrides)
+        loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError) as exc:
         print(f"ds2 transcribe: {exc}", file=sys.stderr)
         return 1
+    model, stored = loaded.model, loaded.cfg
     failed = 0
     for path in args.audio:
         try:

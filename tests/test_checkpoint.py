@@ -43,7 +43,8 @@ def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
     with pytest.raises(TypeError):
         checkpoint.save(path, model, optimizer, {"step": object()})  # not JSON: fails mid-save
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256"]
+    checkpoint.load(path)  # and its checksum still matches
 
 
 def test_restore_refuses_a_different_architecture(tmp_path):
@@ -67,7 +68,35 @@ def test_prune_best_and_resolve(tmp_path):
     assert [p.name for p in checkpoint.step_checkpoints(tmp_path)] == ["step-0000006.ckpt", "step-0000008.ckpt"]
     assert checkpoint.resolve(tmp_path, "last").name == "step-0000008.ckpt"
     best = checkpoint.resolve(tmp_path, "best")
-    assert checkpoint.read_meta(best)["step"] == 4  # survives the pruning of step-4
+    assert checkpoint.load(best)[1]["step"] == 4  # survives the pruning of step-4
     assert checkpoint.best_metric(tmp_path) == pytest.approx(0.25)
     with pytest.raises(FileNotFoundError):
         checkpoint.resolve(tmp_path / "nothing", "last")
+
+
+def test_truncated_or_damaged_checkpoint_is_detected_by_its_checksum(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    path = checkpoint.step_path(tmp_path, 4)
+    checkpoint.save(path, model, optimizer, {"step": 4})
+    assert checkpoint.checksum_path(path).read_text().split()[0] == checkpoint.file_sha256(path)
+    checkpoint.load(path)  # intact: loads
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or an interrupted copy
+    with pytest.raises(checkpoint.CorruptCheckpoint, match="truncated or damaged"):
+        checkpoint.load(path)
+
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0xFF  # same length, one flipped byte
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(checkpoint.CorruptCheckpoint):
+        checkpoint.load(path)
+
+
+def test_prune_removes_checksums_with_their_checkpoints(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    for step in (1, 2, 3):
+        checkpoint.save(checkpoint.step_path(tmp_path, step), model, optimizer, {"step": step})
+    checkpoint.prune(tmp_path, keep_last=1)
+    left = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+    assert left == ["step-0000003.ckpt", "step-0000003.ckpt.sha256"]

@@ -13,7 +13,7 @@ from tests.test_train import tiny_overrides, write_tone_corpus  # noqa: E402
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     manifests = write_tone_corpus(root / "corpus")
-    overrides = tiny_overrides(root, manifests, **{"train.epochs": 2})
+    overrides = tiny_overrides(root / "run", root / "data", manifests, **{"train.epochs": 2})
     assert main(["train"] + overrides) == 0
     return root, manifests, overrides
 

@@ -48,9 +48,9 @@ def write_tone_corpus(root: Path, counts=(("train", 24), ("dev", 6), ("test", 6)
     return manifests
 
 
-def tiny_overrides(tmp_path: Path, manifests, **extra):
+def tiny_overrides(run_dir: Path, data_dir: Path, manifests, **extra):
     values = {
-        "run_dir": tmp_path / "run", "data.data_dir": tmp_path / "data",
+        "run_dir": run_dir, "data.data_dir": data_dir,
         "data.train_manifest": manifests["train"], "data.dev_manifest": manifests["dev"],
         "data.test_manifest": manifests["test"],
         "model.conv_channels": 4, "model.conv1_kernel": "[5,5]", "model.conv2_kernel": "[5,5]",
@@ -98,35 +98,25 @@ def run_step(step, inputs, lr):
     return float(loss.asnumpy()), float(norm.asnumpy()), bool(applied.asnumpy())
 
 
-def test_train_step_uses_the_learning_rate_it_is_given():
+def test_train_step_applies_the_given_lr_clips_and_skips_non_finite():
     model, step, inputs = tiny_step()
     weight = model.fc.weight
 
-    def change(lr):
-        before = weight.asnumpy().copy()
-        run_step(step, inputs, lr)
-        return float(np.abs(weight.asnumpy() - before).max())
+    def change(lr, batch=inputs):
+        before = [p.asnumpy().copy() for p in model.trainable_params()]
+        loss, norm, applied = run_step(step, batch, lr)
+        moved = max(float(np.abs(p.asnumpy() - b).max()) for p, b in zip(model.trainable_params(), before))
+        return moved, loss, norm, applied
 
     # Adam's first update moves each weight by about lr (m / sqrt(v) = sign(g)).
-    assert change(1e-3) == pytest.approx(1e-3, rel=0.05)
-    assert change(0.0) == 0.0                # a stale, compiled-in LR would move it again
-    assert change(1e-2) > 3e-3
-
-
-def test_non_finite_loss_skips_the_update():
-    model, step, inputs = tiny_step()
-    before = [p.asnumpy().copy() for p in model.trainable_params()]
-    bad = (np.full_like(inputs[0], np.nan),) + inputs[1:]
-    loss, _, applied = run_step(step, bad, 1e-3)
-    assert not applied and not np.isfinite(loss)
-    for old, param in zip(before, model.trainable_params()):
-        np.testing.assert_array_equal(old, param.asnumpy())
-
-
-def test_gradient_norm_is_measured_before_clipping():
-    model, step, inputs = tiny_step()
-    _, norm, applied = run_step(step, inputs, 1e-3)
-    assert applied and norm > 1.0  # above the clip: what is logged is the raw norm
+    before = weight.asnumpy().copy()
+    moved, _, norm, applied = change(1e-3)
+    assert applied and float(np.abs(weight.asnumpy() - before).max()) == pytest.approx(1e-3, rel=0.05)
+    assert norm > 1.0  # the logged norm is measured before clipping to 1.0
+    assert change(0.0)[0] == 0.0  # a stale, compiled-in LR would move the weights again
+    assert change(1e-2)[0] > 3e-3
+    moved, loss, _, applied = change(1e-3, (np.full_like(inputs[0], np.nan),) + inputs[1:])
+    assert not applied and not np.isfinite(loss) and moved == 0.0
 
 
 def test_tiny_model_loss_decreases_on_a_fixed_batch():
@@ -138,13 +128,13 @@ def test_tiny_model_loss_decreases_on_a_fixed_batch():
 def test_train_resume_continues_exactly(tmp_path):
     """Stop after 4 steps, resume to 8: same steps, LRs and (nearly) losses as one run of 8."""
     manifests = write_tone_corpus(tmp_path / "corpus")
-    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole, split, data = tmp_path / "whole", tmp_path / "split", tmp_path / "data"
     no_dev = {"train.eval_every_epochs": 100}  # keeps the test quick; dev eval is tested in test_evaluate
-    assert main(["train", "--max-steps", "8"] + tiny_overrides(whole, manifests, **no_dev)) == 0
-    assert main(["train", "--max-steps", "4"] + tiny_overrides(split, manifests, **no_dev)) == 0
-    assert main(["train", "--resume", "--max-steps", "8"] + tiny_overrides(split, manifests, **no_dev)) == 0
-    a = [r for r in read_metrics(whole / "run") if r["kind"] == "train"]
-    b = [r for r in read_metrics(split / "run") if r["kind"] == "train"]
+    assert main(["train", "--max-steps", "8"] + tiny_overrides(whole, data, manifests, **no_dev)) == 0
+    assert main(["train", "--max-steps", "4"] + tiny_overrides(split, data, manifests, **no_dev)) == 0
+    assert main(["train", "--resume", "--max-steps", "8"] + tiny_overrides(split, data, manifests, **no_dev)) == 0
+    a = [r for r in read_metrics(whole) if r["kind"] == "train"]
+    b = [r for r in read_metrics(split) if r["kind"] == "train"]
     assert [r["step"] for r in b] == list(range(1, 9))
     assert [(r["epoch"], r["batch"], r["lr"]) for r in b] == [(r["epoch"], r["batch"], r["lr"]) for r in a]
     np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-3)
@@ -154,18 +144,22 @@ def test_train_resume_continues_exactly(tmp_path):
 def test_sigkill_mid_epoch_then_resume_has_no_gap_or_repeat(tmp_path):
     manifests = write_tone_corpus(tmp_path / "corpus")
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "ds2", "train"] + tiny_overrides(tmp_path, manifests, **{"train.epochs": 4})
+    command = [sys.executable, "-m", "ds2", "train"] + tiny_overrides(run_dir, tmp_path / "data", manifests,
+                                                                      **{"train.epochs": 4})
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # Kill once a checkpoint exists and a few more steps have run after it (mid-epoch).
+        # Kill mid-epoch once steps past the newest checkpoint are logged: they must be redone once.
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
-            checkpoints = list((run_dir / "checkpoints").glob("step-*.ckpt"))
-            lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
-            if checkpoints and len(lines) >= 5 and len(lines) % 2 == 1:
+            saved = [int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*.ckpt")]
+            logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                      if line.endswith("}")] if (run_dir / "metrics.jsonl").exists() else []
+            steps = [r["step"] for r in logged if r["kind"] == "train"]
+            mid_epoch = steps and steps[-1] % 3 != 0  # 24 utterances, 8 per batch: 3 steps per epoch
+            if saved and mid_epoch and steps[-1] >= 4 and steps[-1] > max(saved):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert process.poll() is None, "training ended before it could be killed"
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -184,3 +178,22 @@ def test_sigkill_mid_epoch_then_resume_has_no_gap_or_repeat(tmp_path):
     cfg = load_config("small", None, overrides).train
     for r in train:
         assert r["lr"] == pytest.approx(learning_rate(cfg, r["step"] - 1, r["epoch"]))
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_one(tmp_path, capsys):
+    manifests = write_tone_corpus(tmp_path / "corpus")
+    run_dir, data = tmp_path / "run", tmp_path / "data"
+    overrides = tiny_overrides(run_dir, data, manifests, **{"train.eval_every_epochs": 100})
+    # --resume with nothing to resume from is a fresh start (make and compose always pass it).
+    assert main(["train", "--resume", "--max-steps", "4"] + overrides) == 0
+    assert "starting a new run" in capsys.readouterr().out
+    *_, previous, newest = sorted((run_dir / "checkpoints").glob("step-*.ckpt"))
+    assert newest.name == "step-0000004.ckpt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated after it was written
+
+    assert main(["train", "--resume", "--max-steps", "6"] + overrides) == 0
+    captured = capsys.readouterr()
+    assert "step-0000004.ckpt: SHA-256 does not match" in captured.err
+    assert f"resumed from {previous}" in captured.out
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert steps == list(range(1, 7))
