@@ -29,7 +29,7 @@ def test_compose_up_train_then_eval(compose_env, runs_dir):
     assert checkpoints, "training wrote no checkpoint"
     assert (runs_dir / "small" / "metrics.jsonl").stat().st_size > 0
 
-    ev = run(["docker", "compose", "run", "--rm", "--no-build", "eval"], env=compose_env, timeout=600)
+    ev = run(["docker", "compose", "run", "--rm", "eval"], env=compose_env, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
     summary = json.loads((runs_dir / "small" / "eval" / "test_summary.json").read_text())
     assert 0.0 <= summary["cer"] and 0.0 <= summary["wer"]
@@ -41,7 +41,7 @@ def test_compose_up_train_then_eval(compose_env, runs_dir):
 
 
 def test_compose_file_is_valid_and_has_the_services():
-    result = run(["docker", "compose", "config", "--services", "--profile", "gpu"])
+    result = run(["docker", "compose", "--profile", "gpu", "config", "--services"])
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) >= {"envcheck", "preprocess", "train", "eval", "train-gpu"}
 
