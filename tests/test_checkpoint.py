@@ -100,3 +100,50 @@ def test_prune_removes_checksums_with_their_checkpoints(tmp_path):
     checkpoint.prune(tmp_path, keep_last=1)
     left = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
     assert left == ["step-0000003.ckpt", "step-0000003.ckpt.sha256"]
+
+
+SAVE_FOREVER = """
+import sys
+import mindspore as ms
+from ds2 import checkpoint
+from ds2.config import ModelConfig, TrainConfig
+from ds2.model import DeepSpeech2
+from ds2.train import build_optimizer
+cfg = ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5), rnn_hidden=8, rnn_layers=2)
+model = DeepSpeech2(cfg, 17)
+optimizer = build_optimizer(model, TrainConfig())
+step = 0
+while True:
+    step += 1
+    checkpoint.save(checkpoint.step_path(sys.argv[1], step), model, optimizer, {"step": step})
+    checkpoint.prune(sys.argv[1], keep_last=2)
+    print(step, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_saving_always_leaves_a_loadable_checkpoint(tmp_path):
+    """Kill a process that does nothing but save, at several moments: what is left always loads."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    for attempt, delay in enumerate((0.0, 0.013, 0.031, 0.057)):
+        run_dir = tmp_path / f"run{attempt}"
+        process = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(run_dir)], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(3):  # let a few saves complete, then kill during a later one
+            assert process.stdout.readline(), "the saving process died on its own"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        found = checkpoint.step_checkpoints(run_dir)
+        assert found, "no checkpoint left after SIGKILL"
+        for path in found:
+            values, meta = checkpoint.load(path)  # every file under a checkpoint name is whole
+            assert meta["step"] == int(path.stem.split("-")[1])
