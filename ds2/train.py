@@ -68,9 +68,9 @@ def available_cpus() -> int:
 def configure_mindspore(cfg: Config) -> int:
     """GRAPH_MODE on the configured device, CPU kernel threads = cfg.train.threads (0: all usable).
 
-    MindSpore's default is 25 kernel threads whatever the machine has; on a 2-core container
-    that oversubscribes the cores and makes every step slower. The thread count can be set only
-    once per process; later calls keep the first setting.
+    MindSpore's default is 25 kernel threads whatever the machine has; ds2 sizes the pool to the
+    cores it may use instead. (On the 2-core development machine the small preset's step took the
+    same time with 1, 2 or 25 threads, so this is about not oversubscribing shared machines.)
     """
     import mindspore as ms
 
