@@ -27,16 +27,23 @@ def gpu_needed(settings: dict) -> bool:
         settings.get("stage") in (None, "train", "eval")
 
 
-def kernel_architectures():
-    """{'sass': [...], 'ptx': [...]} of the installed MindSpore's GPU kernels, or None."""
+def mindspore_dir():
+    """The installed mindspore package's folder, found without importing it, or None."""
     try:
         spec = importlib.util.find_spec("mindspore")
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    libraries = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "lib", "plugin", "gpu",
-                                       "libcuda_ops.so*"))
+    return list(spec.submodule_search_locations)[0]
+
+
+def kernel_architectures():
+    """{'sass': [...], 'ptx': [...]} of the installed MindSpore's GPU kernels, or None."""
+    package = mindspore_dir()
+    if package is None:
+        return None
+    libraries = glob.glob(os.path.join(package, "lib", "plugin", "gpu", "libcuda_ops.so*"))
     if not libraries:
         return None
     archs = {"sass": set(), "ptx": set()}

@@ -11,14 +11,13 @@ are checked; libraries the wheel ships itself resolve through its RPATH.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 
 from envcheck import elf
-from envcheck.probes.gpu_devices import gpu_needed
+from envcheck.probes.gpu_devices import gpu_needed, mindspore_dir
 from envcheck.settings import config_value
 
 # Where each CUDA 11 library comes from. libcuda.so.1 is the driver's own: on the host, or mounted into
@@ -38,16 +37,6 @@ PROVIDERS = {
 }
 DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
                 "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
-
-
-def mindspore_dir():
-    try:
-        spec = importlib.util.find_spec("mindspore")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
 
 
 def ldconfig_cache() -> dict:
