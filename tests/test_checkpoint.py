@@ -82,6 +82,7 @@ def test_truncated_or_damaged_checkpoint_is_detected_by_its_checksum(tmp_path):
     checkpoint.load(path)  # intact: loads
 
     data = path.read_bytes()
+    path.chmod(0o600)  # MindSpore saves checkpoints read-only
     path.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or an interrupted copy
     with pytest.raises(checkpoint.CorruptCheckpoint, match="truncated or damaged"):
         checkpoint.load(path)
