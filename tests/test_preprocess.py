@@ -35,7 +35,8 @@ def test_manifest_path_defaults_and_overrides(tmp_path):
 
 
 def test_output_frames_uses_the_conv_time_strides():
-    cfg = load_config("small")  # time strides 2 and 1
+    cfg = load_config("small")
+    cfg.model.conv1_stride, cfg.model.conv2_stride = (2, 2), (2, 1)  # time strides 2 and 1
     assert preprocess.output_time_stride(cfg) == 2
     assert preprocess.output_frames(1.0, cfg) == 51          # 16000 samples -> 101 frames -> ceil(101 / 2)
     cfg.model.conv2_stride = (2, 3)
