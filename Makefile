@@ -106,8 +106,12 @@ test-unit: image-cpu ## unit tests, inside the CPU image
 	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -w /opt/ds2 $(IMAGE_CPU) \
 	  python -m pytest -p no:cacheprovider -m "not integration" tests $(NO_TESTS_IS_FAILURE)
 
+# The host venv has only pytest, the Docker SDK and PyYAML: collect only the files written for it.
+HOST_TEST_FILES = tests/integration tests/test_envcheck_docker.py
+
 test-integration: image-cpu $(HOST_VENV) ## integration tests: images and stages driven from the host
-	DS2_IMAGE=$(IMAGE_CPU) $(HOST_VENV)/bin/python -m pytest -p no:cacheprovider -m integration tests \
+	DS2_IMAGE=$(IMAGE_CPU) $(HOST_VENV)/bin/python -m pytest -p no:cacheprovider -m integration \
+	  $(HOST_TEST_FILES) \
 	  $(NO_TESTS_IS_FAILURE)
 
 test: test-unit test-integration ## all tests: builds the CPU image, runs unit tests in it, then the integration tests
