@@ -56,7 +56,8 @@ def test_container_writes_as_owner_of_runs_folder(docker_client, image, runs_dir
 
 
 def build(tag, context=REPO, **env):
-    return run(["bash", str(REPO / "docker" / "build-image.sh"), "cpu", tag],
+    """docker/build-image.sh of the checkout `context` (the script builds the checkout it lives in)."""
+    return run(["bash", str(context / "docker" / "build-image.sh"), "cpu", tag],
                env={**os.environ, **env}, cwd=context)
 
 
@@ -86,7 +87,8 @@ def test_code_change_rebuilds_only_the_code_layers(docker_client, image, current
     try:
         old = current_image.attrs["RootFS"]["Layers"]
         new = docker_client.images.get(tag).attrs["RootFS"]["Layers"]
-        shared = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
+        assert new != old, "the code change did not change the image"
+        shared = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
         # Everything up to and including the venv and system packages is shared; only our code
         # layers (COPY of ds2 and what follows) differ.
         assert len(old) - shared <= 4, f"{len(old) - shared} of {len(old)} layers rebuilt"
