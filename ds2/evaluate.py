@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -104,14 +104,23 @@ def evaluate_set(model, data, cfg: Config, beam: int = 0) -> Dict[str, Any]:
     return {"summary": summary, "utterances": utterances}
 
 
-def run(cfg: Config, args) -> int:
-    from ds2.train import configure_mindspore, load_sets
+def load_for_command(cfg: Config, args, command: str) -> Optional[LoadedModel]:
+    """MindSpore set up and args.checkpoint loaded for `ds2 <command>`, or None after saying why."""
+    from ds2.train import configure_mindspore
 
     configure_mindspore(cfg)
     try:
-        loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
+        return load_for_inference(cfg, args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"ds2 eval: {exc}", file=sys.stderr)
+        print(f"ds2 {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def run(cfg: Config, args) -> int:
+    from ds2.train import load_sets
+
+    loaded = load_for_command(cfg, args, "eval")
+    if loaded is None:
         return 1
     data = load_sets(loaded.cfg, [args.split])[args.split]
     result = evaluate_set(loaded.model, data, loaded.cfg, args.beam)

@@ -26,15 +26,11 @@ def run(cfg: Config, args) -> int:
     import mindspore as ms
     import numpy as np
 
-    from ds2.evaluate import decode_one, load_for_inference
+    from ds2.evaluate import decode_one, load_for_command
     from ds2.features import AudioError, compute_features, load_audio
-    from ds2.train import configure_mindspore
 
-    configure_mindspore(cfg)
-    try:
-        loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"ds2 transcribe: {exc}", file=sys.stderr)
+    loaded = load_for_command(cfg, args, "transcribe")
+    if loaded is None:
         return 1
     model, stored = loaded.model, loaded.cfg
     failed = 0
