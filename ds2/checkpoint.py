@@ -7,8 +7,8 @@ A checkpoint holds everything needed to continue or to evaluate:
   (epoch, batch index of the next batch), metrics, and the environment that wrote it.
 
 Files live in <run_dir>/checkpoints/: step-<step>.ckpt (the newest `keep_last` are kept) and
-best.ckpt (a hard link to the step file with the lowest dev CER so far, or a copy where links
-are not possible). A save goes to a temporary file in the same directory, is fsynced, then
+best.ckpt (a hard link to the step file with the lowest dev WER so far, ties broken by dev CER,
+or a copy where links are not possible). A save goes to a temporary file in the same directory, is fsynced, then
 renamed over the final name, so a crash (even SIGKILL) leaves either the old or the new file,
 never a partial one. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
 verifies it, so a file truncated or damaged later (copying, a full disk) is detected
@@ -208,9 +208,26 @@ def resolve(run_dir, which: str) -> Path:
     return Path(which)
 
 
-def best_metric(run_dir) -> Optional[float]:
-    """Dev CER stored in best.ckpt, or None if there is none yet."""
+def best_metric(run_dir) -> Optional[Dict[str, float]]:
+    """{"dev_wer": .., "dev_cer": ..} stored in best.ckpt, or None if there is none yet."""
     best = checkpoint_dir(run_dir) / BEST_NAME
     if not best.is_file():
         return None
-    return load(best)[1].get("metrics", {}).get("dev_cer")
+    stored = load(best)[1].get("metrics", {})
+    if "dev_wer" not in stored:
+        return None
+    return {"dev_wer": stored["dev_wer"], "dev_cer": stored.get("dev_cer", float("inf"))}
+
+
+def is_better(candidate: Dict[str, float], best: Optional[Dict[str, float]]) -> bool:
+    """True when `candidate` should become best.ckpt: lower dev WER, ties broken by lower dev CER.
+
+    WER is what users report and compare; on a small dev set many epochs share a WER, and CER
+    then still tells a better model from a worse one.
+    """
+    if "dev_wer" not in candidate:
+        return False
+    if best is None:
+        return True
+    return (candidate["dev_wer"], candidate.get("dev_cer", float("inf"))) < \
+        (best["dev_wer"], best.get("dev_cer", float("inf")))

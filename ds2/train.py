@@ -249,13 +249,12 @@ def run(cfg: Config, args) -> int:
     metrics = MetricsLog(run_dir / METRICS_FILE)
 
     step, epoch, batch_index, skipped = 0, 0, 0, 0
-    best_cer = math.inf
+    best = None  # {"dev_wer", "dev_cer"} of best.ckpt
     if resume_from is not None:
         checkpoint.restore(values, model, optimizer)
         step, skipped = meta["step"], meta["skipped"]
         epoch, batch_index = meta["position"]["epoch"], meta["position"]["batch"]
         best = checkpoint.best_metric(run_dir)
-        best_cer = best if best is not None else math.inf
         metrics.truncate_after(step)
         print(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batch_index}")
     elif metrics.path.exists():
@@ -323,10 +322,11 @@ def run(cfg: Config, args) -> int:
                             "dev_wer": summary["wer"], "time": round(time.time(), 3)})
             progress.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
         path = save(record)
-        if record.get("dev_cer", math.inf) < best_cer:
-            best_cer = record["dev_cer"]
+        if checkpoint.is_better(record, best):
+            best = {"dev_wer": record["dev_wer"], "dev_cer": record["dev_cer"]}
             checkpoint.mark_best(run_dir, path)
         plot_curves(metrics.read(), run_dir / PLOT_FILE)
     progress.close()
-    print(f"done: step {step}, {skipped} skipped updates, best dev CER {best_cer:.4f}; {run_dir}")
+    best_text = f"best dev WER {best['dev_wer']:.4f} (CER {best['dev_cer']:.4f})" if best else "no dev evaluation"
+    print(f"done: step {step}, {skipped} skipped updates, {best_text}; {run_dir}")
     return 0

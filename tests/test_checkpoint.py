@@ -61,7 +61,7 @@ def test_prune_best_and_resolve(tmp_path):
     model, optimizer = model_and_optimizer(1)
     for step in (2, 4, 6, 8):
         checkpoint.save(checkpoint.step_path(tmp_path, step), model, optimizer,
-                        {"step": step, "metrics": {"dev_cer": 1.0 / step}})
+                        {"step": step, "metrics": {"dev_wer": 2.0 / step, "dev_cer": 1.0 / step}})
         if step == 4:
             checkpoint.mark_best(tmp_path, checkpoint.step_path(tmp_path, step))
         checkpoint.prune(tmp_path, keep_last=2)
@@ -69,9 +69,19 @@ def test_prune_best_and_resolve(tmp_path):
     assert checkpoint.resolve(tmp_path, "last").name == "step-0000008.ckpt"
     best = checkpoint.resolve(tmp_path, "best")
     assert checkpoint.load(best)[1]["step"] == 4  # survives the pruning of step-4
-    assert checkpoint.best_metric(tmp_path) == pytest.approx(0.25)
+    assert checkpoint.best_metric(tmp_path) == pytest.approx({"dev_wer": 0.5, "dev_cer": 0.25})
     with pytest.raises(FileNotFoundError):
         checkpoint.resolve(tmp_path / "nothing", "last")
+
+
+def test_best_is_chosen_by_dev_wer_and_ties_by_dev_cer():
+    best = {"dev_wer": 0.30, "dev_cer": 0.10}
+    assert checkpoint.is_better({"dev_wer": 0.29, "dev_cer": 0.20}, best)  # WER decides, not CER
+    assert not checkpoint.is_better({"dev_wer": 0.31, "dev_cer": 0.01}, best)
+    assert checkpoint.is_better({"dev_wer": 0.30, "dev_cer": 0.09}, best)  # tie: CER decides
+    assert not checkpoint.is_better({"dev_wer": 0.30, "dev_cer": 0.10}, best)
+    assert checkpoint.is_better({"dev_wer": 0.9, "dev_cer": 0.9}, None)
+    assert not checkpoint.is_better({"train_loss": 1.0}, best)  # no dev evaluation this epoch
 
 
 def test_truncated_or_damaged_checkpoint_is_detected_by_its_checksum(tmp_path):
