@@ -231,12 +231,13 @@ class UtteranceSet:
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def sampler(self, seed: int, shuffle: bool) -> BatchSampler:
+    def sampler(self, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> BatchSampler:
+        """Batches of this set; with world_size > 1, worker `rank`'s shard of them."""
         train = self.cfg.train
         return BatchSampler(self.frames, frame_seconds=self.frame_seconds,
                             max_batch_seconds=train.max_batch_seconds, max_batch_size=train.max_batch_size,
                             num_buckets=train.num_buckets, width_multiple=time_stride(self.cfg.model),
-                            seed=seed, shuffle=shuffle)
+                            seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
 
     def loader(self, sampler: BatchSampler) -> Callable[[Batch], PaddedBatch]:
         """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread)."""

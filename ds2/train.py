@@ -17,6 +17,14 @@ JSON object per step, kind "train", and per dev evaluation, kind "dev"), curves.
 `--resume` continues from the newest checkpoint: model, optimizer, schedule step and data
 position are restored, metrics.jsonl is cut back to the checkpoint's step, and the next batch is
 the one that would have followed the checkpoint, so the curves join up even after a SIGKILL.
+
+Data parallel: with MindSpore's MS_ROLE / MS_SCHED_HOST / MS_SCHED_PORT / MS_WORKER_NUM set, the
+same command is the scheduler or one worker of a data-parallel job (ds2.distributed): each worker
+trains on its shard of the batches, gradients and loss are averaged over the workers inside the
+compiled step, and rank 0 alone writes checkpoints, config.yaml, metrics.jsonl and the plot.
+Every worker evaluates the dev set at epoch ends (so none waits on another for long); rank 0's
+result is the one logged. Checkpoints store the number of workers, so `--resume` works with the
+same or another number (ds2.distributed.resume_position).
 """
 from __future__ import annotations
 
@@ -28,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ds2 import checkpoint
+from ds2 import checkpoint, distributed
 from ds2.config import Config, apply_override, from_dict, save_config, to_dict
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
 PLOT_FILE = "curves.png"
 
 
@@ -115,17 +123,24 @@ def build_optimizer(model, train_cfg):
     return nn.Adam(groups, learning_rate=ms.Tensor(train_cfg.lr, ms.float32), eps=1e-8)
 
 
-def make_train_step(network, optimizer, grad_clip: float):
-    """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied)."""
+def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1):
+    """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).
+
+    With world_size > 1 the loss and gradients are averaged over the workers before the norm is
+    measured, so clipping, the finite check and the update are the same on every worker.
+    """
     import mindspore as ms
     from mindspore import ops
 
     grad_fn = ms.value_and_grad(network, None, optimizer.parameters)
     clip = ms.Tensor(grad_clip, ms.float32)
+    gradient_mean = distributed.make_gradient_mean(optimizer.parameters, world_size)
 
     @ms.jit
     def train_step(features, frames, labels, label_lengths, lr):
         loss, grads = grad_fn(features, frames, labels, label_lengths)
+        if gradient_mean is not None:
+            loss, grads = gradient_mean(loss, grads)
         squares = [ops.reduce_sum(g * g) for g in grads]
         grad_norm = ops.sqrt(ops.addn(squares))
         scale = clip / ops.maximum(grad_norm, clip)
@@ -198,6 +213,20 @@ def load_sets(cfg: Config, splits, drop_unalignable: bool = False):
 
 
 def run(cfg: Config, args) -> int:
+    if distributed.role() == distributed.SCHEDULER:
+        try:
+            return distributed.run_scheduler()
+        except distributed.ClusterError as exc:
+            print(f"ds2 train: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return train(cfg, args)
+    except distributed.ClusterError as exc:
+        print(f"ds2 train: {exc}", file=sys.stderr)
+        return 1
+
+
+def train(cfg: Config, args) -> int:
     import mindspore as ms
     from tqdm import tqdm
 
@@ -234,29 +263,40 @@ def run(cfg: Config, args) -> int:
         return 1
 
     threads = configure_mindspore(cfg)
+    cluster = distributed.join(cfg.train.device)
+    if cluster.distributed:
+        distributed.stop_on_sigterm(cluster.rank)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if cluster.writes_checkpoints:
+        save_config(cfg, run_dir / "config.yaml")
     train_set = load_sets(cfg, ["train"], drop_unalignable=True)["train"]
     dev_set = load_sets(cfg, ["dev"])["dev"]
-    sampler = train_set.sampler(cfg.train.seed, shuffle=True)
+    sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=cluster.rank, world_size=cluster.world_size)
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
 
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
     network = TrainNetwork(model)
     optimizer = build_optimizer(model, cfg.train)
-    train_step = make_train_step(network, optimizer, cfg.train.grad_clip)
-    metrics = MetricsLog(run_dir / METRICS_FILE)
+    train_step = make_train_step(network, optimizer, cfg.train.grad_clip, cluster.world_size)
+    # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
+    metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 
     step, epoch, batch_index, skipped = 0, 0, 0, 0
     best = None  # {"dev_wer", "dev_cer"} of best.ckpt
     if resume_from is not None:
         checkpoint.restore(values, model, optimizer)
         step, skipped = meta["step"], meta["skipped"]
-        epoch, batch_index = meta["position"]["epoch"], meta["position"]["batch"]
+        position = meta["position"]
+        # Checkpoints written before data parallelism existed are single-process ones.
+        epoch, batch_index, moved = distributed.resume_position(
+            position["epoch"], position["batch"], position.get("world_size", 1), cluster.world_size,
+            steps_per_epoch)
         best = checkpoint.best_metric(run_dir)
         metrics.truncate_after(step)
         print(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batch_index}")
+        if moved:
+            print(f"ds2 train: {moved}")
     elif metrics.path.exists():
         metrics.path.unlink()  # a fresh run: no stale curve from an earlier attempt
 
@@ -264,19 +304,23 @@ def run(cfg: Config, args) -> int:
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
     print(f"model: {count_parameters(model):,} parameters; train: {len(train_set)} utterances, "
-          f"{steps_per_epoch} batches/epoch, shapes (batch, frames) {sampler.shapes()}; "
+          f"{steps_per_epoch} batches/epoch{' per worker' if cluster.distributed else ''}, shapes (batch, frames) {sampler.shapes()}; "
           f"dev: {len(dev_set)}; threads {threads}; {total_steps} steps")
 
-    def save(metrics_now: Dict[str, Any]) -> Path:
+    def save(metrics_now: Dict[str, Any]) -> Optional[Path]:
+        """Rank 0 writes the checkpoint (the parameters are the same on every worker)."""
+        if not cluster.writes_checkpoints:
+            return None
         path = checkpoint.step_path(run_dir, step)
         checkpoint.save(path, model, optimizer, {
             "config": to_dict(cfg), "step": step, "skipped": skipped,
-            "position": {"epoch": epoch, "batch": batch_index},
+            "position": {"epoch": epoch, "batch": batch_index, "world_size": cluster.world_size},
             "metrics": metrics_now, "environment": checkpoint.environment()})
         checkpoint.prune(run_dir, cfg.train.keep_last)
         return path
 
-    progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                    disable=not cluster.writes_checkpoints)
     model.set_train(True)
     while epoch < cfg.train.epochs and step < total_steps:
         batches = sampler.epoch(epoch)[batch_index:]
@@ -285,20 +329,32 @@ def run(cfg: Config, args) -> int:
         try:
             for padded in prefetch:
                 lr = learning_rate(cfg.train, step, epoch)
-                loss, grad_norm, applied = train_step(
-                    ms.Tensor(padded.features), ms.Tensor(padded.frames), ms.Tensor(padded.labels),
-                    ms.Tensor(padded.label_lengths), ms.Tensor(lr, ms.float32))
-                loss, grad_norm, applied = float(loss.asnumpy()), float(grad_norm.asnumpy()), bool(applied.asnumpy())
+                try:
+                    loss, grad_norm, applied = train_step(
+                        ms.Tensor(padded.features), ms.Tensor(padded.frames), ms.Tensor(padded.labels),
+                        ms.Tensor(padded.label_lengths), ms.Tensor(lr, ms.float32))
+                    loss, grad_norm, applied = float(loss.asnumpy()), float(grad_norm.asnumpy()), bool(applied.asnumpy())
+                except RuntimeError as exc:
+                    if cluster.distributed:  # a collective operation failed: another process is gone
+                        raise distributed.step_failure(cluster.rank, exc) from None
+                    raise
                 now = time.perf_counter()
                 speed = padded.audio_seconds / (now - last_time)
                 last_time = now
                 skipped += 0 if applied else 1
                 step += 1
                 batch_index += 1
-                metrics.append({"kind": "train", "step": step, "epoch": epoch, "batch": batch_index,
-                                "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                "audio_sec_per_sec": round(speed, 2), "skipped": skipped,
-                                "time": round(time.time(), 3)})
+                record = {"kind": "train", "step": step, "epoch": epoch, "batch": batch_index,
+                          "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                          "audio_sec_per_sec": round(speed, 2), "skipped": skipped,
+                          "time": round(time.time(), 3)}
+                if cluster.distributed:
+                    record.update(rank=cluster.rank, world_size=cluster.world_size)
+                if cfg.train.log_utterance_ids:
+                    record["utterance_ids"] = [train_set.utterances[i].id for i in padded.indices]
+                if cfg.train.log_param_digest:
+                    record["param_sha256"] = distributed.parameter_digest(model.trainable_params())
+                metrics.append(record)
                 progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
                 progress.update(1)
                 if step % cfg.train.checkpoint_every == 0 and batch_index < steps_per_epoch:
@@ -309,7 +365,8 @@ def run(cfg: Config, args) -> int:
             prefetch.close()
         if batch_index < steps_per_epoch:  # stopped by --max-steps inside the epoch
             save({"train_loss": loss})
-            plot_curves(metrics.read(), run_dir / PLOT_FILE)
+            if cluster.writes_checkpoints:
+                plot_curves(metrics.read(), run_dir / PLOT_FILE)
             break
         epoch, batch_index = epoch + 1, 0
         record = {"train_loss": loss}
@@ -324,8 +381,10 @@ def run(cfg: Config, args) -> int:
         path = save(record)
         if checkpoint.is_better(record, best):
             best = {"dev_wer": record["dev_wer"], "dev_cer": record["dev_cer"]}
-            checkpoint.mark_best(run_dir, path)
-        plot_curves(metrics.read(), run_dir / PLOT_FILE)
+            if path is not None:
+                checkpoint.mark_best(run_dir, path)
+        if cluster.writes_checkpoints:
+            plot_curves(metrics.read(), run_dir / PLOT_FILE)
     progress.close()
     best_text = f"best dev WER {best['dev_wer']:.4f} (CER {best['dev_cer']:.4f})" if best else "no dev evaluation"
     print(f"done: step {step}, {skipped} skipped updates, {best_text}; {run_dir}")
