@@ -7,6 +7,7 @@
 #   SET             config overrides for every stage, e.g. SET="train.epochs=2 data.synth_train=500"
 #   BASE_IMAGE      base for the images (python:3.9-slim-bullseye; falls back to a bootstrapped one)
 #   EXTRA_CA_CERTS  PEM file of extra CA certificates for the image build (TLS-intercepting proxies)
+#   WORKERS         number of data-parallel workers for make train-dist (2)
 #   DOCKER          docker CLI to use
 
 SHELL := /bin/bash
@@ -25,6 +26,7 @@ PRESET ?= small
 CONFIG ?=
 SET ?=
 SHM_SIZE ?= 2g
+WORKERS ?= 2
 HOST_VENV ?= .venv-host
 PYTHON ?= python3
 
@@ -44,7 +46,7 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(
 TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
-	train-cpu train-gpu eval test test-unit test-integration clean
+	train-cpu train-gpu train-dist eval test test-unit test-integration clean
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -93,6 +95,13 @@ train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA contain
 	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
 	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume
 	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test
+
+# Compose starts preprocess, then one scheduler and $(WORKERS) worker containers; the first one to fail
+# stops the others (MindSpore's own timeouts end the job too, README: Distributed training).
+train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS workers in containers (resumes)
+	mkdir -p $(RUNS) && DS2_RUNS=$(RUNS) DS2_PRESET=$(PRESET) DS2_WORKERS=$(WORKERS) DS2_IMAGE_CPU=$(IMAGE_CPU) \
+	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
+	  --abort-on-container-failure dist-scheduler dist-worker
 
 # pytest exits 5 when it collected nothing: a test run that tests nothing must not pass.
 NO_TESTS_IS_FAILURE = || { status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" >&2; exit $$status; }

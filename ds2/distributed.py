@@ -95,7 +95,8 @@ def prepare_environment(environ=os.environ) -> None:
                            f"address and port and the number of workers, the same on every process "
                            f"(README: Distributed training).")
     for name, value in TIMEOUT_DEFAULTS.items():
-        environ.setdefault(name, value)
+        if not environ.get(name):  # unset or empty (Compose passes an unset variable as "")
+            environ[name] = value
     host = environ["MS_SCHED_HOST"]
     try:
         ipaddress.ip_address(host)
