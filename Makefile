@@ -27,6 +27,7 @@ CONFIG ?=
 SET ?=
 SHM_SIZE ?= 2g
 WORKERS ?= 2
+BENCH ?= --short
 HOST_VENV ?= .venv-host
 PYTHON ?= python3
 
@@ -46,7 +47,7 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(
 TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
-	train-cpu train-gpu train-dist eval test test-unit test-integration clean
+	train-cpu train-gpu train-dist eval bench test test-unit test-integration clean
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -102,6 +103,9 @@ train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS wo
 	mkdir -p $(RUNS) && DS2_RUNS=$(RUNS) DS2_PRESET=$(PRESET) DS2_WORKERS=$(WORKERS) DS2_IMAGE_CPU=$(IMAGE_CPU) \
 	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
 	  --abort-on-container-failure dist-scheduler dist-worker
+
+bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~3 min; BENCH= : full run, ~15 min)
+	$(RUN_CPU) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) --json /work/runs/bench/train_speed.json
 
 # pytest exits 5 when it collected nothing: a test run that tests nothing must not pass.
 NO_TESTS_IS_FAILURE = || { status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" >&2; exit $$status; }

@@ -1,7 +1,7 @@
 """Length-bucketed batches with an audio-duration cap, deterministic per epoch, and a prefetcher.
 
 Graph mode compiles one graph per input shape, so padded widths come from a small fixed set:
-`bucket_widths` picks `num_buckets` widths at quantiles of the corpus's frame counts. Every
+`bucket_widths` picks the `num_buckets` widths that pad the corpus's frame counts least. Every
 bucket has a fixed batch size, the largest that keeps batch_size * width * frame_seconds within
 max_batch_seconds (and at most max_batch_size), so each (bucket, batch size) shape compiles once.
 
@@ -31,15 +31,40 @@ class Batch:
 
 
 def bucket_widths(frames: Sequence[int], num_buckets: int, multiple: int) -> List[int]:
-    """Padded widths: `num_buckets` quantiles of the frame counts, rounded up to `multiple`.
+    """At most `num_buckets` padded widths (multiples of `multiple`) that minimise total padding.
 
-    The widest is always >= the longest utterance, so every utterance fits some bucket.
+    Every utterance goes to the narrowest width that holds it, so the padded frames of a choice
+    of widths are sum(width of its bucket) - sum(frames). The best choice is found exactly by
+    dynamic programming over the distinct rounded lengths: cost[m][j] is the least padded total
+    for the lengths up to j with m widths, the last of them = length j. The widest is always the
+    longest utterance (rounded up), so every utterance fits some bucket. Quantile widths padded
+    LibriSpeech-like lengths by ~19 % at 8 buckets; these pad ~6 % at 8 and ~3 % at 16
+    (bench/train_speed.py prints the share).
     """
     if len(frames) == 0:
         raise ValueError("no utterances to batch")
-    quantiles = np.quantile(np.asarray(frames), np.linspace(0, 1, num_buckets + 1)[1:])
-    widths = sorted({int(-(-int(np.ceil(q)) // multiple) * multiple) for q in quantiles})
-    return widths
+    if num_buckets < 1:
+        raise ValueError(f"num_buckets must be at least 1, not {num_buckets}")
+    rounded = -(-np.asarray(frames, dtype=np.int64) // multiple) * multiple
+    lengths, counts = np.unique(rounded, return_counts=True)
+    below = np.concatenate(([0], np.cumsum(counts)))      # below[i]: utterances shorter than lengths[i]
+    n = len(lengths)
+    buckets = min(num_buckets, n)
+    cost = lengths * below[1:]                              # one width (lengths[j]) for lengths[0..j]
+    choice = np.zeros((buckets, n), dtype=np.int64)         # first length index of the last bucket
+    for m in range(1, buckets):
+        new_cost = np.full(n, np.iinfo(np.int64).max)
+        for j in range(m, n):
+            # the last bucket holds lengths[i..j] (i = m..j), the first m buckets lengths[0..i-1]
+            candidates = cost[m - 1:j] + lengths[j] * (below[j + 1] - below[m:j + 1])
+            best = int(np.argmin(candidates))
+            new_cost[j], choice[m, j] = candidates[best], best + m
+        cost = new_cost
+    widths, j = [], n - 1
+    for m in range(buckets - 1, -1, -1):
+        widths.append(int(lengths[j]))
+        j = choice[m, j] - 1
+    return sorted(widths)
 
 
 def batch_size_for(width: int, frame_seconds: float, max_batch_seconds: float, max_batch_size: int) -> int:
@@ -208,7 +233,7 @@ class UtteranceSet:
 
     def __init__(self, utterances, cfg, feature_cache, drop_unalignable: bool = False):
         from ds2.features import num_frames
-        from ds2.model import output_lengths
+        from ds2.shapes import output_lengths
         from ds2.text import encode, min_ctc_frames
 
         self.cfg = cfg

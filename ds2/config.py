@@ -83,7 +83,7 @@ class TrainConfig:
     grad_clip: float = 400.0                    # global-norm clip
     max_batch_seconds: float = 160.0            # audio seconds per batch (length-bucketed)
     max_batch_size: int = 32
-    num_buckets: int = 8                        # padded widths (one graph compile per width)
+    num_buckets: int = 16                       # padded widths (one graph compile per width; see batching)
     seed: int = 1
     checkpoint_every: int = 200                 # steps; a checkpoint is also written at each epoch end
     keep_last: int = 3

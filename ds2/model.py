@@ -39,24 +39,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Uniform, initializer
 
 from ds2.config import ModelConfig
-
-
-def conv_output_length(length, kernel: int, stride: int):
-    """Length after a convolution padded by kernel // 2 on both sides (ints or numpy arrays)."""
-    padding = kernel // 2
-    return (length + 2 * padding - kernel) // stride + 1
-
-
-def output_lengths(frames, cfg: ModelConfig):
-    """Exact number of output frames for inputs of `frames` frames (int or numpy int array)."""
-    length = conv_output_length(frames, cfg.conv1_kernel[1], cfg.conv1_stride[1])
-    return conv_output_length(length, cfg.conv2_kernel[1], cfg.conv2_stride[1])
-
-
-def output_bins(n_bins: int, cfg: ModelConfig) -> int:
-    """Frequency rows left after the two convolutions."""
-    rows = conv_output_length(n_bins, cfg.conv1_kernel[0], cfg.conv1_stride[0])
-    return conv_output_length(rows, cfg.conv2_kernel[0], cfg.conv2_stride[0])
+from ds2.shapes import conv_output_length, output_bins, output_lengths  # noqa: F401 (re-exported)
 
 
 def time_mask(lengths: ms.Tensor, max_length: int, dtype=ms.float32) -> ms.Tensor:

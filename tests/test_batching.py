@@ -1,4 +1,5 @@
 """Length-bucketed batching: duration cap, every utterance once, determinism, shards, resume."""
+import itertools
 import threading
 
 import numpy as np
@@ -28,6 +29,33 @@ def test_widths_cover_every_utterance_and_are_multiples(frames):
     assert widths == sorted(widths)
     assert all(w % 4 == 0 for w in widths)
     assert widths[-1] >= max(frames)
+
+
+def test_widths_are_the_least_padding_choice():
+    """Against brute force over every choice of widths, on small random corpora."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        frames = rng.integers(1, 60, size=int(rng.integers(1, 25))).tolist()
+        buckets = int(rng.integers(1, 5))
+
+        def padding(widths):
+            return sum(min(w for w in widths if w >= f) - f for f in frames)
+
+        lengths = sorted(set(frames))
+        best = min(padding(list(others) + [lengths[-1]])
+                   for r in range(min(buckets, len(lengths)))
+                   for others in itertools.combinations(lengths[:-1], r))
+        widths = bucket_widths(frames, buckets, 1)
+        assert len(widths) <= buckets and widths[-1] == max(frames)
+        assert padding(widths) == best
+
+
+def test_more_buckets_never_pad_more(frames):
+    def padding(widths):
+        return sum(min(w for w in widths if w >= f) - f for f in frames)
+
+    paddings = [padding(bucket_widths(frames, n, 4)) for n in (1, 2, 4, 8, 16)]
+    assert paddings == sorted(paddings, reverse=True) and paddings[-1] < paddings[0]
 
 
 def test_padded_duration_within_cap(frames):

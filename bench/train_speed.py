@@ -1,0 +1,390 @@
+"""Training speed: ds2 (MindSpore) against the same DeepSpeech2 in PyTorch, on a LibriSpeech-like mix.
+
+    python bench/train_speed.py                 # seed and small presets, both frameworks (~15 min)
+    python bench/train_speed.py --short         # the regression check (make bench): ~3 min on 2 cores
+    python bench/train_speed.py --presets small --threads 1,2 --json runs/bench/speed.json
+    python bench/train_speed.py --torch-python /opt/torch-new/bin/python   # another torch build
+
+For every (preset, framework, thread count) a fresh child process (so peak memory and thread pools
+are its own) trains on the same synthetic corpus: utterance durations drawn from a LibriSpeech-like
+mix (1-35 s, mean about 12.7 s, like train-clean-100), labels at 15 characters per second, random
+features stored as .npy files and read back by a background loader, as a feature cache is.
+
+- ds2 batches as `ds2 train` does: length buckets with a cap on audio seconds per batch
+  (train.max_batch_seconds), one compiled graph per (batch size, width) shape.
+- PyTorch batches as deepspeech.pytorch does: shuffled utterances in batches of a fixed size
+  (max_batch_seconds / mean duration, so both carry the same audio per step on average), padded
+  to the longest, with packed LSTMs.
+
+The seed preset runs at 40 s of audio per batch (train.max_batch_seconds=40, shown in the table)
+rather than its 160 s: a pinned-torch seed step at 160 s takes many minutes on 2 cores. --short
+leaves out the PyTorch seed run (minutes per step), so it takes a few minutes.
+
+Both take the same loader thread (ds2.batching.Prefetcher), the same thread count, Adam, clipping,
+and CTC loss. Each times `--steps` batches drawn at random from its own epoch plan, after one
+untimed step per distinct shape (graph compile for MindSpore, allocator warm-up for PyTorch).
+
+Reported per run: seconds per step; throughput in audio seconds per wall second (timed steps'
+real audio / their wall time, input waits included); padding share (padded frames / computed
+frames over the whole epoch plan); stall share (time waiting for the loader / step time); peak
+resident memory, beside envcheck's estimate for the same config; warm-up (compile) time; projected hours for one train-clean-100 epoch (100.6 h
+of audio / throughput). Results as a table and, with --json, a JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TRAIN_CLEAN_100_HOURS = 100.6
+CHARS_PER_SECOND = 15.0       # LibriSpeech transcripts: about 15 characters per second of speech
+CORPUS_SIZE = 2000            # utterances in the benchmark corpus (the epoch plan's padding is over all)
+
+
+def librispeech_like_durations(count: int, seed: int) -> np.ndarray:
+    """Seconds per utterance, shaped like train-clean-100's: most between 11 and 17 s, a tail of
+    short utterances down to 1 s, and a few long ones up to 35 s; mean about 12.7 s."""
+    rng = np.random.default_rng(seed)
+    kind = rng.choice(3, size=count, p=[0.78, 0.20, 0.02])
+    main = np.clip(rng.normal(14.0, 1.6, count), 10.0, 17.5)
+    short = rng.uniform(1.0, 12.0, count)
+    long = rng.uniform(17.5, 35.0, count)
+    return np.round(np.choose(kind, [main, short, long]), 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch plans: lists of (utterance indices, padded width)
+
+
+def ds2_plan(frames: np.ndarray, cfg, seed: int):
+    from ds2.batching import BatchSampler, time_stride
+
+    train = cfg.train
+    sampler = BatchSampler(frames, frame_seconds=cfg.features.hop_length / cfg.features.sample_rate,
+                           max_batch_seconds=train.max_batch_seconds, max_batch_size=train.max_batch_size,
+                           num_buckets=train.num_buckets, width_multiple=time_stride(cfg.model), seed=seed)
+    return [(list(batch.indices), batch.width) for batch in sampler.epoch(0)]
+
+
+def pad_to_longest_plan(frames: np.ndarray, batch_size: int, seed: int):
+    order = np.random.default_rng(seed).permutation(len(frames))
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return [(batch, int(frames[batch].max())) for batch in batches]
+
+
+def padding_share(plan, frames: np.ndarray) -> float:
+    computed = sum(len(indices) * width for indices, width in plan)
+    real = sum(int(frames[indices].sum()) for indices, _ in plan)
+    return 1.0 - real / computed
+
+
+# ---------------------------------------------------------------------------------------------
+# One measured run (child process)
+
+
+def peak_memory_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is KiB on Linux
+
+
+def mindspore_stepper(cfg, n_bins: int, threads: int):
+    import mindspore as ms
+    from ds2.model import DeepSpeech2, TrainNetwork
+    from ds2.train import build_optimizer, configure_mindspore, make_train_step
+
+    cfg.train.threads = threads
+    configure_mindspore(cfg)
+    model = DeepSpeech2(cfg.model, n_bins)
+    optimizer = build_optimizer(model, cfg.train)
+    train_step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip)
+    model.set_train(True)
+    lr = ms.Tensor(cfg.train.lr, ms.float32)
+
+    def step(padded) -> float:
+        loss, _, _ = train_step(ms.Tensor(padded.features), ms.Tensor(padded.frames), ms.Tensor(padded.labels),
+                                ms.Tensor(padded.label_lengths), lr)
+        return float(loss.asnumpy())
+
+    return step
+
+
+def torch_stepper(cfg, n_bins: int, threads: int):
+    import torch
+    from bench.torch_ds2 import TorchDeepSpeech2
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.train.seed)
+    model = TorchDeepSpeech2(cfg.model, n_bins)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    optimizer = torch.optim.Adam([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr, eps=1e-8)
+    ctc = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)
+
+    def step(padded) -> float:
+        log_probs, lengths = model(torch.from_numpy(padded.features), torch.from_numpy(padded.frames).long())
+        loss = ctc(log_probs, torch.from_numpy(padded.labels).long(), lengths,
+                   torch.from_numpy(padded.label_lengths).long()).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def measure(spec: Dict) -> Dict:
+    """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
+    from ds2.batching import Batch, Prefetcher, pad_batch
+    from ds2.config import load_config
+    from ds2.features import num_frames
+    from ds2.shapes import output_lengths
+
+    cfg = load_config(spec["preset"], overrides=spec["overrides"])
+    n_bins = cfg.features.n_bins
+    frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
+    durations = librispeech_like_durations(CORPUS_SIZE, spec["seed"])
+    frames = np.array([num_frames(int(d * cfg.features.sample_rate), cfg.features) for d in durations])
+    rng = np.random.default_rng(spec["seed"] + 1)
+    label_counts = np.minimum(np.round(durations * CHARS_PER_SECOND).astype(int),
+                              output_lengths(frames, cfg.model) // 2)
+    labels = [rng.integers(1, len(cfg.model.labels), size=max(1, n)).tolist() for n in label_counts]
+
+    if spec["framework"] == "mindspore":
+        batching = f"buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
+        plan = ds2_plan(frames, cfg, spec["seed"])
+    else:
+        batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
+        batching = f"pad to longest, {batch_size}/batch"
+        plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
+    timed = [plan[i] for i in rng.choice(len(plan), size=min(spec["steps"], len(plan)), replace=False)]
+    warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
+
+    step = (mindspore_stepper if spec["framework"] == "mindspore" else torch_stepper)(cfg, n_bins, spec["threads"])
+
+    with tempfile.TemporaryDirectory(prefix="ds2-bench-") as store:
+        needed = sorted({i for indices, _ in warmup + timed for i in indices})
+        for i in needed:  # the feature cache: one .npy per utterance, read by the loader thread
+            np.save(os.path.join(store, f"{i}.npy"),
+                    rng.standard_normal((n_bins, int(frames[i])), dtype=np.float32))
+
+        def load(item):
+            indices, width = item
+            features = [np.load(os.path.join(store, f"{i}.npy")) for i in indices]
+            return pad_batch(Batch(tuple(indices), width), features, [labels[i] for i in indices],
+                             max(len(labels[i]) for i in indices), frame_seconds)
+
+        start = time.perf_counter()
+        for item in warmup:
+            step(load(item))
+        warmup_seconds = time.perf_counter() - start
+
+        step_seconds, waits, audio, losses = [], [], [], []
+        prefetch = Prefetcher(timed, load)
+        try:
+            batches = iter(prefetch)
+            while True:
+                begin = time.perf_counter()
+                padded = next(batches, None)
+                if padded is None:
+                    break
+                ready = time.perf_counter()
+                losses.append(step(padded))
+                step_seconds.append(time.perf_counter() - begin)
+                waits.append(ready - begin)
+                audio.append(padded.audio_seconds)
+        finally:
+            prefetch.close()
+
+    throughput = sum(audio) / sum(step_seconds)
+    from ds2.config import to_dict
+    from envcheck.probes.memory import estimate as memory_estimate
+    estimate = memory_estimate({"config": to_dict(cfg)}, training=True)
+    return {
+        "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
+        "batching": batching, "overrides": spec["overrides"],
+        "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
+        "audio_seconds_per_step": float(np.mean(audio)),
+        "audio_seconds_per_second": throughput,
+        "padding_share": padding_share(plan, frames),
+        "padding_share_timed": padding_share(timed, frames),
+        "stall_share": sum(waits) / sum(step_seconds),
+        "peak_memory_gib": peak_memory_gib(),
+        "envcheck_memory_estimate_gib": estimate["total_bytes"] / 1024 ** 3,
+        "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
+        "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
+        "batches_per_epoch": len(plan), "mean_duration": float(durations.mean()),
+        "losses": losses, "framework_version": framework_version(spec["framework"]),
+    }
+
+
+def framework_version(framework: str) -> str:
+    module = __import__(framework)
+    return module.__version__
+
+
+def width_key(item):
+    indices, width = item
+    return len(indices), width
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_child(spec: Dict, python: str) -> Dict:
+    """One run in its own interpreter: its own peak memory and thread pools, and only one framework
+    loaded. (MindSpore 2.7.2 and torch 1.7.1 in one process segfault at interpreter exit once torch
+    has run a backward pass, in either import order.)"""
+    proc = subprocess.run([python, __file__, "--child", json.dumps(spec)], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark run {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def environment() -> Dict:
+    """Versions from package metadata: this process imports neither framework (see run_child)."""
+    from importlib import metadata
+    from ds2.checkpoint import _cpu_model
+    from ds2.train import available_cpus
+
+    info = {"python": platform.python_version(), "machine": platform.machine(), "processor": _cpu_model(),
+            "usable_cpus": available_cpus(), "load_average_1_5_15_min": os.getloadavg()}
+    for package in ("mindspore", "torch", "numpy"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    return info
+
+
+def table(results: List[Dict]) -> str:
+    header = ("preset", "framework", "thr", "batching", "s/step", "audio s/step", "audio s/s",
+              "padding", "stall", "peak GiB", "envcheck est.", "warm-up s", "epoch h (100.6 h)")
+    rows = [header]
+    for r in results:
+        rows.append((r["preset"], f"{r['framework']} {r['framework_version']}", str(r["threads"]), r["batching"],
+                     f"{r['seconds_per_step']:.2f}", f"{r['audio_seconds_per_step']:.1f}",
+                     f"{r['audio_seconds_per_second']:.2f}", f"{100 * r['padding_share']:.1f} %",
+                     f"{100 * r['stall_share']:.2f} %", f"{r['peak_memory_gib']:.2f}", f"{r['envcheck_memory_estimate_gib']:.2f}",
+                     f"{r['warmup_seconds']:.1f}", f"{r['epoch_hours_train_clean_100']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ratios(results: List[Dict]) -> List[str]:
+    lines = []
+    for r in results:
+        if r["framework"] != "mindspore":
+            continue
+        for other in results:
+            if other["framework"] == "torch" and (other["preset"], other["threads"]) == (r["preset"], r["threads"]):
+                lines.append(f"{r['preset']} ({r['threads']} threads): ds2 / PyTorch {other['framework_version']} "
+                             f"throughput = "
+                             f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x")
+    return lines
+
+
+def parse_list(text: str, kind=str) -> List:
+    return [kind(v) for v in text.split(",") if v]
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true",
+                        help="the quick regression run (make bench): fewer steps and no PyTorch seed run")
+    parser.add_argument("--presets", default="seed,small", help="comma-separated presets (default: seed,small)")
+    parser.add_argument("--frameworks", default="mindspore,torch")
+    parser.add_argument("--steps", type=int, default=0, metavar="N",
+                        help="timed steps per run (default: seed 6 MindSpore / 2 PyTorch, small 24; "
+                             "--short: seed 2, small 8)")
+    parser.add_argument("--torch-python", default=sys.executable, metavar="PYTHON",
+                        help="interpreter for the PyTorch runs (default: this one), e.g. one with a newer "
+                             "torch; it needs numpy, soundfile and pyyaml besides torch")
+    parser.add_argument("--threads", default="", metavar="N[,N..]",
+                        help="thread counts to run (default: the cores this process may use)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="config override for every run, e.g. train.max_batch_seconds=80")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))), flush=True)
+        sys.stderr.flush()
+        # torch 1.7.1 here segfaults in interpreter teardown after training (always after
+        # `import mindspore` or numba plus one backward pass; in this child without them too). The
+        # figures are out and flushed; skip the teardown so a finished run does not exit 139.
+        os._exit(0)
+
+    from ds2.config import PRESETS
+    from ds2.train import available_cpus
+
+    presets = parse_list(args.presets)
+    unknown = [p for p in presets if p not in PRESETS]
+    frameworks = parse_list(args.frameworks)
+    bad = [f for f in frameworks if f not in ("mindspore", "torch")]
+    if unknown or bad:
+        parser.error(f"unknown preset(s) {unknown} or framework(s) {bad}; "
+                     f"presets: {', '.join(PRESETS)}; frameworks: mindspore, torch")
+    threads = parse_list(args.threads, int) or [available_cpus()]
+    if args.short:
+        default_steps = {("seed", "mindspore"): 2, ("small", "mindspore"): 8, ("small", "torch"): 8}
+    else:
+        default_steps = {("seed", "mindspore"): 6, ("seed", "torch"): 2,
+                         ("small", "mindspore"): 24, ("small", "torch"): 24}
+
+    results = []
+    for preset in presets:
+        overrides = list(args.overrides)
+        if preset == "seed":
+            overrides.insert(0, "train.max_batch_seconds=40")
+        for count in threads:
+            for framework in frameworks:
+                steps = args.steps or default_steps.get((preset, framework), 0)
+                if steps == 0:  # --short: no PyTorch seed run
+                    continue
+                spec = {"preset": preset, "framework": framework, "threads": count, "seed": args.seed,
+                        "steps": steps, "overrides": overrides}
+                started = time.perf_counter()
+                print(f"running {preset} / {framework} / {count} threads ...", file=sys.stderr, flush=True)
+                python = args.torch_python if framework == "torch" else sys.executable
+                results.append(run_child(spec, python))
+                print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    print(table(results))
+    for line in ratios(results):
+        print(line)
+    mean = results[0]["mean_duration"] if results else 0.0
+    print(f"corpus: {CORPUS_SIZE} utterances, mean {mean:.2f} s; epoch hours = {TRAIN_CLEAN_100_HOURS} h "
+          f"of audio / throughput")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"command": sys.argv, "environment": environment(), "results": results},
+                                   indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

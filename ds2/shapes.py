@@ -1,0 +1,27 @@
+"""Frame and frequency-bin arithmetic of the convolutional front-end, without importing MindSpore.
+
+Batching, the benchmark's PyTorch twin and data checks need these numbers in processes that must
+not load MindSpore (MindSpore 2.7.2 and torch 1.7.1 in one process crash at exit once torch has
+run a backward pass; see bench/train_speed.py).
+"""
+from __future__ import annotations
+
+from ds2.config import ModelConfig
+
+
+def conv_output_length(length, kernel: int, stride: int):
+    """Length after a convolution padded by kernel // 2 on both sides (ints or numpy arrays)."""
+    padding = kernel // 2
+    return (length + 2 * padding - kernel) // stride + 1
+
+
+def output_lengths(frames, cfg: ModelConfig):
+    """Exact number of output frames for inputs of `frames` frames (int or numpy int array)."""
+    length = conv_output_length(frames, cfg.conv1_kernel[1], cfg.conv1_stride[1])
+    return conv_output_length(length, cfg.conv2_kernel[1], cfg.conv2_stride[1])
+
+
+def output_bins(n_bins: int, cfg: ModelConfig) -> int:
+    """Frequency rows left after the two convolutions."""
+    rows = conv_output_length(n_bins, cfg.conv1_kernel[0], cfg.conv1_stride[0])
+    return conv_output_length(rows, cfg.conv2_kernel[0], cfg.conv2_stride[0])

@@ -1,0 +1,66 @@
+"""bench/train_speed.py: the LibriSpeech-like mix, the two batch plans, and the PyTorch twin's shape.
+
+Figures (speed, memory) are the benchmark's output, never asserted here."""
+import numpy as np
+import pytest
+
+from bench import train_speed
+from ds2.config import load_config
+from ds2.features import num_frames
+
+
+def test_duration_mix_is_librispeech_like():
+    durations = train_speed.librispeech_like_durations(20000, seed=1)
+    assert 12.4 < durations.mean() < 13.0          # train-clean-100: 100.6 h / 28,539 utterances
+    assert durations.min() >= 1.0 and durations.max() <= 35.0
+    assert 0.6 < np.mean((durations > 11) & (durations < 17.5)) < 0.9
+    # deterministic per (count, seed): every run of the benchmark trains on the same corpus
+    assert np.array_equal(train_speed.librispeech_like_durations(50, 3), train_speed.librispeech_like_durations(50, 3))
+
+
+@pytest.fixture
+def corpus_frames():
+    cfg = load_config("small")
+    durations = train_speed.librispeech_like_durations(1000, seed=2)
+    return cfg, np.array([num_frames(int(d * 16000), cfg.features) for d in durations])
+
+
+def test_plans_use_every_utterance_once(corpus_frames):
+    cfg, frames = corpus_frames
+    for plan in (train_speed.ds2_plan(frames, cfg, seed=1), train_speed.pad_to_longest_plan(frames, 5, seed=1)):
+        used = sorted(i for indices, _ in plan for i in indices)
+        assert used == list(range(len(frames)))
+        assert all(frames[indices].max() <= width for indices, width in plan)
+
+
+def test_padding_share_counts_padded_frames():
+    frames = np.array([10, 20, 30, 40])
+    assert train_speed.padding_share([([0, 1], 20), ([2, 3], 40)], frames) == pytest.approx(20 / 120)
+    assert train_speed.padding_share([([0], 10), ([1], 20)], frames) == 0.0
+
+
+def test_bucketed_plan_pads_far_less_than_pad_to_longest(corpus_frames):
+    cfg, frames = corpus_frames
+    bucketed = train_speed.padding_share(train_speed.ds2_plan(frames, cfg, seed=1), frames)
+    longest = train_speed.padding_share(train_speed.pad_to_longest_plan(frames, 5, seed=1), frames)
+    assert bucketed < 0.06 < 0.15 < longest
+
+
+@pytest.mark.parametrize("preset", ["small", "seed"])
+def test_torch_twin_has_the_same_parameters_as_ds2(preset):
+    """Same layers and sizes: the same number of trainable parameters, the same output shape."""
+    torch = pytest.importorskip("torch")
+    from bench.torch_ds2 import TorchDeepSpeech2
+    from ds2.model import DeepSpeech2, count_parameters
+
+    cfg = load_config(preset)
+    twin = TorchDeepSpeech2(cfg.model, cfg.features.n_bins)
+    twin_count = sum(p.numel() for p in twin.parameters() if p.requires_grad)
+    assert twin_count == count_parameters(DeepSpeech2(cfg.model, cfg.features.n_bins))
+    if preset == "small":
+        twin.eval()
+        with torch.no_grad():
+            log_probs, lengths = twin(torch.randn(2, 1, cfg.features.n_bins, 203), torch.tensor([203, 150]))
+        from ds2.shapes import output_lengths
+        assert lengths.tolist() == [output_lengths(203, cfg.model), output_lengths(150, cfg.model)]
+        assert log_probs.shape == (output_lengths(203, cfg.model), 2, len(cfg.model.labels))
