@@ -151,15 +151,17 @@ def run_scheduler() -> int:
     return 0  # for a MindSpore whose init() returns on the scheduler
 
 
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+def _first_sentence(exc: BaseException) -> str:
+    """MindSpore's messages go on for many lines of guesses; the first sentence says what failed."""
+    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return first_line.split(". ")[0].rstrip(".")
 
 
 def _join_failure(exc: BaseException) -> str:
     values = settings()
     return (f"could not form the cluster within MS_TOPO_TIMEOUT={values['MS_TOPO_TIMEOUT']} s "
             f"(MS_SCHED_HOST={values['MS_SCHED_HOST']}, MS_SCHED_PORT={values['MS_SCHED_PORT']}, "
-            f"MS_WORKER_NUM={values['MS_WORKER_NUM']}; MindSpore: {_first_line(exc)}). Check that the "
+            f"MS_WORKER_NUM={values['MS_WORKER_NUM']}; MindSpore: {_first_sentence(exc)}). Check that the "
             f"scheduler runs and is reachable at that address from every worker, and that exactly "
             f"MS_WORKER_NUM workers were started; then start the job again.")
 
@@ -167,7 +169,7 @@ def _join_failure(exc: BaseException) -> str:
 def _job_failure(who: str, exc: BaseException) -> str:
     values = settings()
     return (f"{who} stopped: another process of the job died or did not answer within "
-            f"MS_NODE_TIMEOUT={values['MS_NODE_TIMEOUT']} s (MindSpore: {_first_line(exc)}). Its own log "
+            f"MS_NODE_TIMEOUT={values['MS_NODE_TIMEOUT']} s (MindSpore: {_first_sentence(exc)}). Its own log "
             f"says why. Start the scheduler and all workers again with `ds2 train --resume` (the same or "
             f"another number of workers) to continue from the last checkpoint.")
 
