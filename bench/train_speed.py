@@ -248,9 +248,7 @@ def width_key(item):
 
 
 def run_child(spec: Dict, python: str) -> Dict:
-    """One run in its own interpreter: its own peak memory and thread pools, and only one framework
-    loaded. (MindSpore 2.7.2 and torch 1.7.1 in one process segfault at interpreter exit once torch
-    has run a backward pass, in either import order.)"""
+    """One run in its own interpreter: its own peak memory and thread pools, one framework loaded."""
     proc = subprocess.run([python, __file__, "--child", json.dumps(spec)], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -331,9 +329,9 @@ def main(argv: Sequence[str] = None) -> int:
     if args.child:
         print(json.dumps(measure(json.loads(args.child))), flush=True)
         sys.stderr.flush()
-        # torch 1.7.1 here segfaults in interpreter teardown after training (always after
-        # `import mindspore` or numba plus one backward pass; in this child without them too). The
-        # figures are out and flushed; skip the teardown so a finished run does not exit 139.
+        # torch 1.7.1 (the CUDA build, no NVIDIA driver here) segfaults in interpreter teardown after
+        # a backward pass (envcheck's torch.exit probe). The figures are out and flushed: skip the
+        # teardown so a finished run does not exit 139.
         os._exit(0)
 
     from ds2.config import PRESETS

@@ -74,6 +74,8 @@ PROBES: List[Probe] = [
     Probe(id="distributions", title="installed distributions satisfy each other's requirements",
           module="distributions", cost_s=0.4),
     *_import_probes(),
+    Probe(id="torch.exit", title="a torch backward pass, then a clean exit",
+          module="torch_exit", stages=(), cost_s=6.0, timeout_s=600.0),
     Probe(id="numpy.abi", title="numpy C-API versus the compiled modules that use it", module="numpy_abi",
           cost_s=1.2, timeout_s=120.0),
     Probe(id="stft.window", title="the configured STFT window exists in SciPy", module="stft_window",
