@@ -11,10 +11,11 @@ def test_cuda_build_of_torch_without_a_driver_segfaults_at_exit():
     """The pinned torch 1.7.1 is the CUDA build; there is no NVIDIA driver where the tests run."""
     run = run_envcheck("--only", "torch.exit")
     probe = run.probe("torch.exit")
-    assert probe["status"] == "warn", probe
+    assert probe["status"] == "info", probe      # ds2 never runs a torch backward pass
     assert any("work finished, then SIGSEGV at exit" in o for o in probe["details"]["outcomes"])
-    assert "torch-backward-crashes-at-exit" in run.rules("torch.exit")
-    assert run.code == 2
+    assert "torch-backward-crashes-at-exit" in probe["findings"]
+    assert "os._exit(0)" in probe["summary"]
+    assert run.code == 0
 
 
 def test_clean_exit_passes(tmp_path):

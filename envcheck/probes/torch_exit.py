@@ -9,7 +9,8 @@ as a failed run, and it looks like "training segfaulted".
 
 ds2 never runs a torch backward pass: training and eval use MindSpore only and `ds2 convert` reads
 torch files without one. bench/train_speed.py trains its PyTorch model in a child process that
-ends with os._exit(0) once its figures are written.
+ends with os._exit(0) once its figures are written. So the crash is reported as INFO (it does not
+stop ds2, and `make envcheck` stays green), with what to do in scripts of one's own.
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def run(settings: dict) -> dict:
     details = {"torch": version, "outcomes": outcomes}
     summary = f"torch {version}, one backward pass: " + "; ".join(outcomes)
     if any("at exit" in outcome for outcome in outcomes):
-        return {"status": "warn", "summary": summary, "details": details,
+        summary += (" -- ds2 never runs a torch backward pass; a torch training script of your own exits "
+                    "139 after its work unless it ends with sys.stdout.flush(); os._exit(0) (or use a CPU-only "
+                    "torch build)")
+        return {"status": "info", "summary": summary, "details": details,
                 "findings": ["torch-backward-crashes-at-exit"]}
     if any(not outcome.startswith("exit 0") for outcome in outcomes):
         return {"status": "fail", "summary": summary, "details": details}
