@@ -150,7 +150,7 @@ def torch_stepper(cfg, n_bins: int, threads: int):
 
 def measure(spec: Dict) -> Dict:
     """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
-    from ds2.batching import Batch, Prefetcher, pad_batch
+    from ds2.batching import Batch, Prefetcher, label_widths, pad_batch
     from ds2.config import load_config
     from ds2.features import num_frames
     from ds2.shapes import output_lengths
@@ -172,6 +172,12 @@ def measure(spec: Dict) -> Dict:
         batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
         batching = f"pad to longest, {batch_size}/batch"
         plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
+    if spec["framework"] == "mindspore":
+        # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
+        widths = sorted({width for _, width in plan})
+        label_width = dict(zip(widths, label_widths(widths, frames, [len(l) for l in labels])))
+    else:
+        label_width = None  # PyTorch pads labels to the longest in each batch
     timed = [plan[i] for i in rng.choice(len(plan), size=min(spec["steps"], len(plan)), replace=False)]
     warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
 
@@ -186,15 +192,16 @@ def measure(spec: Dict) -> Dict:
         def load(item):
             indices, width = item
             features = [np.load(os.path.join(store, f"{i}.npy")) for i in indices]
+            width_of_labels = label_width[width] if label_width else max(len(labels[i]) for i in indices)
             return pad_batch(Batch(tuple(indices), width), features, [labels[i] for i in indices],
-                             max(len(labels[i]) for i in indices), frame_seconds)
+                             width_of_labels, frame_seconds)
 
         start = time.perf_counter()
         for item in warmup:
             step(load(item))
         warmup_seconds = time.perf_counter() - start
 
-        step_seconds, waits, audio, losses = [], [], [], []
+        step_seconds, waits, audio, losses, shapes = [], [], [], [], []
         prefetch = Prefetcher(timed, load)
         try:
             batches = iter(prefetch)
@@ -208,6 +215,7 @@ def measure(spec: Dict) -> Dict:
                 step_seconds.append(time.perf_counter() - begin)
                 waits.append(ready - begin)
                 audio.append(padded.audio_seconds)
+                shapes.append(list(padded.features.shape[::3]))   # [batch size, padded frames]
         finally:
             prefetch.close()
 
@@ -229,7 +237,8 @@ def measure(spec: Dict) -> Dict:
         "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
         "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
         "batches_per_epoch": len(plan), "mean_duration": float(durations.mean()),
-        "losses": losses, "framework_version": framework_version(spec["framework"]),
+        "losses": losses, "step_shapes": shapes, "step_seconds": step_seconds,
+        "framework_version": framework_version(spec["framework"]),
     }
 
 

@@ -90,6 +90,7 @@ class TrainConfig:
     eval_every_epochs: int = 1
     threads: int = 0                            # 0: use every core the container may use
     device: str = "CPU"                         # CPU or GPU
+    fit_memory: bool = True                     # fewer buckets / shorter batches when they do not fit
     # Diagnostics written into every train record of the metrics log (off: they cost time and space).
     # A data-parallel job's workers must log equal digests and different utterances at every step.
     log_param_digest: bool = False              # SHA-256 of the trainable parameters after the step

@@ -96,6 +96,43 @@ def configure_mindspore(cfg: Config) -> int:
     return threads
 
 
+def fit_batch_to_memory(cfg: Config) -> Optional[str]:
+    """Fewer buckets, then shorter batches, when the configured pair does not fit in memory.
+
+    MindSpore keeps one compiled graph per batch shape with its own activation memory, so memory
+    grows with train.max_batch_seconds and with train.num_buckets; envcheck/probes/memory.py holds
+    the measured estimate and the choice (envcheck's memory probe reports the same). Returns an
+    error message when not even the smallest setting fits. In a data-parallel job every worker must
+    batch alike, so there the settings are only checked, never changed.
+    """
+    from envcheck.probes.memory import GIB, fit, usable_bytes
+
+    usable = usable_bytes()
+    if usable is None:
+        return None
+    settings = {"config": to_dict(cfg)}
+    fitted = fit(settings, usable)
+    if fitted is None:
+        return (f"the model and batch do not fit in {usable / GIB:.1f} GiB even with few buckets and short "
+                f"batches (python -m envcheck --stage train --only memory shows the estimate); give the "
+                f"container more memory or choose a smaller model")
+    configured = (cfg.train.num_buckets, cfg.train.max_batch_seconds)
+    if (fitted["num_buckets"], fitted["batch_seconds"]) == configured:
+        return None
+    chosen = f"train.num_buckets={fitted['num_buckets']} train.max_batch_seconds={fitted['batch_seconds']:g}"
+    if distributed.role():
+        print(f"ds2 train: warning: train.num_buckets={configured[0]} and train.max_batch_seconds="
+              f"{configured[1]:g} need more than the {usable / GIB:.1f} GiB here; every worker must batch "
+              f"alike, so set them on all workers, e.g. --set {chosen.replace(' ', ' --set ')}", file=sys.stderr)
+        return None
+    print(f"ds2 train: train.num_buckets={configured[0]} and train.max_batch_seconds={configured[1]:g} need "
+          f"more than the {usable / GIB:.1f} GiB this process may use; using {chosen} (about "
+          f"{fitted['total_bytes'] / GIB:.1f} GiB; --set train.fit_memory=false keeps them)", file=sys.stderr)
+    cfg.train.num_buckets = fitted["num_buckets"]
+    cfg.train.max_batch_seconds = fitted["batch_seconds"]
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Optimisation
 
@@ -262,6 +299,11 @@ def train(cfg: Config, args) -> int:
               f"(--set run_dir=...)", file=sys.stderr)
         return 1
 
+    if cfg.train.fit_memory:
+        problem = fit_batch_to_memory(cfg)
+        if problem:
+            print(f"ds2 train: {problem}", file=sys.stderr)
+            return 1
     threads = configure_mindspore(cfg)
     cluster = distributed.join(cfg.train.device)
     if cluster.distributed:

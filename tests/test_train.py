@@ -198,3 +198,23 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_on
     assert f"resumed from {previous}" in captured.out
     steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
     assert steps == list(range(1, 7))
+
+
+def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
+    """Too little memory for the configured pair: fewer buckets first, then shorter batches."""
+    from envcheck.probes import memory
+    from ds2.config import load_config
+    from ds2.train import fit_batch_to_memory
+
+    cfg = load_config("seed")
+    monkeypatch.setattr(memory, "usable_bytes", lambda: 24 * 1024 ** 3)
+    assert fit_batch_to_memory(cfg) is None
+    assert cfg.train.num_buckets == memory.MIN_BUCKETS and cfg.train.max_batch_seconds < 160
+    assert "using train.num_buckets=4" in capsys.readouterr().err
+
+    roomy = load_config("small")
+    assert fit_batch_to_memory(roomy) is None
+    assert (roomy.train.num_buckets, roomy.train.max_batch_seconds) == (16, 64.0)   # fits: unchanged
+
+    monkeypatch.setattr(memory, "usable_bytes", lambda: 1024 ** 3)
+    assert "do not fit in 1.0 GiB" in fit_batch_to_memory(load_config("seed"))
