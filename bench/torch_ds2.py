@@ -7,7 +7,8 @@ Same layers and sizes as ds2.model.DeepSpeech2 for any ModelConfig (conv + Batch
 twice, masked after every module; BatchNorm before BiLSTM layers 2..n; directions summed or
 concatenated; BatchNorm + Linear without bias; log_softmax). The LSTMs run on packed sequences
 (pack_padded_sequence), as deepspeech.pytorch does, so the recurrent layers skip the padding of
-pad-to-longest batches; the convolutions compute it and mask it.
+pad-to-longest batches; the convolutions compute it and mask it. packed=False runs the LSTMs on the
+padded batch instead (faster kernels on CPU; the backward direction then starts in the padding).
 """
 from __future__ import annotations
 
@@ -37,25 +38,29 @@ class MaskedConv(torch.nn.Module):
 class PackedBiLSTM(torch.nn.Module):
     """[BatchNorm over every step] + bidirectional LSTM on a packed sequence + merge of directions."""
 
-    def __init__(self, input_size, hidden_size, batch_norm: bool, merge: str):
+    def __init__(self, input_size, hidden_size, batch_norm: bool, merge: str, packed: bool = True):
         super().__init__()
         self.bn = torch.nn.BatchNorm1d(input_size) if batch_norm else None
         self.lstm = torch.nn.LSTM(input_size, hidden_size, bidirectional=True)
         self.merge = merge
+        self.packed = packed
 
     def forward(self, x, lengths):
         steps, batch, features = x.shape
         if self.bn is not None:
             x = self.bn(x.reshape(steps * batch, features)).reshape(steps, batch, features)
-        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-        x, _ = torch.nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], total_length=steps)
+        if self.packed:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            x, _ = torch.nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], total_length=steps)
+        else:
+            x = self.lstm(x)[0]
         if self.merge == "sum":
             return x.view(steps, batch, 2, -1).sum(2)
         return x
 
 
 class TorchDeepSpeech2(torch.nn.Module):
-    def __init__(self, cfg, n_bins: int):
+    def __init__(self, cfg, n_bins: int, packed: bool = True):
         super().__init__()
         channels = cfg.conv_channels
         self.conv = torch.nn.ModuleList([
@@ -65,7 +70,7 @@ class TorchDeepSpeech2(torch.nn.Module):
         rnn_output = cfg.rnn_hidden * (2 if cfg.rnn_merge == "concat" else 1)
         self.rnns = torch.nn.ModuleList([
             PackedBiLSTM(rnn_input if i == 0 else rnn_output, cfg.rnn_hidden,
-                         batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge)
+                         batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge, packed=packed)
             for i in range(cfg.rnn_layers)])
         self.fc_bn = torch.nn.BatchNorm1d(rnn_output)
         self.fc = torch.nn.Linear(rnn_output, len(cfg.labels), bias=False)

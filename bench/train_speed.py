@@ -27,7 +27,7 @@ untimed step per distinct shape (graph compile for MindSpore, allocator warm-up 
 Reported per run: seconds per step; throughput in audio seconds per wall second (timed steps'
 real audio / their wall time, input waits included); padding share (padded frames / computed
 frames over the whole epoch plan); stall share (time waiting for the loader / step time); peak
-resident memory, beside envcheck's estimate for the same config; warm-up (compile) time; projected hours for one train-clean-100 epoch (100.6 h
+resident memory, beside envcheck's estimate of MindSpore's for the shapes the run compiled; warm-up (compile) time; projected hours for one train-clean-100 epoch (100.6 h
 of audio / throughput). Results as a table and, with --json, a JSON file.
 """
 from __future__ import annotations
@@ -121,13 +121,13 @@ def mindspore_stepper(cfg, n_bins: int, threads: int):
     return step
 
 
-def torch_stepper(cfg, n_bins: int, threads: int):
+def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = True):
     import torch
     from bench.torch_ds2 import TorchDeepSpeech2
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
-    model = TorchDeepSpeech2(cfg.model, n_bins)
+    model = TorchDeepSpeech2(cfg.model, n_bins, packed=packed)
     model.train()
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
@@ -181,7 +181,12 @@ def measure(spec: Dict) -> Dict:
     timed = [plan[i] for i in rng.choice(len(plan), size=min(spec["steps"], len(plan)), replace=False)]
     warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
 
-    step = (mindspore_stepper if spec["framework"] == "mindspore" else torch_stepper)(cfg, n_bins, spec["threads"])
+    if spec["framework"] == "mindspore":
+        step = mindspore_stepper(cfg, n_bins, spec["threads"])
+    else:
+        step = torch_stepper(cfg, n_bins, spec["threads"], packed=not spec.get("torch_padded_lstm", False))
+        if spec.get("torch_padded_lstm"):
+            batching += ", unpacked LSTM"
 
     with tempfile.TemporaryDirectory(prefix="ds2-bench-") as store:
         needed = sorted({i for indices, _ in warmup + timed for i in indices})
@@ -222,7 +227,8 @@ def measure(spec: Dict) -> Dict:
     throughput = sum(audio) / sum(step_seconds)
     from ds2.config import to_dict
     from envcheck.probes.memory import estimate as memory_estimate
-    estimate = memory_estimate({"config": to_dict(cfg)}, training=True)
+    # For the shapes this run compiled (one graph each), not for every bucket of a whole epoch.
+    estimate = memory_estimate({"config": to_dict(cfg)}, training=True, num_buckets=len(warmup) - 1)
     return {
         "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
         "batching": batching, "overrides": spec["overrides"],
@@ -233,7 +239,7 @@ def measure(spec: Dict) -> Dict:
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
         "peak_memory_gib": peak_memory_gib(),
-        "envcheck_memory_estimate_gib": estimate["total_bytes"] / 1024 ** 3,
+        "envcheck_memory_estimate_gib": estimate["total_bytes"] / 1024 ** 3 if spec["framework"] == "mindspore" else None,
         "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
         "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
         "batches_per_epoch": len(plan), "mean_duration": float(durations.mean()),
@@ -289,7 +295,8 @@ def table(results: List[Dict]) -> str:
         rows.append((r["preset"], f"{r['framework']} {r['framework_version']}", str(r["threads"]), r["batching"],
                      f"{r['seconds_per_step']:.2f}", f"{r['audio_seconds_per_step']:.1f}",
                      f"{r['audio_seconds_per_second']:.2f}", f"{100 * r['padding_share']:.1f} %",
-                     f"{100 * r['stall_share']:.2f} %", f"{r['peak_memory_gib']:.2f}", f"{r['envcheck_memory_estimate_gib']:.2f}",
+                     f"{100 * r['stall_share']:.2f} %", f"{r['peak_memory_gib']:.2f}",
+                     "-" if r["envcheck_memory_estimate_gib"] is None else f"{r['envcheck_memory_estimate_gib']:.2f}",
                      f"{r['warmup_seconds']:.1f}", f"{r['epoch_hours_train_clean_100']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
@@ -328,6 +335,8 @@ def main(argv: Sequence[str] = None) -> int:
                              "torch; it needs numpy, soundfile and pyyaml besides torch")
     parser.add_argument("--threads", default="", metavar="N[,N..]",
                         help="thread counts to run (default: the cores this process may use)")
+    parser.add_argument("--torch-padded-lstm", action="store_true",
+                        help="run PyTorch's LSTMs on the padded batch instead of packed sequences")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override for every run, e.g. train.max_batch_seconds=80")
     parser.add_argument("--seed", type=int, default=7)
@@ -371,7 +380,7 @@ def main(argv: Sequence[str] = None) -> int:
                 if steps == 0:  # --short: no PyTorch seed run
                     continue
                 spec = {"preset": preset, "framework": framework, "threads": count, "seed": args.seed,
-                        "steps": steps, "overrides": overrides}
+                        "steps": steps, "overrides": overrides, "torch_padded_lstm": args.torch_padded_lstm}
                 started = time.perf_counter()
                 print(f"running {preset} / {framework} / {count} threads ...", file=sys.stderr, flush=True)
                 python = args.torch_python if framework == "torch" else sys.executable
