@@ -151,9 +151,10 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = True):
 def measure(spec: Dict) -> Dict:
     """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
     from ds2.batching import Batch, Prefetcher, label_widths, pad_batch
-    from ds2.config import load_config
+    from ds2.config import load_config, to_dict
     from ds2.features import num_frames
     from ds2.shapes import output_lengths
+    from envcheck.probes.memory import estimate as memory_estimate
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"])
     n_bins = cfg.features.n_bins
@@ -168,15 +169,13 @@ def measure(spec: Dict) -> Dict:
     if spec["framework"] == "mindspore":
         batching = f"buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
         plan = ds2_plan(frames, cfg, spec["seed"])
-    else:
-        batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
-        batching = f"pad to longest, {batch_size}/batch"
-        plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
-    if spec["framework"] == "mindspore":
         # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
         widths = sorted({width for _, width in plan})
         label_width = dict(zip(widths, label_widths(widths, frames, [len(l) for l in labels])))
     else:
+        batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
+        batching = f"pad to longest, {batch_size}/batch"
+        plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
         label_width = None  # PyTorch pads labels to the longest in each batch
     timed = [plan[i] for i in rng.choice(len(plan), size=min(spec["steps"], len(plan)), replace=False)]
     warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
@@ -225,8 +224,6 @@ def measure(spec: Dict) -> Dict:
             prefetch.close()
 
     throughput = sum(audio) / sum(step_seconds)
-    from ds2.config import to_dict
-    from envcheck.probes.memory import estimate as memory_estimate
     # For the shapes this run compiled (one graph each), not for every bucket of a whole epoch.
     estimate = memory_estimate({"config": to_dict(cfg)}, training=True, num_buckets=len(warmup) - 1)
     return {
@@ -239,7 +236,8 @@ def measure(spec: Dict) -> Dict:
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
         "peak_memory_gib": peak_memory_gib(),
-        "envcheck_memory_estimate_gib": estimate["total_bytes"] / 1024 ** 3 if spec["framework"] == "mindspore" else None,
+        "envcheck_memory_estimate_gib": (estimate["total_bytes"] / 1024 ** 3
+                                         if spec["framework"] == "mindspore" else None),
         "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
         "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
         "batches_per_epoch": len(plan), "mean_duration": float(durations.mean()),
@@ -274,10 +272,10 @@ def run_child(spec: Dict, python: str) -> Dict:
 def environment() -> Dict:
     """Versions from package metadata: this process imports neither framework (see run_child)."""
     from importlib import metadata
-    from ds2.checkpoint import _cpu_model
+    from ds2.checkpoint import cpu_model
     from ds2.train import available_cpus
 
-    info = {"python": platform.python_version(), "machine": platform.machine(), "processor": _cpu_model(),
+    info = {"python": platform.python_version(), "machine": platform.machine(), "processor": cpu_model(),
             "usable_cpus": available_cpus(), "load_average_1_5_15_min": os.getloadavg()}
     for package in ("mindspore", "torch", "numpy"):
         try:
@@ -347,9 +345,9 @@ def main(argv: Sequence[str] = None) -> int:
     if args.child:
         print(json.dumps(measure(json.loads(args.child))), flush=True)
         sys.stderr.flush()
-        # torch 1.7.1 (the CUDA build, no NVIDIA driver here) segfaults in interpreter teardown after
-        # a backward pass (envcheck's torch.exit probe). The figures are out and flushed: skip the
-        # teardown so a finished run does not exit 139.
+        # torch 1.7.1 can segfault in interpreter teardown after a backward pass (envcheck's
+        # torch.exit probe: always beside mindspore, on some Pythons alone). The figures are out and
+        # flushed: skip the teardown so a finished run does not exit 139.
         os._exit(0)
 
     from ds2.config import PRESETS

@@ -64,11 +64,11 @@ def environment() -> Dict[str, str]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor() or _cpu_model(),
+        "processor": platform.processor() or cpu_model(),
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -1,16 +1,18 @@
-"""A torch backward pass, then a clean exit?
+"""A torch backward pass, alone and beside MindSpore or numba: does the process still exit cleanly?
 
-Measured on the pinned stack: torch 1.7.1 from the package index is the CUDA 10.2 build, and on a
-machine without an NVIDIA driver its first backward pass tries to initialise CUDA ("Found no NVIDIA
-driver on your system") and the process later dies with SIGSEGV during interpreter shutdown, after
-all its work is done (12 of 12 runs of this probe's script; CUDA_VISIBLE_DEVICES= does not help).
-Output written before that is complete, but the exit status is 139: make, shells and CI read that
-as a failed run, and it looks like "training segfaulted".
+Measured on the pinned stack (torch 1.7.1, the CUDA 10.2 build from the package index; mindspore
+2.7.2; numba 0.53.1; no NVIDIA driver): a process that imports mindspore and runs one torch
+backward pass dies with SIGSEGV during interpreter shutdown, after all its work is done, in the
+CPU image (3 of 3 runs) and on a pyenv Python 3.9.18 host. On that host torch alone, and torch
+with numba imported after the backward pass, crash the same way; in the image (Debian's Python
+3.9.2) they exit cleanly. Output written before the crash is complete, but the exit status is 139:
+make, shells and CI read that as a failed run, and it looks like "training segfaulted".
 
 ds2 never runs a torch backward pass: training and eval use MindSpore only and `ds2 convert` reads
-torch files without one. bench/train_speed.py trains its PyTorch model in a child process that
-ends with os._exit(0) once its figures are written. So the crash is reported as INFO (it does not
-stop ds2, and `make envcheck` stays green), with what to do in scripts of one's own.
+torch files without one. bench/train_speed.py trains its PyTorch model in a child process of its
+own that ends with os._exit(0) once its figures are written. So a crash is reported as INFO (it
+does not stop ds2, and `make envcheck` stays green), with what to do in scripts of one's own.
+Each combination runs in a fresh interpreter, so the crash is observed, not suffered.
 """
 from __future__ import annotations
 
@@ -19,9 +21,23 @@ import signal
 import subprocess
 import sys
 
-SCRIPT = ("import torch\nx = torch.ones(8, 8, requires_grad=True)\n(x @ x).sum().backward()\n"
-          "print('backward done', flush=True)\n")
-TRIES = 3   # a crash in any try counts: the teardown crash need not happen every time
+BACKWARD = "x = torch.ones(8, 8, requires_grad=True)\n(x @ x).sum().backward()\n"
+DONE = "print('backward done', flush=True)\n"
+# name -> (module it needs besides torch, script)
+COMBINATIONS = {
+    "torch": (None, "import torch\n" + BACKWARD + DONE),
+    "torch+mindspore": ("mindspore", "import mindspore\nimport torch\n" + BACKWARD + DONE),
+    "torch+numba": ("numba", "import torch\n" + BACKWARD + "import numba\n" + DONE),
+}
+
+
+def outcome(script: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        return f"work finished, then {name} at exit" if "backward done" in proc.stdout \
+            else f"{name} before the work finished"
+    return f"exit {proc.returncode}"
 
 
 def run(settings: dict) -> dict:
@@ -32,25 +48,16 @@ def run(settings: dict) -> dict:
         version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    outcomes = []
-    for _ in range(TRIES):
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
-        finished = "backward done" in proc.stdout
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            outcomes.append(f"work finished, then {name} at exit" if finished else f"{name} before the work finished")
-        else:
-            outcomes.append(f"exit {proc.returncode}")
-        if proc.returncode < 0 and finished:
-            break
-    details = {"torch": version, "outcomes": outcomes}
-    summary = f"torch {version}, one backward pass: " + "; ".join(outcomes)
-    if any("at exit" in outcome for outcome in outcomes):
-        summary += (" -- ds2 never runs a torch backward pass; a torch training script of your own exits "
-                    "139 after its work unless it ends with sys.stdout.flush(); os._exit(0) (or use a CPU-only "
-                    "torch build)")
+    outcomes = {name: outcome(script) for name, (needs, script) in COMBINATIONS.items()
+                if needs is None or importlib.util.find_spec(needs) is not None}
+    crashed = [name for name, result in outcomes.items() if result.endswith("at exit")]
+    details = {"torch": version, "outcomes": outcomes, "crashed_at_exit": crashed}
+    summary = f"torch {version}, one backward pass: " + "; ".join(f"{k}: {v}" for k, v in outcomes.items())
+    if crashed:
+        summary += (" -- ds2 never runs a torch backward pass; a torch training script of your own that "
+                    "does this exits 139 after its work unless it ends with sys.stdout.flush(); os._exit(0)")
         return {"status": "info", "summary": summary, "details": details,
                 "findings": ["torch-backward-crashes-at-exit"]}
-    if any(not outcome.startswith("exit 0") for outcome in outcomes):
+    if any(result != "exit 0" for result in outcomes.values()):
         return {"status": "fail", "summary": summary, "details": details}
     return {"status": "pass", "summary": summary, "details": details}
