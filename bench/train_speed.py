@@ -1,7 +1,7 @@
 """Training speed: ds2 (MindSpore) against the same DeepSpeech2 in PyTorch, on a LibriSpeech-like mix.
 
-    python bench/train_speed.py                 # seed and small presets, both frameworks (~15 min)
-    python bench/train_speed.py --short         # the regression check (make bench): ~3 min on 2 cores
+    python bench/train_speed.py                 # seed and small presets, both frameworks (~10 min)
+    python bench/train_speed.py --short         # the regression check (make bench): ~75 s on 2 cores
     python bench/train_speed.py --presets small --threads 1,2 --json runs/bench/speed.json
     python bench/train_speed.py --torch-python /opt/torch-new/bin/python   # another torch build
 
@@ -18,7 +18,7 @@ features stored as .npy files and read back by a background loader, as a feature
 
 The seed preset runs at 40 s of audio per batch (train.max_batch_seconds=40, shown in the table)
 rather than its 160 s: a pinned-torch seed step at 160 s takes many minutes on 2 cores. --short
-leaves out the PyTorch seed run (minutes per step), so it takes a few minutes.
+leaves out the PyTorch seed run (minutes per step): about 75 s.
 
 Both take the same loader thread (ds2.batching.Prefetcher), the same thread count, Adam, clipping,
 and CTC loss. Each times `--steps` batches drawn at random from its own epoch plan, after one
