@@ -70,13 +70,8 @@ def librispeech_like_durations(count: int, seed: int) -> np.ndarray:
 # Batch plans: lists of (utterance indices, padded width)
 
 
-def ds2_plan(frames: np.ndarray, cfg, seed: int):
-    from ds2.batching import BatchSampler, time_stride
-
-    train = cfg.train
-    sampler = BatchSampler(frames, frame_seconds=cfg.features.hop_length / cfg.features.sample_rate,
-                           max_batch_seconds=train.max_batch_seconds, max_batch_size=train.max_batch_size,
-                           num_buckets=train.num_buckets, width_multiple=time_stride(cfg.model), seed=seed)
+def ds2_plan(sampler):
+    """The first epoch of a ds2.batching.BatchSampler."""
     return [(list(batch.indices), batch.width) for batch in sampler.epoch(0)]
 
 
@@ -150,7 +145,7 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = True):
 
 def measure(spec: Dict) -> Dict:
     """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
-    from ds2.batching import Batch, Prefetcher, label_widths, pad_batch
+    from ds2.batching import Batch, BatchSampler, Prefetcher, pad_batch
     from ds2.config import load_config, to_dict
     from ds2.features import num_frames
     from ds2.shapes import output_lengths
@@ -168,10 +163,10 @@ def measure(spec: Dict) -> Dict:
 
     if spec["framework"] == "mindspore":
         batching = f"buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
-        plan = ds2_plan(frames, cfg, spec["seed"])
+        sampler = BatchSampler.from_config(frames, cfg, spec["seed"])
+        plan = ds2_plan(sampler)
         # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
-        widths = sorted({width for _, width in plan})
-        label_width = dict(zip(widths, label_widths(widths, frames, [len(l) for l in labels])))
+        label_width = sampler.label_width_of([len(l) for l in labels])
     else:
         batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
         batching = f"pad to longest, {batch_size}/batch"

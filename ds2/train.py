@@ -250,13 +250,9 @@ def load_sets(cfg: Config, splits, drop_unalignable: bool = False):
 
 
 def run(cfg: Config, args) -> int:
-    if distributed.role() == distributed.SCHEDULER:
-        try:
-            return distributed.run_scheduler()
-        except distributed.ClusterError as exc:
-            print(f"ds2 train: {exc}", file=sys.stderr)
-            return 1
     try:
+        if distributed.role() == distributed.SCHEDULER:
+            return distributed.run_scheduler()
         return train(cfg, args)
     except distributed.ClusterError as exc:
         print(f"ds2 train: {exc}", file=sys.stderr)

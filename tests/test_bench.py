@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bench import train_speed
+from ds2.batching import BatchSampler
 from ds2.config import load_config
 from ds2.features import num_frames
 
@@ -27,7 +28,8 @@ def corpus_frames():
 
 def test_plans_use_every_utterance_once(corpus_frames):
     cfg, frames = corpus_frames
-    for plan in (train_speed.ds2_plan(frames, cfg, seed=1), train_speed.pad_to_longest_plan(frames, 5, seed=1)):
+    bucketed = train_speed.ds2_plan(BatchSampler.from_config(frames, cfg, seed=1))
+    for plan in (bucketed, train_speed.pad_to_longest_plan(frames, 5, seed=1)):
         used = sorted(i for indices, _ in plan for i in indices)
         assert used == list(range(len(frames)))
         assert all(frames[indices].max() <= width for indices, width in plan)
@@ -41,7 +43,7 @@ def test_padding_share_counts_padded_frames():
 
 def test_bucketed_plan_pads_far_less_than_pad_to_longest(corpus_frames):
     cfg, frames = corpus_frames
-    bucketed = train_speed.padding_share(train_speed.ds2_plan(frames, cfg, seed=1), frames)
+    bucketed = train_speed.padding_share(train_speed.ds2_plan(BatchSampler.from_config(frames, cfg, seed=1)), frames)
     longest = train_speed.padding_share(train_speed.pad_to_longest_plan(frames, 5, seed=1), frames)
     assert bucketed < 0.06 < 0.15 < longest
 

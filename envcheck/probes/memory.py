@@ -160,7 +160,8 @@ def run(settings: dict) -> dict:
            f"({need['parameters'] / 1e6:.1f} M parameters, {need['batch_frames']} frames per batch, " \
            f"{need['graphs']} compiled shapes)"
     if stage != "eval" and usable:
-        fitted = fit(settings, usable_bytes() or usable)   # what ds2 train will compute at its start
+        # What ds2 train computes at its start (usable_bytes): free memory counts too.
+        fitted = fit(settings, min(v for v in (usable, available) if v))
         if fitted is None:
             smallest = estimate(settings, True, num_buckets=min(MIN_BUCKETS, need["num_buckets"]),
                                 batch_seconds=MIN_BATCH_SECONDS)
