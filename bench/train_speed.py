@@ -98,7 +98,8 @@ def peak_memory_gib() -> float:
 def mindspore_stepper(cfg, n_bins: int, threads: int):
     import mindspore as ms
     from ds2.model import DeepSpeech2, TrainNetwork
-    from ds2.train import build_optimizer, configure_mindspore, make_train_step
+    from ds2.runtime import configure_mindspore
+    from ds2.step import build_optimizer, make_train_step
 
     cfg.train.threads = threads
     configure_mindspore(cfg)
@@ -145,17 +146,16 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = True):
 
 def measure(spec: Dict) -> Dict:
     """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
-    from ds2.batching import Batch, BatchSampler, Prefetcher, pad_batch
-    from ds2.config import load_config, to_dict
-    from ds2.features import num_frames
-    from ds2.shapes import output_lengths
-    from envcheck.probes.memory import estimate as memory_estimate
+    from ds2.batching import BatchSampler, Prefetcher, pad_batch
+    from ds2.config import load_config
+    from ds2.memory import estimate as memory_estimate
+    from ds2.shapes import input_frames, output_lengths
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"])
     n_bins = cfg.features.n_bins
     frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
     durations = librispeech_like_durations(CORPUS_SIZE, spec["seed"])
-    frames = np.array([num_frames(int(d * cfg.features.sample_rate), cfg.features) for d in durations])
+    frames = np.array([input_frames(int(d * cfg.features.sample_rate), cfg.features) for d in durations])
     rng = np.random.default_rng(spec["seed"] + 1)
     label_counts = np.minimum(np.round(durations * CHARS_PER_SECOND).astype(int),
                               output_lengths(frames, cfg.model) // 2)
@@ -192,7 +192,7 @@ def measure(spec: Dict) -> Dict:
             indices, width = item
             features = [np.load(os.path.join(store, f"{i}.npy")) for i in indices]
             width_of_labels = label_width[width] if label_width else max(len(labels[i]) for i in indices)
-            return pad_batch(Batch(tuple(indices), width), features, [labels[i] for i in indices],
+            return pad_batch(indices, width, features, [labels[i] for i in indices], n_bins,
                              width_of_labels, frame_seconds)
 
         start = time.perf_counter()
@@ -220,7 +220,7 @@ def measure(spec: Dict) -> Dict:
 
     throughput = sum(audio) / sum(step_seconds)
     # For the shapes this run compiled (one graph each), not for every bucket of a whole epoch.
-    estimate = memory_estimate({"config": to_dict(cfg)}, training=True, num_buckets=len(warmup) - 1)
+    estimate = memory_estimate(cfg, training=True, num_buckets=len(warmup) - 1)
     return {
         "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
         "batching": batching, "overrides": spec["overrides"],
@@ -231,7 +231,7 @@ def measure(spec: Dict) -> Dict:
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
         "peak_memory_gib": peak_memory_gib(),
-        "envcheck_memory_estimate_gib": (estimate["total_bytes"] / 1024 ** 3
+        "envcheck_memory_estimate_gib": (estimate.total_bytes / 1024 ** 3
                                          if spec["framework"] == "mindspore" else None),
         "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
         "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
@@ -268,10 +268,10 @@ def environment() -> Dict:
     """Versions from package metadata: this process imports neither framework (see run_child)."""
     from importlib import metadata
     from ds2.checkpoint import cpu_model
-    from ds2.train import available_cpus
+    from ds2.runtime import usable_cpus
 
     info = {"python": platform.python_version(), "machine": platform.machine(), "processor": cpu_model(),
-            "usable_cpus": available_cpus(), "load_average_1_5_15_min": os.getloadavg()}
+            "usable_cpus": usable_cpus(), "load_average_1_5_15_min": os.getloadavg()}
     for package in ("mindspore", "torch", "numpy"):
         try:
             info[package] = metadata.version(package)
@@ -346,7 +346,7 @@ def main(argv: Sequence[str] = None) -> int:
         os._exit(0)
 
     from ds2.config import PRESETS
-    from ds2.train import available_cpus
+    from ds2.runtime import usable_cpus
 
     presets = parse_list(args.presets)
     unknown = [p for p in presets if p not in PRESETS]
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] = None) -> int:
     if unknown or bad:
         parser.error(f"unknown preset(s) {unknown} or framework(s) {bad}; "
                      f"presets: {', '.join(PRESETS)}; frameworks: mindspore, torch")
-    threads = parse_list(args.threads, int) or [available_cpus()]
+    threads = parse_list(args.threads, int) or [usable_cpus()]
     if args.short:
         default_steps = {("seed", "mindspore"): 2, ("small", "mindspore"): 8, ("small", "torch"): 8}
     else:

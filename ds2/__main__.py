@@ -1,7 +1,9 @@
 """`python -m ds2 <command>`: one entry point for every stage.
 
 Each stage lives in its own module exposing `add_arguments(parser)` and `run(cfg, args) -> int`;
-this file only parses the shared options (preset, config file, overrides) and dispatches.
+this file only parses the shared options (ds2.config.add_options: preset, config file, overrides),
+dispatches, and turns a user's mistake (ds2.errors.UserError, or an OSError naming a file) into one
+line and exit status 1.
 """
 from __future__ import annotations
 
@@ -16,37 +18,44 @@ COMMANDS = {
     "preprocess": ("ds2.preprocess", "build the corpus (synthetic or LibriSpeech) and write manifests"),
     "train": ("ds2.train", "train (or resume) a model; writes checkpoints, metrics and a plot"),
     "eval": ("ds2.evaluate", "decode a manifest with a checkpoint and report WER / CER"),
-    "transcribe": ("ds2.transcribe", "transcribe one audio file with a checkpoint"),
+    "transcribe": ("ds2.transcribe", "transcribe audio files with a checkpoint"),
     "manifest": ("ds2.data.manifest", "convert manifests between the JSON and CSV forms"),
     "convert": ("ds2.convert", "convert a model-zoo or deepspeech.pytorch checkpoint into a ds2 checkpoint"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ds2.config import add_options
+
     parser = argparse.ArgumentParser(prog="ds2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--preset", default="small", help="config preset: small (default) or seed")
-        p.add_argument("--config", metavar="FILE", help="YAML file overriding the preset")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
+        add_options(p)
         importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ds2.config import load_config
+    from ds2.config import from_options
+    from ds2.errors import UserError
 
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.preset, args.config, args.overrides)
-    except (ValueError, OSError) as exc:
-        print(f"ds2 {args.command}: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(cfg, args) or 0)
+        cfg = from_options(args)
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.run(cfg, args) or 0)
+    except UserError as exc:
+        print(f"ds2 {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or folder the user named: missing, not writable, disk full
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc.strerror) else ""
+        print(f"ds2 {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ds2 {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

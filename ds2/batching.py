@@ -22,6 +22,9 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+from ds2.errors import UserError
+from ds2.shapes import duration_frames, output_lengths, time_stride
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -37,9 +40,7 @@ def bucket_widths(frames: Sequence[int], num_buckets: int, multiple: int) -> Lis
     of widths are sum(width of its bucket) - sum(frames). The best choice is found exactly by
     dynamic programming over the distinct rounded lengths: cost[m][j] is the least padded total
     for the lengths up to j with m widths, the last of them = length j. The widest is always the
-    longest utterance (rounded up), so every utterance fits some bucket. On bench/train_speed.py's
-    LibriSpeech-like lengths an epoch's batches (leftovers moved up included) pad 7.7-8.0 % of
-    frames at 8 buckets and 4.0-4.7 % at 16, where quantile widths padded 18.5-19.2 % at 8.
+    longest utterance (rounded up), so every utterance fits some bucket.
     """
     if len(frames) == 0:
         raise ValueError("no utterances to batch")
@@ -146,30 +147,26 @@ class PaddedBatch:
     frames: np.ndarray          # int32 [B] true frame counts
     labels: np.ndarray          # int32 [B, label_width], blank (0) past each label_lengths[b]
     label_lengths: np.ndarray   # int32 [B] true label counts
-    indices: Tuple[int, ...]
+    indices: Tuple[int, ...]    # the utterances in the rows, in order
     audio_seconds: float        # real (unpadded) audio in this batch
+    # Utterances of the Batch left out because their data is bad: (index, why). Training skips a batch
+    # with any (a smaller batch would be a new shape to compile); evaluation decodes the rest.
+    left_out: Tuple[Tuple[int, str], ...] = ()
 
 
-def pad_batch(batch: Batch, features: Sequence[np.ndarray], labels: Sequence[Sequence[int]],
-              label_width: int, frame_seconds: float) -> PaddedBatch:
-    """Stack utterances into fixed-shape arrays. `features[i]` is [n_bins, frames_i]."""
-    n_bins = features[0].shape[0]
-    out = np.zeros((len(features), 1, n_bins, batch.width), dtype=np.float32)
+def pad_batch(indices: Sequence[int], width: int, features: Sequence[np.ndarray], labels: Sequence[Sequence[int]],
+              n_bins: int, label_width: int, frame_seconds: float) -> PaddedBatch:
+    """Stack utterances into fixed-shape arrays. `features[i]` is [n_bins, frames_i], frames_i <= width."""
+    out = np.zeros((len(features), 1, n_bins, width), dtype=np.float32)
     frames = np.zeros(len(features), dtype=np.int32)
     out_labels = np.zeros((len(features), label_width), dtype=np.int32)
     label_lengths = np.zeros(len(features), dtype=np.int32)
     for row, (feats, label) in enumerate(zip(features, labels)):
-        if feats.shape[1] > batch.width:
-            raise ValueError(f"utterance {batch.indices[row]} has {feats.shape[1]} frames, more than its "
-                             f"bucket width {batch.width}: its manifest duration is wrong")
-        if len(label) > label_width:
-            raise ValueError(f"utterance {batch.indices[row]} has {len(label)} labels, more than {label_width}")
         out[row, 0, :, :feats.shape[1]] = feats
         frames[row] = feats.shape[1]
         out_labels[row, :len(label)] = label
         label_lengths[row] = len(label)
-    return PaddedBatch(out, frames, out_labels, label_lengths, batch.indices,
-                       float(frames.sum()) * frame_seconds)
+    return PaddedBatch(out, frames, out_labels, label_lengths, tuple(indices), float(frames.sum()) * frame_seconds)
 
 
 class Prefetcher:
@@ -246,8 +243,6 @@ class UtteranceSet:
     """
 
     def __init__(self, utterances, cfg, feature_cache, drop_unalignable: bool = False):
-        from ds2.features import num_frames
-        from ds2.shapes import output_lengths
         from ds2.text import encode, min_ctc_frames
 
         self.cfg = cfg
@@ -257,7 +252,7 @@ class UtteranceSet:
         self.skipped_unalignable = 0
         for utt in utterances:
             labels = encode(utt.text, cfg.model.labels)
-            frames = num_frames(int(round(utt.duration * cfg.features.sample_rate)), cfg.features)
+            frames = duration_frames(utt.duration, cfg.features)
             if drop_unalignable and min_ctc_frames(labels) > int(output_lengths(frames, cfg.model)):
                 self.skipped_unalignable += 1
                 continue
@@ -265,7 +260,8 @@ class UtteranceSet:
             self.labels.append(labels)
             self.frames.append(frames)
         if not self.utterances:
-            raise ValueError("no usable utterances")
+            raise UserError(f"none of the {len(utterances)} utterances has enough output frames for its "
+                            f"transcript (CTC cannot align them); check the model's time strides")
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -275,17 +271,35 @@ class UtteranceSet:
         return BatchSampler.from_config(self.frames, self.cfg, seed, shuffle, rank, world_size)
 
     def loader(self, sampler: BatchSampler) -> Callable[[Batch], PaddedBatch]:
-        """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread)."""
+        """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread).
+
+        An utterance whose audio cannot be read, or has more frames than its manifest duration said
+        (so more than its bucket holds), is left out of the PaddedBatch and named in `left_out`.
+        """
+        from ds2.features import AudioError
+
         label_width = sampler.label_width_of([len(l) for l in self.labels])
+        n_bins = self.cfg.features.n_bins
 
         def load(batch: Batch) -> PaddedBatch:
-            features = [self.cache.features(self.utterances[i].audio_path) for i in batch.indices]
-            labels = [self.labels[i] for i in batch.indices]
-            return pad_batch(batch, features, labels, label_width[batch.width], self.frame_seconds)
+            kept, features, left_out = [], [], []
+            for i in batch.indices:
+                utterance = self.utterances[i]
+                try:
+                    feats = self.cache.features(utterance.audio_path)
+                except AudioError as exc:
+                    left_out.append((i, f"{utterance.id}: {exc}"))
+                    continue
+                if feats.shape[1] > batch.width:
+                    left_out.append((i, f"{utterance.id}: its audio has {feats.shape[1]} frames, more than its "
+                                        f"manifest duration {utterance.duration:.2f} s allows ({self.frames[i]}); "
+                                        f"run ds2 preprocess again"))
+                    continue
+                kept.append(i)
+                features.append(feats)
+            padded = pad_batch(kept, batch.width, features, [self.labels[i] for i in kept], n_bins,
+                               label_width[batch.width], self.frame_seconds)
+            padded.left_out = tuple(left_out)
+            return padded
 
         return load
-
-
-def time_stride(model_cfg) -> int:
-    """Input frames per output frame: bucket widths are multiples of it, so no width wastes a frame."""
-    return model_cfg.conv1_stride[1] * model_cfg.conv2_stride[1]

@@ -27,13 +27,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ds2.errors import UserError, first_line
+
 META_KEY = "ds2_meta"
 OPTIMIZER_PREFIX = "optimizer."
 STEP_FILE = re.compile(r"^step-(\d+)\.ckpt$")
 BEST_NAME = "best.ckpt"
 
 
-class CorruptCheckpoint(ValueError):
+class CorruptCheckpoint(UserError, ValueError):
     """The file is truncated, damaged, or not readable as a MindSpore checkpoint."""
 
 
@@ -123,19 +125,22 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise UserError(f"no checkpoint at {path}: give an existing file, or best / last of the run in run_dir")
     sidecar = checksum_path(path)
     if sidecar.is_file():
         expected = sidecar.read_text().split()[0]
         if file_sha256(path) != expected:
-            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged)")
+            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged); "
+                                    f"use an older checkpoint of the run (--checkpoint step-N file)")
     try:
         values = ms.load_checkpoint(str(path))
     except (RuntimeError, ValueError) as exc:
-        raise CorruptCheckpoint(f"{path}: MindSpore cannot read it ({exc})") from exc
+        raise CorruptCheckpoint(f"{path}: MindSpore cannot read it ({first_line(exc)}); "
+                                f"check it with python -m envcheck --checkpoint {path}") from exc
     meta_text = values.pop(META_KEY, None)
     if meta_text is None:
-        raise ValueError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint")
+        raise UserError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint; convert it first "
+                        f"with ds2 convert {path}")
     return values, json.loads(meta_text)
 
 
@@ -198,12 +203,17 @@ def resolve(run_dir, which: str) -> Path:
     if which == "last":
         found = step_checkpoints(run_dir)
         if not found:
-            raise FileNotFoundError(f"no step checkpoints in {checkpoint_dir(run_dir)}")
+            raise UserError(f"no step checkpoints in {checkpoint_dir(run_dir)}: train first (ds2 train, make train), "
+                            f"or point --set run_dir=... at the run")
         return found[-1]
     if which == "best":
         best = checkpoint_dir(run_dir) / BEST_NAME
         if not best.is_file():
-            raise FileNotFoundError(f"no {BEST_NAME} in {checkpoint_dir(run_dir)} (no dev evaluation yet?)")
+            if not step_checkpoints(run_dir):
+                raise UserError(f"no checkpoints in {checkpoint_dir(run_dir)}: train first (ds2 train, make train), "
+                                f"or point --set run_dir=... at the run")
+            raise UserError(f"no {BEST_NAME} in {checkpoint_dir(run_dir)} yet (it is written after the first dev "
+                            f"evaluation, at the end of an epoch); use --checkpoint last")
         return best
     return Path(which)
 
@@ -213,7 +223,13 @@ def best_metric(run_dir) -> Optional[Dict[str, float]]:
     best = checkpoint_dir(run_dir) / BEST_NAME
     if not best.is_file():
         return None
-    stored = load(best)[1].get("metrics", {})
+    try:
+        stored = load(best)[1].get("metrics", {})
+    except CorruptCheckpoint as exc:
+        # best.ckpt is a hard link to a step checkpoint, so damage to either shows here. Without its
+        # metrics the next dev evaluation becomes best.ckpt again.
+        print(f"ds2: {exc}; the next dev evaluation replaces it", file=sys.stderr)
+        return None
     if "dev_wer" not in stored:
         return None
     return {"dev_wer": stored["dev_wer"], "dev_cer": stored.get("dev_cer", float("inf"))}

@@ -1,31 +1,59 @@
-"""Run configuration: plain dataclasses with defaults that run, presets, YAML files, overrides.
+"""Run configuration: typed dataclasses with defaults that run, presets, YAML files, overrides.
 
     cfg = load_config(preset="small", path=None, overrides=["train.lr=1e-3"])
 
-Precedence: preset defaults < YAML file < command-line overrides. The resolved config is written
-next to every run's outputs and stored in every checkpoint, so eval uses the features and labels
-the model was trained with.
+Precedence: preset defaults < YAML file < command-line overrides (`--set section.key=value`). Every
+value, whatever its source (YAML, --set, a config stored in a checkpoint), goes through the same
+typing (`_coerce`: '1e-3' is a float wherever it comes from) and the same checks (`validate`: the
+limits and choices declared on each field below). A wrong key or value is a ConfigError that names
+the key, what it expected and, for a misspelt key, the key that was probably meant.
+
+The resolved config is written next to every run's outputs and stored in every checkpoint, so eval
+uses the features and labels the model was trained with. This module needs only the standard
+library (PyYAML for config files), so envcheck can read configurations in a broken environment.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ds2.errors import UserError
+
+DEFAULT_PRESET = "small"
 # Index 0 is the CTC blank. The reference implementation puts blank last; ds2.reconcile maps orders.
 DEFAULT_LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
+OPENSLR_URL = "https://www.openslr.org/resources/12"
+DEVICES = ("CPU", "GPU")
+
+
+class ConfigError(UserError, ValueError):
+    """A config key or value that cannot be used."""
+
+
+def setting(default=None, *, factory=None, choices: Sequence[str] = (), minimum=None, above=None):
+    """A config field: its default and the values it accepts (checked by `validate`).
+
+    minimum is inclusive, above exclusive; choices match case-insensitively and are stored as written here.
+    """
+    metadata = {"choices": tuple(choices), "minimum": minimum, "above": above}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class FeatureConfig:
     """log1p |STFT| spectrogram; stored with the checkpoint and reused unchanged at eval."""
-    sample_rate: int = 16000
-    n_fft: int = 320
-    win_length: int = 320
-    hop_length: int = 160
-    window: str = "hann"          # 'hanning' is accepted with a warning and mapped to 'hann'
+    sample_rate: int = setting(16000, minimum=1)
+    n_fft: int = setting(320, minimum=2)
+    win_length: int = setting(320, minimum=1)
+    hop_length: int = setting(160, minimum=1)
+    window: str = "hann"          # any SciPy window name; 'hanning' is mapped to 'hann' with a warning
     normalize: bool = True        # per-utterance mean/std
 
     @property
@@ -41,55 +69,57 @@ class DataConfig:
     (download or use an extracted copy under librispeech_dir), or 'manifest' (use the
     train/dev/test manifests as given).
     """
-    source: str = "synth"
+    source: str = setting("synth", choices=("synth", "librispeech", "manifest"))
     data_dir: str = "runs/data"                 # corpus audio, manifests and feature cache
     librispeech_dir: str = ""                   # existing LibriSpeech root; downloads go here if empty
-    train_subsets: List[str] = field(default_factory=lambda: ["train-clean-100"])
-    dev_subsets: List[str] = field(default_factory=lambda: ["dev-clean"])
-    test_subsets: List[str] = field(default_factory=lambda: ["test-clean"])
+    librispeech_url: str = OPENSLR_URL          # mirror holding <subset>.tar.gz
+    librispeech_md5: Dict[str, str] = setting(factory=dict)   # {subset: md5} over the built-in table
+    train_subsets: List[str] = setting(factory=lambda: ["train-clean-100"])
+    dev_subsets: List[str] = setting(factory=lambda: ["dev-clean"])
+    test_subsets: List[str] = setting(factory=lambda: ["test-clean"])
     train_manifest: str = ""                    # set by preprocess when empty
     dev_manifest: str = ""
     test_manifest: str = ""
-    synth_train: int = 2000                     # utterances in the embedded default corpus
-    synth_dev: int = 100
-    synth_test: int = 100
+    synth_train: int = setting(2000, minimum=1)  # utterances in the embedded default corpus
+    synth_dev: int = setting(100, minimum=1)
+    synth_test: int = setting(100, minimum=1)
     synth_seed: int = 1234
-    max_duration: float = 35.0                  # seconds; longer utterances are reported and skipped
+    max_duration: float = setting(35.0, above=0)  # seconds; longer utterances are reported and skipped
 
 
 @dataclass
 class ModelConfig:
     """DS2: 2 conv layers + BiLSTM stack + linear + CTC. Defaults are the report's model."""
-    conv_channels: int = 32
-    conv1_kernel: Tuple[int, int] = (41, 11)    # (frequency, time)
-    conv1_stride: Tuple[int, int] = (2, 2)
-    conv2_kernel: Tuple[int, int] = (21, 11)
-    conv2_stride: Tuple[int, int] = (2, 1)
-    activation: str = "tanh"                    # conv activation: tanh (reference) or hardtanh (0..20)
-    rnn_hidden: int = 1024
-    rnn_layers: int = 5
-    rnn_merge: str = "sum"                      # BiLSTM directions: sum (reference) or concat
+    conv_channels: int = setting(32, minimum=1)
+    conv1_kernel: Tuple[int, int] = setting((41, 11), minimum=1)   # (frequency, time)
+    conv1_stride: Tuple[int, int] = setting((2, 2), minimum=1)
+    conv2_kernel: Tuple[int, int] = setting((21, 11), minimum=1)
+    conv2_stride: Tuple[int, int] = setting((2, 1), minimum=1)
+    activation: str = setting("tanh", choices=("tanh", "hardtanh"))  # tanh (reference) or hardtanh (0..20)
+    rnn_hidden: int = setting(1024, minimum=1)
+    rnn_layers: int = setting(5, minimum=1)
+    rnn_merge: str = setting("sum", choices=("sum", "concat"))     # how the BiLSTM directions merge
     rnn_batch_norm: bool = True                 # BatchNorm before BiLSTM layers 2..n
     labels: str = DEFAULT_LABELS
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 70
-    lr: float = 3e-4
-    warmup_steps: int = 500
-    lr_anneal: float = 1.1                      # lr divided by this after every epoch
-    weight_decay: float = 1e-5
-    grad_clip: float = 400.0                    # global-norm clip
-    max_batch_seconds: float = 160.0            # audio seconds per batch (length-bucketed)
-    max_batch_size: int = 32
-    num_buckets: int = 16                       # padded widths (one graph compile per width; see batching)
+    epochs: int = setting(70, minimum=1)
+    lr: float = setting(3e-4, above=0)
+    warmup_steps: int = setting(500, minimum=0)
+    lr_anneal: float = setting(1.1, above=0)    # lr divided by this after every epoch
+    weight_decay: float = setting(1e-5, minimum=0)
+    grad_clip: float = setting(400.0, above=0)  # global-norm clip
+    max_batch_seconds: float = setting(160.0, above=0)  # audio seconds per batch (length-bucketed)
+    max_batch_size: int = setting(32, minimum=1)
+    num_buckets: int = setting(16, minimum=1)   # padded widths (see ds2.batching)
     seed: int = 1
-    checkpoint_every: int = 200                 # steps; a checkpoint is also written at each epoch end
-    keep_last: int = 3
-    eval_every_epochs: int = 1
-    threads: int = 0                            # 0: use every core the container may use
-    device: str = "CPU"                         # CPU or GPU
+    checkpoint_every: int = setting(200, minimum=1)  # steps; a checkpoint is also written at each epoch end
+    keep_last: int = setting(3, minimum=1)
+    eval_every_epochs: int = setting(1, minimum=1)
+    threads: int = setting(0, minimum=0)        # 0: use every core the container may use
+    device: str = setting("CPU", choices=DEVICES)
     fit_memory: bool = True                     # fewer buckets / shorter batches when they do not fit
     # Diagnostics written into every train record of the metrics log (off: they cost time and space).
     # A data-parallel job's workers must log equal digests and different utterances at every step.
@@ -101,10 +131,10 @@ class TrainConfig:
 class Config:
     name: str = "default"
     run_dir: str = "runs/default"               # checkpoints, metrics, plots, eval results
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureConfig = setting(factory=FeatureConfig)
+    data: DataConfig = setting(factory=DataConfig)
+    model: ModelConfig = setting(factory=ModelConfig)
+    train: TrainConfig = setting(factory=TrainConfig)
 
 
 def seed_preset() -> Config:
@@ -117,13 +147,11 @@ def seed_preset() -> Config:
 def small_preset() -> Config:
     """The embedded default: a small model that learns the synthetic corpus in minutes on 2 cores.
 
-    Measured on 2 shared cores (numbers in the README): preprocess + 4 epochs over 4000 synthetic
-    utterances + test eval take about 8 minutes. More utterances beat more epochs here: at the same
-    number of steps, 4000 x 4 epochs reached dev CER 0.056 where 2000 x 8 reached 0.082 (the
-    model memorises 2000). Most of a step's time is the second convolution, hence 8 channels and a
-    narrow time kernel there. A time stride of 4 (40 ms per output frame) halves the recurrent
-    steps and learns faster than 2; espeak-ng's fastest speakers still leave every label sequence
-    enough output frames.
+    More utterances beat more epochs here: at the same number of steps, 4000 utterances x 4 epochs
+    learn better than 2000 x 8 (the model memorises 2000). Most of a step's time is the second
+    convolution, hence 8 channels and a narrow time kernel there. A time stride of 4 (40 ms per
+    output frame) halves the recurrent steps and learns faster than 2; espeak-ng's fastest speakers
+    still leave every label sequence enough output frames.
     """
     cfg = Config(name="small", run_dir="runs/small")
     cfg.data.synth_train = 4000
@@ -145,71 +173,234 @@ def small_preset() -> Config:
 PRESETS = {"seed": seed_preset, "small": small_preset}
 
 
-def _coerce(value: str, current: Any) -> Any:
-    """Parse an override string to the type of the field it replaces."""
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
+# ---------------------------------------------------------------------------------------------
+# Typing and checking values
+
+
+def all_keys(cfg: Any = None, prefix: str = "") -> List[str]:
+    """Every dotted key of the config, e.g. ['name', 'run_dir', 'features.sample_rate', ...]."""
+    cfg = Config() if cfg is None else cfg
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown_key(dotted: str) -> ConfigError:
+    close = difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.6)
+    if close:
+        return ConfigError(f"unknown config key {dotted}; did you mean {close[0]}?")
+    section = dotted.split(".")[0] + "."
+    siblings = [key for key in all_keys() if key.startswith(section)]
+    known = siblings or sorted({key.split(".")[0] for key in all_keys()})
+    return ConfigError(f"unknown config key {dotted}; known: {', '.join(known)}")
+
+
+def _type_name(kind) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def _coerce(value: Any, kind, key: str) -> Any:
+    """`value` (a --set string, or a YAML / JSON value) as the field's declared type `kind`."""
+    wrong = ConfigError(f"config key {key}: expected {_type_name(kind)}, got {value!r}")
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
             return True
-        if value.lower() in ("0", "false", "no", "off"):
+        if text in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, (list, tuple)):
-        parsed = json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
-        return type(current)(_coerce(str(v), current[0]) if current else v for v in parsed)
+        raise wrong
+    if kind is int:
+        if isinstance(value, bool):
+            raise wrong
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise wrong from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise wrong
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise wrong from None
+    if kind is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise wrong
+        return str(value)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise wrong from None
+        if not isinstance(value, (list, tuple)):
+            raise wrong
+        args = typing.get_args(kind)
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ConfigError(f"config key {key}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        return [_coerce(v, args[0], key) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("{") else \
+                    dict(item.split("=", 1) for item in text.split(",") if item.strip())
+            except ValueError:
+                raise ConfigError(f"config key {key}: expected a mapping, as NAME=VALUE,NAME=VALUE or JSON, "
+                                  f"got {value!r}") from None
+        if not isinstance(value, dict):
+            raise wrong
+        key_type, value_type = typing.get_args(kind)
+        return {_coerce(k, key_type, key).strip(): _coerce(v, value_type, key).strip() for k, v in value.items()}
+    raise wrong
+
+
+def _check_field(value: Any, f: dataclasses.Field, key: str) -> Any:
+    """`value` checked against the field's declared limits and choices (a choice in its own spelling)."""
+    meta = f.metadata
+    if meta.get("choices"):
+        for choice in meta["choices"]:
+            if str(value).lower() == choice.lower():
+                return choice
+        raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    numbers = value if isinstance(value, tuple) else (value,)
+    for number in numbers:
+        if meta.get("minimum") is not None and number < meta["minimum"]:
+            raise ConfigError(f"config key {key}: {value!r} is below the minimum {meta['minimum']}")
+        if meta.get("above") is not None and number <= meta["above"]:
+            raise ConfigError(f"config key {key}: {value!r} must be greater than {meta['above']}")
     return value
 
 
-def _apply(obj: Any, values: Dict[str, Any], where: str) -> None:
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    for key, value in values.items():
-        if key not in names:
-            raise ValueError(f"unknown config key {where}{key!r}; known: {', '.join(sorted(names))}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} is a section; give it a mapping")
-            _apply(current, value, f"{where}{key}.")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            setattr(obj, key, tuple(value))
+def _check_section(section: Any, prefix: str) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_section(value, f"{prefix}{f.name}.")
         else:
-            setattr(obj, key, value)
+            setattr(section, f.name, _check_field(value, f, prefix + f.name))
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value and the rules that tie values together; returns cfg (choices normalised)."""
+    from ds2.text import check_labels
+
+    _check_section(cfg, "")
+    if cfg.features.win_length > cfg.features.n_fft:
+        raise ConfigError(f"config key features.win_length: {cfg.features.win_length} is longer than "
+                          f"features.n_fft={cfg.features.n_fft}; make it at most n_fft")
+    try:
+        check_labels(cfg.model.labels)
+    except ValueError as exc:
+        raise ConfigError(f"config key model.labels: {exc}") from None
+    return cfg
+
+
+def _set(cfg: Config, dotted: str, value: Any) -> None:
+    """Set the value at 'section.key' (or a top-level 'key'), typed as the field declares."""
+    target: Any = cfg
+    *path, name = dotted.strip().split(".")
+    for part in path:
+        if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)} \
+                or not dataclasses.is_dataclass(getattr(target, part)):
+            raise _unknown_key(dotted)
+        target = getattr(target, part)
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if name not in fields:
+        raise _unknown_key(dotted)
+    if dataclasses.is_dataclass(getattr(target, name)):
+        raise ConfigError(f"config key {dotted} is a section; set one of its keys, e.g. {all_keys(getattr(target, name), dotted + '.')[0]}")
+    kind = typing.get_type_hints(type(target))[name]
+    setattr(target, name, _coerce(value, kind, dotted))
+
+
+def _apply_mapping(cfg: Config, values: Dict[str, Any], prefix: str = "") -> None:
+    """Apply a nested mapping (a YAML file, a stored config) key by key."""
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and not _is_mapping_field(dotted):
+            _apply_mapping(cfg, value, dotted + ".")
+        else:
+            _set(cfg, dotted, value)
+
+
+def _is_mapping_field(dotted: str) -> bool:
+    """True for keys whose value is itself a mapping (data.librispeech_md5), not a section."""
+    target: Any = Config
+    *path, name = dotted.split(".")
+    for part in path:
+        hints = typing.get_type_hints(target)
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            return False
+        target = hints[part]
+    kind = typing.get_type_hints(target).get(name)
+    return kind is not None and typing.get_origin(kind) is dict
 
 
 def apply_override(cfg: Config, override: str) -> None:
-    """Apply one 'section.key=value' override, e.g. 'train.lr=1e-3'."""
+    """Apply one 'section.key=value' override, e.g. 'train.lr=1e-3' (checked by validate later)."""
     if "=" not in override:
-        raise ValueError(f"override {override!r} is not of the form section.key=value")
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
     dotted, value = override.split("=", 1)
-    *path, key = dotted.strip().split(".")
-    target: Any = cfg
-    for part in path:
-        if not hasattr(target, part) or not dataclasses.is_dataclass(getattr(target, part)):
-            raise ValueError(f"unknown config section {part!r} in override {override!r}")
-        target = getattr(target, part)
-    if not dataclasses.is_dataclass(target) or key not in {f.name for f in dataclasses.fields(target)}:
-        raise ValueError(f"unknown config key {dotted!r} in override {override!r}")
-    setattr(target, key, _coerce(value, getattr(target, key)))
+    _set(cfg, dotted, value)
 
 
-def load_config(preset: str = "small", path: Optional[str] = None,
-                overrides: Optional[List[str]] = None) -> Config:
+def load_config(preset: str = DEFAULT_PRESET, path: Optional[str] = None,
+                overrides: Optional[Sequence[str]] = None) -> Config:
+    """The preset, updated by the YAML file at `path` and then by the overrides; validated."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+                          + (f" (did you mean {close[0]}?)" if close else ""))
     cfg = PRESETS[preset]()
     if path:
-        import yaml  # only needed for config files
-        text = Path(path).read_text()
-        values = yaml.safe_load(text) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        _apply(cfg, values, "")
+        _apply_mapping(cfg, read_yaml(path))
     for override in overrides or []:
         apply_override(cfg, override)
-    return cfg
+    return validate(cfg)
+
+
+def read_yaml(path: str) -> Dict[str, Any]:
+    """The top-level mapping of a YAML config file."""
+    import yaml  # only needed for config files
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    return values
 
 
 def to_dict(cfg: Config) -> Dict[str, Any]:
@@ -219,11 +410,42 @@ def to_dict(cfg: Config) -> Dict[str, Any]:
 def from_dict(values: Dict[str, Any]) -> Config:
     """Rebuild a Config from to_dict() output (e.g. stored in a checkpoint)."""
     cfg = Config()
-    _apply(cfg, values, "")
-    return cfg
+    _apply_mapping(cfg, values)
+    return validate(cfg)
+
+
+def with_overrides(stored: Dict[str, Any], overrides: Sequence[str]) -> Config:
+    """A run's stored config (config.yaml, or a checkpoint's) with this command's --set overrides.
+
+    What `ds2 train --resume`, `ds2 eval` and envcheck's checkpoint probe build the model from: the
+    run's own settings, plus what the user asked to change now (another manifest, another device).
+    """
+    cfg = Config()
+    _apply_mapping(cfg, stored)
+    for override in overrides:
+        apply_override(cfg, override)
+    return validate(cfg)
 
 
 def save_config(cfg: Config, path: Path) -> None:
     import yaml
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line options, shared by `python -m ds2` and `python -m envcheck`
+
+
+def add_options(parser) -> None:
+    """--preset, --config and --set, as every ds2 command and envcheck take them."""
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"config preset: {' or '.join(PRESETS)} (default {DEFAULT_PRESET})")
+    parser.add_argument("--config", metavar="FILE", help="YAML file overriding the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
+
+
+def from_options(args) -> Config:
+    """The config named by the options add_options() declared."""
+    return load_config(args.preset, args.config, args.overrides)

@@ -292,7 +292,7 @@ def run(cfg: Config, args) -> int:
 def _fresh_training_state(cfg: Config):
     """Model and optimizer built as ds2 train builds them, so the optimizer's names match a resume."""
     from ds2.model import DeepSpeech2, TrainNetwork
-    from ds2.train import build_optimizer
+    from ds2.step import build_optimizer
 
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
     TrainNetwork(model)   # renames the parameters as train's TrainNetwork does; the optimizer keys on those names

@@ -38,6 +38,8 @@ import socket
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple
 
+from ds2.errors import UserError
+
 ROLE = "MS_ROLE"
 SCHEDULER = "MS_SCHED"
 WORKER = "MS_WORKER"
@@ -48,7 +50,7 @@ TIMEOUT_DEFAULTS = {"MS_TOPO_TIMEOUT": "180", "MS_NODE_TIMEOUT": "120"}
 CLUSTER_VARIABLES = ("MS_SCHED_HOST", "MS_SCHED_PORT", "MS_WORKER_NUM")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(UserError, RuntimeError):
     """The distributed job cannot start or cannot go on; the message says what to do."""
 
 
@@ -113,7 +115,7 @@ def join(device: str) -> Cluster:
 
     On a worker, returns its rank and the number of workers, with MindSpore's data-parallel
     context set. Raises ClusterError when the cluster does not form within MS_TOPO_TIMEOUT.
-    Call after the device is set (ds2.train.configure_mindspore).
+    Call after the device is set (ds2.runtime.configure_mindspore).
     """
     if not role():
         return Cluster()

@@ -4,7 +4,7 @@ Framing is centred: the signal is zero-padded by n_fft // 2 on both sides before
 t is centred on sample t * hop_length. This is librosa's default (center=True), and therefore
 what deepspeech.pytorch and the reference implementation use: features stay comparable with
 theirs, every sample lands in a frame, audio shorter than one window still gives a frame, and
-the frame count is 1 + num_samples // hop_length for an even n_fft (see num_frames). The padding
+the frame count is 1 + num_samples // hop_length for an even n_fft (ds2.shapes.input_frames). The padding
 is done here rather than by librosa so that the frame arithmetic is visible in one place.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import soundfile
 
 from ds2.config import FeatureConfig
+from ds2.errors import UserError, first_line
 
 # SciPy removed the alias 'hanning' (scipy#15881); the reference's eval config still uses it.
 LEGACY_WINDOWS = {"hanning": "hann"}
@@ -34,7 +35,7 @@ FEATURE_CODE_VERSION = 1
 RESAMPLE_TYPE = "polyphase"
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """An audio file that cannot be used."""
 
 
@@ -71,10 +72,15 @@ def resolve_window(name: str) -> str:
     return name
 
 
-def num_frames(num_samples: int, feature_cfg: FeatureConfig) -> int:
-    """Frames compute_features returns for num_samples samples (centred framing)."""
-    padded = num_samples + 2 * (feature_cfg.n_fft // 2)
-    return 1 + (padded - feature_cfg.n_fft) // feature_cfg.hop_length
+def check_window(feature_cfg: FeatureConfig) -> None:
+    """UserError unless SciPy knows features.window: said once, before any audio is read."""
+    from scipy.signal import get_window
+
+    try:
+        get_window(resolve_window(feature_cfg.window), feature_cfg.win_length)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"features.window={feature_cfg.window!r} is not a window SciPy knows ({first_line(exc)}); "
+                        f"use hann (the default), hamming, blackman, ...") from None
 
 
 def compute_features(audio: np.ndarray, feature_cfg: FeatureConfig) -> np.ndarray:
@@ -104,6 +110,7 @@ class FeatureCache:
     """
 
     def __init__(self, cache_dir: Union[str, Path], feature_cfg: FeatureConfig):
+        check_window(feature_cfg)
         self.feature_cfg = feature_cfg
         config_text = json.dumps({"config": dataclasses.asdict(feature_cfg),
                                   "code_version": FEATURE_CODE_VERSION}, sort_keys=True)

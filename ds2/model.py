@@ -39,7 +39,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Uniform, initializer
 
 from ds2.config import ModelConfig
-from ds2.shapes import conv_output_length, output_bins, output_lengths  # noqa: F401 (re-exported)
+from ds2.shapes import conv_output_length, rnn_sizes
 
 
 def time_mask(lengths: ms.Tensor, max_length: int, dtype=ms.float32) -> ms.Tensor:
@@ -176,8 +176,7 @@ class DeepSpeech2(nn.Cell):
             ConvBlock(1, channels, cfg.conv1_kernel, cfg.conv1_stride, cfg.activation),
             ConvBlock(channels, channels, cfg.conv2_kernel, cfg.conv2_stride, cfg.activation),
         ])
-        rnn_input = channels * output_bins(n_bins, cfg)
-        rnn_output = cfg.rnn_hidden * (2 if cfg.rnn_merge == "concat" else 1)
+        rnn_input, rnn_output = rnn_sizes(n_bins, cfg)
         layers = []
         for i in range(cfg.rnn_layers):
             layers.append(RNNLayer(rnn_input if i == 0 else rnn_output, cfg.rnn_hidden,

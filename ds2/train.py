@@ -1,22 +1,18 @@
 """`ds2 train`: train (or resume) DeepSpeech2 with CTC in MindSpore GRAPH_MODE.
 
-One training step (compiled once per batch shape) computes the loss and gradients, measures the
-global gradient norm, clips to cfg.train.grad_clip, and applies Adam only when loss and norm are
-finite (otherwise the step is counted as skipped). The learning rate is an input of the compiled
-step and assigned to the optimizer inside the graph. Setting the optimizer's learning-rate
-Parameter from Python (`set_data`) between steps does NOT work in MindSpore 2.7 GRAPH_MODE: each
-compiled graph (one per batch shape) keeps the value the Parameter had when it was compiled, so
-with bucketed shapes every bucket trains at whatever warm-up LR was current at its first batch.
-That freezes a schedule silently, while the weights still change every step.
-
-Schedule: linear warm-up over warmup_steps, then lr / lr_anneal**epoch.
+The loop: batches from ds2.batching (length buckets, prefetched by a thread), the compiled step from
+ds2.step, a dev evaluation (ds2.inference) and a checkpoint (ds2.checkpoint) at every epoch end, a
+checkpoint every train.checkpoint_every steps, and one metrics record per step.
 
 Outputs under cfg.run_dir: config.yaml, checkpoints/ (see ds2.checkpoint), metrics.jsonl (one
 JSON object per step, kind "train", and per dev evaluation, kind "dev"), curves.png.
 
-`--resume` continues from the newest checkpoint: model, optimizer, schedule step and data
+`--resume` continues from the newest readable checkpoint: model, optimizer, schedule step and data
 position are restored, metrics.jsonl is cut back to the checkpoint's step, and the next batch is
 the one that would have followed the checkpoint, so the curves join up even after a SIGKILL.
+
+Bad data never ends a run: a batch with an utterance whose audio cannot be read, or is longer than
+its manifest says, is skipped (the shapes stay fixed), counted and named in the log.
 
 Data parallel: with MindSpore's MS_ROLE / MS_SCHED_HOST / MS_SCHED_PORT / MS_WORKER_NUM set, the
 same command is the scheduler or one worker of a data-parallel job (ds2.distributed): each worker
@@ -29,15 +25,15 @@ same or another number (ds2.distributed.resume_position).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ds2 import checkpoint, distributed
-from ds2.config import Config, apply_override, from_dict, save_config, to_dict
+from ds2 import checkpoint, distributed, memory
+from ds2.config import Config, save_config, to_dict, with_overrides
+from ds2.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
 PLOT_FILE = "curves.png"
@@ -51,144 +47,36 @@ def add_arguments(parser) -> None:
                         help="stop (with a checkpoint) once N steps are done in total; 0 = all epochs")
 
 
-# ---------------------------------------------------------------------------------------------
-# Environment
-
-
-def available_cpus() -> int:
-    """Cores this process may use: CPU affinity, capped by a cgroup CPU quota if there is one."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        try:
-            quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())  # cgroup v1
-            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-            if quota > 0:
-                cpus = min(cpus, max(1, math.ceil(quota / period)))
-        except (OSError, ValueError):
-            pass
-    return cpus
-
-
-def configure_mindspore(cfg: Config) -> int:
-    """GRAPH_MODE on the configured device, CPU kernel threads = cfg.train.threads (0: all usable).
-
-    MindSpore's default is 25 kernel threads whatever the machine has; ds2 sizes the pool to the
-    cores it may use instead. (On the 2-core development machine the small preset's step took the
-    same time with 1, 2 or 25 threads, so this is about not oversubscribing shared machines.)
-    """
-    import mindspore as ms
-
-    threads = cfg.train.threads or available_cpus()
-    ms.set_context(mode=ms.GRAPH_MODE)
-    # Both settings are fixed once the runtime has started; a second stage run in the same
-    # interpreter (tests) keeps the first ones.
-    if ms.get_context("device_target") != cfg.train.device:
-        ms.set_device(cfg.train.device)
-    try:
-        ms.device_context.cpu.op_tuning.threads_num(threads)
-    except RuntimeError:
-        pass
-    ms.set_seed(cfg.train.seed)
-    return threads
-
-
-def fit_batch_to_memory(cfg: Config) -> Optional[str]:
+def fit_batch_to_memory(cfg: Config) -> None:
     """Fewer buckets, then shorter batches, when the configured pair does not fit in memory.
 
     MindSpore keeps one compiled graph per batch shape with its own activation memory, so memory
-    grows with train.max_batch_seconds and with train.num_buckets; envcheck/probes/memory.py holds
-    the measured estimate and the choice (envcheck's memory probe reports the same). Returns an
-    error message when not even the smallest setting fits. In a data-parallel job every worker must
+    grows with train.max_batch_seconds and with train.num_buckets; ds2.memory holds the estimate and
+    the choice (envcheck's memory probe reports the same). In a data-parallel job every worker must
     batch alike, so there the settings are only checked, never changed.
     """
-    from envcheck.probes.memory import GIB, fit, usable_bytes
-
-    usable = usable_bytes()
+    usable = memory.usable_bytes()
     if usable is None:
-        return None
-    settings = {"config": to_dict(cfg)}
-    fitted = fit(settings, usable)
+        return
+    fitted = memory.fit(cfg, usable)
     if fitted is None:
-        return (f"the model and batch do not fit in {usable / GIB:.1f} GiB even with few buckets and short "
-                f"batches (python -m envcheck --stage train --only memory shows the estimate); give the "
-                f"container more memory or choose a smaller model")
+        raise UserError(f"the model and batch do not fit in {usable / memory.GIB:.1f} GiB even with few buckets and "
+                        f"short batches (python -m envcheck --stage train --only memory shows the estimate); give "
+                        f"the container more memory or choose a smaller model")
     configured = (cfg.train.num_buckets, cfg.train.max_batch_seconds)
-    if (fitted["num_buckets"], fitted["batch_seconds"]) == configured:
-        return None
-    chosen = f"train.num_buckets={fitted['num_buckets']} train.max_batch_seconds={fitted['batch_seconds']:g}"
+    if (fitted.num_buckets, fitted.batch_seconds) == configured:
+        return
+    chosen = f"train.num_buckets={fitted.num_buckets} train.max_batch_seconds={fitted.batch_seconds:g}"
     if distributed.role():
         print(f"ds2 train: warning: train.num_buckets={configured[0]} and train.max_batch_seconds="
-              f"{configured[1]:g} need more than the {usable / GIB:.1f} GiB here; every worker must batch "
+              f"{configured[1]:g} need more than the {usable / memory.GIB:.1f} GiB here; every worker must batch "
               f"alike, so set them on all workers, e.g. --set {chosen.replace(' ', ' --set ')}", file=sys.stderr)
-        return None
+        return
     print(f"ds2 train: train.num_buckets={configured[0]} and train.max_batch_seconds={configured[1]:g} need "
-          f"more than the {usable / GIB:.1f} GiB this process may use; using {chosen} (about "
-          f"{fitted['total_bytes'] / GIB:.1f} GiB; --set train.fit_memory=false keeps them)", file=sys.stderr)
-    cfg.train.num_buckets = fitted["num_buckets"]
-    cfg.train.max_batch_seconds = fitted["batch_seconds"]
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimisation
-
-
-def learning_rate(train_cfg, step: int, epoch: int) -> float:
-    """Linear warm-up from lr/warmup_steps to lr over warmup_steps steps, then lr / anneal**epoch."""
-    warmup = min(1.0, (step + 1) / train_cfg.warmup_steps) if train_cfg.warmup_steps > 0 else 1.0
-    return train_cfg.lr * warmup / (train_cfg.lr_anneal ** epoch)
-
-
-def build_optimizer(model, train_cfg):
-    """Adam (bias-corrected, like torch.optim.Adam) with L2 weight decay on weight matrices only.
-
-    BatchNorm scales/shifts and biases are not decayed. The learning rate is a Parameter that
-    the train step assigns every step (see make_train_step).
-    """
-    import mindspore as ms
-    from mindspore import nn
-
-    params = model.trainable_params()
-    decay = [p for p in params if len(p.shape) > 1]
-    no_decay = [p for p in params if len(p.shape) <= 1]
-    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return nn.Adam(groups, learning_rate=ms.Tensor(train_cfg.lr, ms.float32), eps=1e-8)
-
-
-def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1):
-    """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).
-
-    With world_size > 1 the loss and gradients are averaged over the workers before the norm is
-    measured, so clipping, the finite check and the update are the same on every worker.
-    """
-    import mindspore as ms
-    from mindspore import ops
-
-    grad_fn = ms.value_and_grad(network, None, optimizer.parameters)
-    clip = ms.Tensor(grad_clip, ms.float32)
-    gradient_mean = distributed.make_gradient_mean(optimizer.parameters, world_size)
-
-    @ms.jit
-    def train_step(features, frames, labels, label_lengths, lr):
-        loss, grads = grad_fn(features, frames, labels, label_lengths)
-        if gradient_mean is not None:
-            loss, grads = gradient_mean(loss, grads)
-        squares = [ops.reduce_sum(g * g) for g in grads]
-        grad_norm = ops.sqrt(ops.addn(squares))
-        scale = clip / ops.maximum(grad_norm, clip)
-        grads = tuple(g * scale for g in grads)
-        applied = ops.logical_and(ops.isfinite(loss), ops.isfinite(grad_norm))
-        if applied:
-            loss = ops.depend(loss, ops.assign(optimizer.learning_rate, lr))
-            loss = ops.depend(loss, optimizer(grads))
-        return loss, grad_norm, applied
-
-    return train_step
+          f"more than the {usable / memory.GIB:.1f} GiB this process may use; using {chosen} (about "
+          f"{fitted.total_bytes / memory.GIB:.1f} GiB; --set train.fit_memory=false keeps them)", file=sys.stderr)
+    cfg.train.num_buckets = fitted.num_buckets
+    cfg.train.max_batch_seconds = fitted.batch_seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,45 +116,23 @@ class MetricsLog:
 # The run
 
 
-def load_sets(cfg: Config, splits, drop_unalignable: bool = False):
-    """{split: UtteranceSet} from the manifests `ds2 preprocess` wrote (or the configured ones)."""
-    from ds2.batching import UtteranceSet
-    from ds2.data.manifest import read_manifest
-    from ds2.features import FeatureCache
-    from ds2.preprocess import feature_cache_dir, manifest_path
-
-    cache = FeatureCache(feature_cache_dir(cfg), cfg.features)
-    sets = {}
-    for split in splits:
-        path = manifest_path(cfg, split)
-        utterances, problems = read_manifest(path, cfg.model.labels)
-        if problems.total:
-            print(f"{split} manifest {path}: {problems}", file=sys.stderr)
-        sets[split] = UtteranceSet(utterances, cfg, cache, drop_unalignable)
-        if sets[split].skipped_unalignable:
-            print(f"{split}: {sets[split].skipped_unalignable} utterances skipped: more labels than "
-                  f"output frames (CTC cannot align them)", file=sys.stderr)
-    return sets
-
-
 def run(cfg: Config, args) -> int:
-    try:
-        if distributed.role() == distributed.SCHEDULER:
-            return distributed.run_scheduler()
-        return train(cfg, args)
-    except distributed.ClusterError as exc:
-        print(f"ds2 train: {exc}", file=sys.stderr)
-        return 1
+    if distributed.role() == distributed.SCHEDULER:
+        return distributed.run_scheduler()
+    return train(cfg, args)
 
 
 def train(cfg: Config, args) -> int:
     import mindspore as ms
-    from tqdm import tqdm
 
     from ds2.batching import Prefetcher
-    from ds2.evaluate import evaluate_set
+    from ds2.data.sets import load_sets
+    from ds2.inference import evaluate_set
     from ds2.model import DeepSpeech2, TrainNetwork, count_parameters
     from ds2.plot import plot_curves
+    from ds2.progress import progress
+    from ds2.runtime import configure_mindspore
+    from ds2.step import build_optimizer, learning_rate, make_train_step
 
     run_dir = Path(cfg.run_dir)
     resume_from: Optional[Path] = None
@@ -284,22 +150,15 @@ def train(cfg: Config, args) -> int:
             resume_from = candidate
             break
         if found and resume_from is None:
-            print(f"ds2 train: no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}", file=sys.stderr)
-            return 1
+            raise UserError(f"no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}: every one is damaged; "
+                            f"move the folder away to start afresh")
         if resume_from is not None:
-            cfg = from_dict(meta["config"])  # the run's own config, then this command's overrides
-            for override in args.overrides:
-                apply_override(cfg, override)
+            cfg = with_overrides(meta["config"], args.overrides)  # the run's own config + this command's --set
     elif checkpoint.step_checkpoints(run_dir):
-        print(f"ds2 train: {run_dir} already has checkpoints; use --resume, or another run_dir "
-              f"(--set run_dir=...)", file=sys.stderr)
-        return 1
+        raise UserError(f"{run_dir} already has checkpoints; use --resume, or another run_dir (--set run_dir=...)")
 
     if cfg.train.fit_memory:
-        problem = fit_batch_to_memory(cfg)
-        if problem:
-            print(f"ds2 train: {problem}", file=sys.stderr)
-            return 1
+        fit_batch_to_memory(cfg)
     threads = configure_mindspore(cfg)
     cluster = distributed.join(cfg.train.device)
     if cluster.distributed:
@@ -307,8 +166,8 @@ def train(cfg: Config, args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cluster.writes_checkpoints:
         save_config(cfg, run_dir / "config.yaml")
-    train_set = load_sets(cfg, ["train"], drop_unalignable=True)["train"]
-    dev_set = load_sets(cfg, ["dev"])["dev"]
+    sets = load_sets(cfg, ["train", "dev"], drop_unalignable=True)
+    train_set, dev_set = sets["train"], sets["dev"]
     sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=cluster.rank, world_size=cluster.world_size)
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
@@ -321,6 +180,7 @@ def train(cfg: Config, args) -> int:
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 
     step, epoch, batch_index, skipped = 0, 0, 0, 0
+    bad_batches, bad_utterances = 0, set()
     best = None  # {"dev_wer", "dev_cer"} of best.ckpt
     if resume_from is not None:
         checkpoint.restore(values, model, optimizer)
@@ -357,15 +217,28 @@ def train(cfg: Config, args) -> int:
         checkpoint.prune(run_dir, cfg.train.keep_last)
         return path
 
-    progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-                    disable=not cluster.writes_checkpoints)
+    bar = progress(total=total_steps, initial=step, unit="step", disable=not cluster.writes_checkpoints)
     model.set_train(True)
+    loss = float("nan")
     while epoch < cfg.train.epochs and step < total_steps:
         batches = sampler.epoch(epoch)[batch_index:]
         prefetch = Prefetcher(batches, load_batch)
         last_time = time.perf_counter()
         try:
             for padded in prefetch:
+                if padded.left_out:
+                    # A worker that skipped a step alone would leave the others waiting in the AllReduce
+                    # until MS_NODE_TIMEOUT, so a data-parallel job stops at once and says why.
+                    if cluster.distributed:
+                        raise UserError(f"bad data in epoch {epoch}, batch {batch_index}: "
+                                        f"{'; '.join(why for _, why in padded.left_out)}; run ds2 preprocess again")
+                    batch_index += 1
+                    bad_batches += 1
+                    bad_utterances.update(index for index, _ in padded.left_out)
+                    bar.write(f"ds2 train: skipped a batch of epoch {epoch} for bad data: "
+                              f"{'; '.join(why for _, why in padded.left_out)}")
+                    last_time = time.perf_counter()
+                    continue
                 lr = learning_rate(cfg.train, step, epoch)
                 try:
                     loss, grad_norm, applied = train_step(
@@ -393,8 +266,8 @@ def train(cfg: Config, args) -> int:
                 if cfg.train.log_param_digest:
                     record["param_sha256"] = distributed.parameter_digest(model.trainable_params())
                 metrics.append(record)
-                progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
-                progress.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.1f}")
+                bar.update(1)
                 if step % cfg.train.checkpoint_every == 0 and batch_index < steps_per_epoch:
                     save({"train_loss": loss})
                 if step >= total_steps:
@@ -415,7 +288,7 @@ def train(cfg: Config, args) -> int:
             record.update(dev_cer=summary["cer"], dev_wer=summary["wer"])
             metrics.append({"kind": "dev", "step": step, "epoch": epoch, "dev_cer": summary["cer"],
                             "dev_wer": summary["wer"], "time": round(time.time(), 3)})
-            progress.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
+            bar.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
         path = save(record)
         if checkpoint.is_better(record, best):
             best = {"dev_wer": record["dev_wer"], "dev_cer": record["dev_cer"]}
@@ -423,7 +296,9 @@ def train(cfg: Config, args) -> int:
                 checkpoint.mark_best(run_dir, path)
         if cluster.writes_checkpoints:
             plot_curves(metrics.read(), run_dir / PLOT_FILE)
-    progress.close()
+    bar.close()
     best_text = f"best dev WER {best['dev_wer']:.4f} (CER {best['dev_cer']:.4f})" if best else "no dev evaluation"
-    print(f"done: step {step}, {skipped} skipped updates, {best_text}; {run_dir}")
+    bad_text = (f"; {bad_batches} batches skipped for bad data ({len(bad_utterances)} utterances, named above)"
+                if bad_batches else "")
+    print(f"done: step {step}, {skipped} skipped updates{bad_text}, {best_text}; {run_dir}")
     return 0

@@ -26,12 +26,12 @@ def run(cfg: Config, args) -> int:
     import mindspore as ms
     import numpy as np
 
-    from ds2.evaluate import decode_one, load_for_command
     from ds2.features import AudioError, compute_features, load_audio
+    from ds2.inference import decode_one, load_for_inference
+    from ds2.runtime import configure_mindspore
 
-    loaded = load_for_command(cfg, args, "transcribe")
-    if loaded is None:
-        return 1
+    configure_mindspore(cfg)
+    loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     model, stored = loaded.model, loaded.cfg
     failed = 0
     for path in args.audio:

@@ -11,6 +11,7 @@ import time
 import traceback
 from typing import List, Optional
 
+from ds2.config import add_options
 from envcheck import diagnose, report, runner, settings
 from envcheck.probes import PREPROCESS, STAGES, select
 
@@ -34,10 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time limit for every probe in seconds (default: each probe's own, 60-300 s)")
     parser.add_argument("--host", action="store_true",
                         help="also check this host's Docker engine, Compose v2 plugin and NVIDIA runtime")
-    parser.add_argument("--config", metavar="YAML", help="ds2 config file, as given to the stage")
-    parser.add_argument("--preset", default="small", help="ds2 config preset: small (default) or seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="ds2 config override, as given to the stage, e.g. --set train.device=GPU (repeatable)")
+    add_options(parser)  # --preset, --config, --set: exactly as the stage takes them
     parser.add_argument("--checkpoint", metavar="PATH",
                         help="also check that this ds2/MindSpore checkpoint loads into the model the stage builds "
                              "(stages train and eval; a missing or broken file is a FAIL, like a broken --config)")
@@ -53,13 +51,19 @@ def _resolve_python(name: str):
         return None, f"--python {name}: not an executable file"
     # The probes' own code needs Python 3.9+ (the project's version); anything older would fail every probe.
     try:
-        proc = subprocess.run([path, "-c", "import sys; sys.exit(sys.version_info < (3, 9))"],
+        proc = subprocess.run([path, "-c", "import sys; print(sys.version.split()[0]); sys.exit(sys.version_info < (3, 9))"],
                               capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"--python {name}: does not start ({exc})"
+    if proc.returncode < 0:
+        said = (proc.stderr.strip().splitlines() or [""])[0]
+        return None, (f"--python {name}: crashed at startup with {runner.signal_name(proc.returncode)}"
+                      + (f" ({said})" if said else "") + "; it cannot run any check")
+    if proc.returncode == 1 and proc.stdout.strip():
+        return None, f"--python {name}: is Python {proc.stdout.strip()}; the checks need Python 3.9 or newer"
     if proc.returncode != 0:
-        said = (proc.stderr.strip().splitlines() or ["it is older than 3.9"])[0]
-        return None, f"--python {name}: does not run as Python 3.9 or newer: {said}"
+        said = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
+        return None, f"--python {name}: fails at startup: {said}"
     return os.path.abspath(path), None
 
 

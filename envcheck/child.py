@@ -34,12 +34,22 @@ if sys.path and os.path.abspath(sys.path[0] or os.curdir) == ENVCHECK_DIR:
     del sys.path[0]
 
 
-def _load_envcheck_package() -> None:
+def _load_package(name: str, directory: str) -> None:
     spec = importlib.util.spec_from_file_location(
-        "envcheck", os.path.join(ENVCHECK_DIR, "__init__.py"), submodule_search_locations=[ENVCHECK_DIR])
+        name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
     package = importlib.util.module_from_spec(spec)
-    sys.modules["envcheck"] = package
+    sys.modules[name] = package
     spec.loader.exec_module(package)
+
+
+def _load_envcheck_and_ds2() -> None:
+    """envcheck, and the ds2 beside it unless the interpreter has its own (probes read ds2's config,
+    shapes, memory plan and runtime; the checkpoint probe builds its model). Importing the ds2 package
+    imports nothing heavy: its modules import what they need when a probe imports them."""
+    _load_package("envcheck", ENVCHECK_DIR)
+    ds2_dir = os.path.join(os.path.dirname(ENVCHECK_DIR), "ds2")
+    if importlib.util.find_spec("ds2") is None and os.path.isfile(os.path.join(ds2_dir, "__init__.py")):
+        _load_package("ds2", ds2_dir)
 
 
 def _write_result(path: str, result: dict) -> None:
@@ -52,7 +62,7 @@ def _write_result(path: str, result: dict) -> None:
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         request = json.load(f)
-    _load_envcheck_package()
+    _load_envcheck_and_ds2()
     from envcheck import progress
 
     progress.open_log(request["progress_path"])

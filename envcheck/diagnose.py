@@ -179,6 +179,9 @@ def diagnose(results: List[ProbeResult], rules: List[dict]) -> None:
             result.diagnosis.append(Diagnosis(rule["id"], _fill(rule["title"], values, installed),
                                               _fill(rule["explanation"], values, installed),
                                               [_fill(step, values, installed) for step in rule["fix"]]))
-            if rule.get("severity"):
-                result.status = worse(result.status, rule["severity"])
+            if rule.get("severity") and worse(result.status, rule["severity"]) != result.status:
+                # The probe's own summary described what it saw before the rule knew better; the line's
+                # status and its words must agree, so the summary says what raised it.
+                result.status = rule["severity"]
+                result.summary = f"{result.summary}; but: {result.diagnosis[-1].title}"
 

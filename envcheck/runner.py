@@ -23,30 +23,27 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Dict, List, Optional, Set, Tuple
 
-from envcheck import cgroup, import_pairs, progress
+from ds2 import memory
+from envcheck import import_pairs, progress
 from envcheck.probes import Probe
-from envcheck.probes.memory import meminfo
 from envcheck.result import FAIL, SKIP, STATUSES, ProbeResult
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
 TRACEBACK_GRACE_S = 1.0   # after SIGUSR1, how long faulthandler gets to print stacks before SIGKILL
 OUTPUT_LIMIT = 200_000    # characters of stdout/stderr kept per probe (the tail)
+MAX_WORKERS = 4           # probes at once
 _LIVE_GROUPS: Set[int] = set()  # process groups of running probes, killed if envcheck is interrupted
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
 def default_workers() -> int:
-    """Parallel probes: the usable cores plus one (probes also wait on disk and on process start-up),
-    but no more than one per GiB of memory: a MindSpore probe holds about 0.7 GB, and envcheck must not
-    be what runs a small container out of memory."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    memory = [limit for limit in (cgroup.memory_limit()[0], meminfo().get("MemAvailable")) if limit]
-    by_memory = int(min(memory) // (1024 ** 3)) if memory else cores + 1
-    return max(1, min(cores + 1, 6, by_memory))
+    """Parallel probes: one per GiB of usable memory (a MindSpore probe holds about 0.7 GB, and envcheck
+    must not be what runs a small container out of memory), at most MAX_WORKERS. Probes spend much of
+    their time starting processes and importing, so they are not limited to one per core."""
+    usable = memory.usable_bytes()
+    by_memory = int(usable // memory.GIB) if usable else MAX_WORKERS
+    return max(1, min(MAX_WORKERS, by_memory))
 
 
 def run_probes(probes: List[Probe], settings: dict, python: str, timeout_s: Optional[float],

@@ -2,16 +2,12 @@
 
 The configuration comes from ds2.config (preset, optional YAML file, --set overrides), the same code
 the stages use, so envcheck checks the window, model size, batch, device and directories the job will
-really use.
-It is read in envcheck's own process: it is project code that needs only the standard library
-(and PyYAML for a --config file), not part of the environment under test.
+really use. It is read in envcheck's own process: ds2.config needs only the standard library (and
+PyYAML for a --config file), so a broken environment under test does not stop it.
 
 Probes receive settings = {"stage": ..., "config": <ds2 Config as a dict> or None, ...} and read
-config keys with defaults through config_value(); without ds2 they check defaults and say so.
-Two more keys serve the checkpoint probe: "checkpoint", the absolute path given with --checkpoint
-(or None), and "ds2_root", the directory envcheck imported ds2 from (or None). A probe process does
-not have the repository root on sys.path, so a probe that needs ds2 adds ds2_root when the
-interpreter under test cannot import ds2 by itself.
+config keys with config_value() (or configured(), the typed Config, where ds2 is importable).
+"checkpoint" is the absolute path given with --checkpoint, or None.
 """
 from __future__ import annotations
 
@@ -29,11 +25,10 @@ def load(stage: Optional[str], preset: str, config_path: Optional[str],
     """Settings for the probes, and a result line saying where the configuration came from."""
     start = time.monotonic()
     settings = {"stage": stage, "preset": preset, "config_path": config_path, "overrides": list(overrides),
-                "config": None, "checkpoint": os.path.abspath(checkpoint) if checkpoint is not None else None,
-                "ds2_root": None}
+                "config": None, "checkpoint": os.path.abspath(checkpoint) if checkpoint is not None else None}
     try:
         from ds2 import config as ds2_config
-    except Exception as exc:  # not installed, or broken: the checks still run, with defaults
+    except Exception as exc:  # not importable, or broken: the checks still run, with defaults
         status = FAIL if config_path or overrides else INFO
         summary = (f"cannot apply --config/--set: ds2.config is not importable ({type(exc).__name__}: {exc})"
                    if config_path or overrides else
@@ -41,10 +36,12 @@ def load(stage: Optional[str], preset: str, config_path: Optional[str],
                    "and no model-size estimate")
         return settings, ProbeResult("config", TITLE, status, summary, duration_s=time.monotonic() - start,
                                      findings=["config-unreadable"] if config_path or overrides else [])
-    settings["ds2_root"] = os.path.dirname(os.path.dirname(os.path.abspath(ds2_config.__file__)))
     try:
         cfg = ds2_config.load_config(preset, config_path, list(overrides))
-    except Exception as exc:  # bad preset, unreadable or invalid YAML, PyYAML missing
+    except ds2_config.ConfigError as exc:
+        return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {exc}",
+                                     duration_s=time.monotonic() - start, findings=["config-unreadable"])
+    except Exception as exc:  # PyYAML missing for a --config file
         return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {type(exc).__name__}: "
                                      f"{exc}", duration_s=time.monotonic() - start, findings=["config-unreadable"])
     settings["config"] = ds2_config.to_dict(cfg)
@@ -63,3 +60,19 @@ def config_value(settings: dict, dotted: str, default: Any = None) -> Any:
             return default
         value = value[part]
     return value
+
+
+def configured_device(settings: dict) -> str:
+    """The configured training/eval device, CPU or GPU (ds2.config checked and normalised it)."""
+    return config_value(settings, "train.device", "CPU")
+
+
+def configured(settings: dict):
+    """The ds2 Config the stage will run with, or None when the configuration did not load.
+
+    For probes that compute with it (memory, disk): they run in a subprocess where envcheck/child.py
+    has made ds2 importable.
+    """
+    from ds2.config import from_dict
+
+    return from_dict(settings["config"]) if settings.get("config") else None

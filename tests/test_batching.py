@@ -1,6 +1,7 @@
 """Length-bucketed batching: duration cap, every utterance once, determinism, shards, resume."""
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,40 +104,58 @@ def test_shards_are_disjoint_and_equal(frames):
         make_sampler(frames, rank=3, world_size=3)
 
 
-def test_resume_position_names_the_same_next_batch(frames):
-    full = make_sampler(frames).epoch(1)
-    resumed = make_sampler(frames).epoch(1)[17:]  # a new process, same data position
-    assert resumed == full[17:]
-
-
 def test_pad_batch_zeroes_padding_and_keeps_true_lengths():
     feats = [np.ones((3, 5), np.float32), 2 * np.ones((3, 8), np.float32)]
     labels = [[1, 2], [3, 4, 5]]
-    padded = pad_batch(Batch((4, 9), 12), feats, labels, label_width=6, frame_seconds=FRAME_SECONDS)
-    assert padded.features.shape == (2, 1, 3, 12)
+    padded = pad_batch((4, 9), 12, feats, labels, n_bins=3, label_width=6, frame_seconds=FRAME_SECONDS)
+    assert padded.features.shape == (2, 1, 3, 12) and padded.indices == (4, 9)
     assert padded.features[0, 0, :, 5:].sum() == 0 and padded.features[0, 0, :, :5].min() == 1
     assert padded.frames.tolist() == [5, 8]
     assert padded.labels.tolist() == [[1, 2, 0, 0, 0, 0], [3, 4, 5, 0, 0, 0]]
     assert padded.label_lengths.tolist() == [2, 3]
     assert padded.audio_seconds == pytest.approx(13 * FRAME_SECONDS)
-    with pytest.raises(ValueError):
-        pad_batch(Batch((1,), 6), [feats[1]], [labels[1]], 6, FRAME_SECONDS)
+    empty = pad_batch((), 12, [], [], n_bins=3, label_width=6, frame_seconds=FRAME_SECONDS)
+    assert empty.features.shape == (0, 1, 3, 12) and empty.audio_seconds == 0
 
 
 def test_label_widths_hold_every_fitting_utterance():
     assert label_widths([10, 20], [5, 9, 15], [4, 7, 3]) == [7, 7]
 
 
-def test_prefetcher_keeps_order_and_runs_ahead():
+def test_prefetcher_keeps_order_in_its_own_thread():
     batches = [Batch((i,), 4) for i in range(10)]
-    loaded = []
+    threads = []
 
     def load(batch):
-        loaded.append(threading.current_thread().name)
+        threads.append(threading.current_thread().name)
         return batch.indices[0]
 
     assert list(Prefetcher(batches, load)) == list(range(10))
-    assert set(loaded) == {"ds2-prefetch"}
+    assert set(threads) == {"ds2-prefetch"}
+
+
+def test_prefetcher_runs_ahead_of_the_consumer_by_its_depth():
+    loaded = []
+    ahead = threading.Event()
+
+    def load(batch):
+        loaded.append(batch.indices[0])
+        if len(loaded) == 1 + 1 + 3:   # the batch taken, the one the thread holds, and a full queue
+            ahead.set()
+        return batch.indices[0]
+
+    prefetch = Prefetcher([Batch((i,), 4) for i in range(20)], load, depth=3)
+    try:
+        items = iter(prefetch)
+        assert next(items) == 0
+        # While the consumer works on batch 0, the thread loads the next ones without being asked...
+        assert ahead.wait(timeout=10), f"loaded only {loaded} while the consumer was busy"
+        time.sleep(0.3)
+        # ...up to its depth (a bounded queue, plus the batch it is waiting to put), and no further.
+        assert loaded == list(range(5))
+        assert list(items) == list(range(1, 20))
+    finally:
+        prefetch.close()
 
 
 def test_prefetcher_reraises_loader_errors():

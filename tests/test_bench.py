@@ -7,7 +7,7 @@ import pytest
 from bench import train_speed
 from ds2.batching import BatchSampler
 from ds2.config import load_config
-from ds2.features import num_frames
+from ds2.shapes import input_frames
 
 
 def test_duration_mix_is_librispeech_like():
@@ -23,7 +23,7 @@ def test_duration_mix_is_librispeech_like():
 def corpus_frames():
     cfg = load_config("small")
     durations = train_speed.librispeech_like_durations(1000, seed=2)
-    return cfg, np.array([num_frames(int(d * 16000), cfg.features) for d in durations])
+    return cfg, np.array([input_frames(int(d * 16000), cfg.features) for d in durations])
 
 
 def test_plans_use_every_utterance_once(corpus_frames):

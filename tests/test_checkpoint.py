@@ -5,9 +5,10 @@ import pytest
 ms = pytest.importorskip("mindspore")
 
 from ds2 import checkpoint  # noqa: E402
+from ds2.errors import UserError  # noqa: E402
 from ds2.config import ModelConfig, TrainConfig  # noqa: E402
 from ds2.model import DeepSpeech2  # noqa: E402
-from ds2.train import build_optimizer  # noqa: E402
+from ds2.step import build_optimizer  # noqa: E402
 
 CFG = ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5), rnn_hidden=8, rnn_layers=2)
 
@@ -70,7 +71,7 @@ def test_prune_best_and_resolve(tmp_path):
     best = checkpoint.resolve(tmp_path, "best")
     assert checkpoint.load(best)[1]["step"] == 4  # survives the pruning of step-4
     assert checkpoint.best_metric(tmp_path) == pytest.approx({"dev_wer": 0.5, "dev_cer": 0.25})
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="train first"):
         checkpoint.resolve(tmp_path / "nothing", "last")
 
 
@@ -119,7 +120,7 @@ import mindspore as ms
 from ds2 import checkpoint
 from ds2.config import ModelConfig, TrainConfig
 from ds2.model import DeepSpeech2
-from ds2.train import build_optimizer
+from ds2.step import build_optimizer
 cfg = ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5), rnn_hidden=8, rnn_layers=2)
 model = DeepSpeech2(cfg, 17)
 optimizer = build_optimizer(model, TrainConfig())

@@ -15,7 +15,7 @@ from mindspore import nn, ops  # noqa: E402
 from ds2 import checkpoint, convert, reconcile  # noqa: E402
 from ds2.config import DEFAULT_LABELS, Config, ModelConfig  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.train import build_optimizer  # noqa: E402
+from ds2.step import build_optimizer  # noqa: E402
 
 CHANNELS, KERNEL1, KERNEL2, HIDDEN = 4, (5, 3), (3, 3), 8
 

@@ -92,7 +92,7 @@ def free_port() -> int:
 def test_two_local_workers_train_identical_parameters_on_different_data(tmp_path):
     """Scheduler + 2 worker processes on this machine, MindSpore's CPU collectives (MCCL)."""
     pytest.importorskip("mindspore")
-    from tests.test_train import tiny_overrides, write_tone_corpus
+    from tests.helpers import tiny_overrides, write_tone_corpus
 
     manifests = write_tone_corpus(tmp_path / "corpus", counts=(("train", 32), ("dev", 4), ("test", 4)))
     run_dir = tmp_path / "run"

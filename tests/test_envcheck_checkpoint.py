@@ -11,15 +11,15 @@ import pytest
 from envcheck import report
 from envcheck.probes import select
 from envcheck.result import FAIL, ProbeResult
-from tests.test_envcheck_support import REPO, run_envcheck
+from tests.envcheck_helpers import REPO, run_envcheck
 
 ms = pytest.importorskip("mindspore")
 
 from ds2 import checkpoint  # noqa: E402
 from ds2.config import load_config, to_dict  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.train import build_optimizer  # noqa: E402
-from tests.test_reconcile import save_training_state  # noqa: E402
+from ds2.step import build_optimizer  # noqa: E402
+from tests.helpers import save_training_state  # noqa: E402
 
 TINY = ["model.conv_channels=4", "model.rnn_hidden=8", "model.rnn_layers=2"]
 TINY_OPTIONS = [word for override in TINY for word in ("--set", override)]

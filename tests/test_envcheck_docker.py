@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.test_envcheck_support import bare_venv, run_envcheck, write_tool
+from tests.envcheck_helpers import bare_venv, run_envcheck, write_tool
 
 HOST_ONLY = ("--host", "--only", "docker")
 CLI_WITHOUT_COMPOSE_OR_NVIDIA = """

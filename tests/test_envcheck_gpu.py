@@ -11,7 +11,7 @@ import pytest
 
 from envcheck import elf
 from envcheck.probes import gpu_devices, gpu_libs
-from tests.test_envcheck_support import run_envcheck, write_package, write_tool
+from tests.envcheck_helpers import run_envcheck, write_package, write_tool
 
 DEVICE_GPU = "train:\n  device: GPU\n"
 

@@ -1,8 +1,9 @@
 """The knowledge base: every rule file is valid, every rule is tested, and matching works as documented."""
 from __future__ import annotations
 
-import re
+import ast
 from pathlib import Path
+from typing import List, Set
 
 import pytest
 
@@ -22,12 +23,52 @@ def test_rule_files_are_valid_and_ids_unique():
     assert len({r["id"] for r in rules}) == len(rules)
 
 
-def test_every_rule_has_a_test():
-    mentioned = set()
+def _strings(node) -> Set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def _checks(node) -> List[ast.AST]:
+    """The assert statements and the Run.diagnosis(probe, rule) calls (which fail when the rule did not fire)."""
+    return [n for n in ast.walk(node) if isinstance(n, ast.Assert) or
+            (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "diagnosis")]
+
+
+def asserted_strings(source: str) -> Set[str]:
+    """Strings a test file checks: inside an assert or a diagnosis() call, or given by a parametrize
+    decorator to a test argument that an assert or a diagnosis() call uses."""
+    tree = ast.parse(source)
+    found = set()
+    for check in _checks(tree):
+        found |= _strings(check)
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        used = {n.id for check in _checks(function) for n in ast.walk(check) if isinstance(n, ast.Name)}
+        for decorator in function.decorator_list:
+            if isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "parametrize":
+                names = {name.strip() for name in decorator.args[0].value.split(",")}
+                if names & used:
+                    found |= _strings(decorator.args[1])
+    return found
+
+
+def test_every_rule_has_a_test_that_asserts_it_fired():
+    asserted = set()
     for path in TESTS.glob("test_envcheck*.py"):
-        mentioned |= set(re.findall(r"[\"']([a-z0-9][a-z0-9.-]+)[\"']", path.read_text()))
-    untested = sorted(r["id"] for r in diagnose.load_rules() if r["id"] not in mentioned)
+        asserted |= asserted_strings(path.read_text())
+    untested = sorted(r["id"] for r in diagnose.load_rules() if r["id"] not in asserted)
     assert untested == []
+
+
+def test_the_rule_test_check_tells_an_assertion_from_a_mention():
+    source = (
+        'NOTE = "mentioned-only"\n'
+        'def test_a(run):\n    assert "asserted-rule" in run.rules("p")\n'
+        'def test_b(run):\n    run.diagnosis("p", "diagnosed-rule")\n'
+        '@pytest.mark.parametrize("rule_id", ["param-rule"])\ndef test_c(run, rule_id):\n    assert rule_id in x\n'
+        '@pytest.mark.parametrize("other", ["unused-param"])\ndef test_d(run, other):\n    print("printed-rule")\n')
+    assert asserted_strings(source) >= {"asserted-rule", "diagnosed-rule", "param-rule", "p"}
+    assert not asserted_strings(source) & {"mentioned-only", "unused-param", "printed-rule"}
 
 
 @pytest.mark.parametrize("broken, message", [

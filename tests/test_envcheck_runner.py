@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from tests.test_envcheck_support import PYTHON, REPO, bare_venv, run_envcheck, write_package
+from tests.envcheck_helpers import PYTHON, REPO, bare_venv, run_envcheck, write_package
 
 LEVENSHTEIN = ("--stage", "eval", "--only", "import.levenshtein")
 

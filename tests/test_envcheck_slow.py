@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.test_envcheck_support import run_envcheck
+from tests.envcheck_helpers import run_envcheck
 
 pytestmark = pytest.mark.slow
 

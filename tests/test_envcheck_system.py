@@ -1,6 +1,6 @@
-"""Feature settings, espeak-ng, memory, /dev/shm, disk, CPU features and threads, in real broken states:
-configs that ask for too much, a 64 MiB /dev/shm and a CPU without AVX2 in a private mount namespace,
-a PATH without espeak-ng, an unwritable directory."""
+"""Feature settings, espeak-ng, memory, disk, CPU features and threads, in real broken states:
+configs that ask for too much, a CPU without AVX2 in a private mount namespace, a PATH without
+espeak-ng, an unwritable directory."""
 from __future__ import annotations
 
 import shutil
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from envcheck import cgroup
 from envcheck.probes import cpu_features
-from tests.test_envcheck_support import PYTHON, run_envcheck
+from tests.envcheck_helpers import PYTHON, run_envcheck
 
 
 def write_config(path: Path, text: str) -> str:
@@ -59,16 +58,6 @@ def test_espeak_missing_from_path(tmp_path):
     assert "espeak-missing" in run.rules("espeak")
 
 
-@needs_mount_namespace
-def test_docker_default_shm_size_is_too_small():
-    mount_small_shm = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$@"', "sh"]
-    run = run_envcheck("--stage", "train", "--only", "shm", prefix=mount_small_shm)
-    probe = run.probe("shm")
-    assert probe["status"] == "warn" and probe["details"]["size_mib"] == 64
-    assert "shm-too-small" in run.rules("shm")
-    assert run.code == 2  # warnings only
-
-
 def test_memory_limit_below_the_model_estimate(tmp_path):
     config = write_config(tmp_path / "huge.yaml",
                           "model:\n  rnn_hidden: 8192\n  rnn_layers: 12\ntrain:\n  max_batch_seconds: 4000\n")
@@ -80,10 +69,10 @@ def test_memory_limit_below_the_model_estimate(tmp_path):
 
 
 def test_memory_available_now_below_the_estimate(tmp_path):
-    from ds2.config import load_config, to_dict
-    from envcheck.probes.memory import estimate
+    from ds2.config import load_config
+    from ds2.memory import estimate
     # (Stage eval: for training, a shortage of available memory makes ds2 train pick smaller batch
-    # settings instead; see the fit tests below.) Another process holds 2 GiB, so that less memory is available than the limit allows; the batch
+    # settings instead; see tests/test_memory.py.) Another process holds 2 GiB, so that less memory is available than the limit allows; the batch
     # length is then chosen so that the estimate falls between the two.
     holder = subprocess.Popen([PYTHON, "-c", "import time; held = b'x' * (2 << 30); print('held', flush=True); "
                                "time.sleep(300)"], stdout=subprocess.PIPE, text=True)
@@ -93,12 +82,11 @@ def test_memory_available_now_below_the_estimate(tmp_path):
         low, high = facts["available_bytes"], facts["usable_bytes"]
         if high - low < 1024 ** 3:
             pytest.skip("usable and available memory are too close to aim between them")
-        config = to_dict(load_config("seed"))
+        config = load_config("seed")
         seconds_lo, seconds_hi = 1.0, 100000.0
         for _ in range(60):  # bisect the batch length: the estimate grows with it
             middle = (seconds_lo + seconds_hi) / 2
-            config["train"]["max_batch_seconds"] = middle
-            if estimate({"stage": "eval", "config": config}, training=False)["total_bytes"] < (low + high) / 2:
+            if estimate(config, training=False, batch_seconds=middle).total_bytes < (low + high) / 2:
                 seconds_lo = middle
             else:
                 seconds_hi = middle
@@ -112,32 +100,6 @@ def test_memory_available_now_below_the_estimate(tmp_path):
     assert "memory-available-low" in run.rules("memory")
 
 
-def test_preset_estimates_are_in_the_documented_range():
-    from ds2.config import load_config, to_dict
-    from envcheck.probes.memory import estimate
-    seed = estimate({"stage": "train", "config": to_dict(load_config("seed"))}, training=True)
-    small = estimate({"stage": "train", "config": to_dict(load_config("small"))}, training=True)
-    assert 80e6 < seed["parameters"] < 95e6  # 5 x BiLSTM 1024 over 32 x 41 conv features
-    assert seed["graphs"] == 17 and 250 * 1024 ** 3 < seed["total_bytes"] < 320 * 1024 ** 3
-    assert 6 * 1024 ** 3 < small["total_bytes"] < 8 * 1024 ** 3
-
-
-def test_fit_takes_buckets_away_first_then_batch_seconds():
-    from ds2.config import load_config, to_dict
-    from envcheck.probes.memory import HEADROOM, MIN_BUCKETS, estimate, fit
-    seed = {"config": to_dict(load_config("seed"))}
-    configured = estimate(seed, training=True)
-    assert fit(seed, int(configured["total_bytes"] / HEADROOM) + 1) == configured   # fits: unchanged
-    fewer = estimate(seed, training=True, num_buckets=8)
-    chosen = fit(seed, int(fewer["total_bytes"] / HEADROOM) + 1)
-    assert (chosen["num_buckets"], chosen["batch_seconds"]) == (8, 160.0)         # buckets go first
-    at_24 = fit(seed, 24 * 1024 ** 3)
-    assert at_24["num_buckets"] == MIN_BUCKETS and 10 <= at_24["batch_seconds"] < 160
-    assert at_24["total_bytes"] <= 24 * 1024 ** 3 * HEADROOM
-    assert estimate(seed, True, MIN_BUCKETS, at_24["batch_seconds"] + 1)["total_bytes"] > 24 * 1024 ** 3 * HEADROOM
-    assert fit(seed, 2 * 1024 ** 3) is None                                          # nothing fits
-
-
 def test_memory_probe_says_which_settings_train_will_use(tmp_path):
     run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "memory")
     probe = run.probe("memory")
@@ -145,36 +107,6 @@ def test_memory_probe_says_which_settings_train_will_use(tmp_path):
         pytest.skip("this machine holds the seed preset's configured batch settings")
     assert probe["status"] == "warn" and "batch-reduced-to-fit" in run.rules("memory")
     assert "ds2 train will use train.num_buckets=" in probe["summary"]
-
-
-def test_cgroup_v2_memory_and_cpu_limits(tmp_path):
-    root = tmp_path / "cgroup"
-    (root / "docker" / "abc").mkdir(parents=True)
-    (root / "cgroup.controllers").write_text("cpu memory\n")
-    (root / "docker" / "memory.max").write_text("4294967296\n")
-    (root / "docker" / "abc" / "memory.max").write_text("max\n")
-    (root / "docker" / "abc" / "cpu.max").write_text("150000 100000\n")
-    self_cgroup = tmp_path / "self-cgroup"
-    self_cgroup.write_text("0::/docker/abc\n")
-    limit, source = cgroup.memory_limit(str(root), str(self_cgroup))
-    assert limit == 4 * 1024 ** 3 and source.endswith("docker/memory.max")  # the parent's limit applies
-    quota, _ = cgroup.cpu_quota(str(root), str(self_cgroup))
-    assert quota == 1.5
-
-
-def test_cgroup_v1_memory_and_cpu_limits(tmp_path):
-    root = tmp_path / "cgroup"
-    (root / "memory").mkdir(parents=True)
-    (root / "cpu,cpuacct").mkdir()
-    (root / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
-    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("200000\n")
-    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
-    self_cgroup = tmp_path / "self-cgroup"
-    self_cgroup.write_text("5:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
-    assert cgroup.memory_limit(str(root), str(self_cgroup))[0] == 2 * 1024 ** 3
-    assert cgroup.cpu_quota(str(root), str(self_cgroup))[0] == 2.0
-    (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "unlimited"
-    assert cgroup.memory_limit(str(root), str(self_cgroup))[0] is None
 
 
 def test_not_enough_disk_for_librispeech(tmp_path):

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from tests.test_envcheck_support import run_envcheck, write_package
+from tests.envcheck_helpers import run_envcheck, write_package
 
 FAKE_TORCH = """
     class _Tensor:

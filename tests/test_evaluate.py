@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("mindspore")
 
 from ds2.__main__ import main  # noqa: E402
-from tests.test_train import tiny_overrides, write_tone_corpus  # noqa: E402
+from tests.helpers import tiny_overrides, write_tone_corpus  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +31,47 @@ def test_eval_writes_per_utterance_results_and_summary(trained, capsys):
     assert "WER" in capsys.readouterr().out
 
 
-def test_eval_with_beam_search(trained):
+def model_log_probs(overrides, split):
+    """{utterance id: log-probabilities} of the last checkpoint's model on a split, decoded by nobody yet."""
+    from ds2.config import load_config
+    from ds2.data.sets import load_sets
+    from ds2.inference import load_for_inference, log_probs_of
+
+    cfg = load_config("small", overrides=[o for o in overrides if o != "--set"])
+    loaded = load_for_inference(cfg, "last", [])
+    data = load_sets(loaded.cfg, [split])[split]
+    return {data.utterances[i].id: lp for i, lp in log_probs_of(loaded.model, data, [])}, loaded.cfg
+
+
+def test_eval_with_beam_search_writes_the_beam_search_transcripts(trained):
+    from ds2.decode import beam_search_decode
+    from ds2.metrics import error_rates
+
     root, _, overrides = trained
     assert main(["eval", "--checkpoint", "last", "--split", "dev", "--beam", "4"] + overrides) == 0
     summary = json.loads((root / "run" / "eval" / "dev_summary.json").read_text())
-    assert summary["decoder"] == "beam4"
+    lines = [json.loads(l) for l in (root / "run" / "eval" / "dev.jsonl").read_text().splitlines()]
+    log_probs, cfg = model_log_probs(overrides, "dev")
+    labels = cfg.model.labels
+    assert summary["decoder"] == "beam4" and summary["utterances"] == len(log_probs) == len(lines)
+    for line in lines:
+        assert line["hyp"] == beam_search_decode(log_probs[line["id"]], len(log_probs[line["id"]]), labels, beam_width=4)
+    assert summary["wer"] == pytest.approx(error_rates([l["ref"] for l in lines], [l["hyp"] for l in lines]).wer)
 
 
-def test_transcribe_prints_one_line_per_file(trained, capsys):
+def test_transcribe_prints_what_eval_decodes(trained, capsys):
     root, manifests, overrides = trained
-    samples = json.loads(manifests["test"].read_text())["samples"][:2]
+    assert main(["eval", "--checkpoint", "last", "--split", "test"] + overrides) == 0
+    decoded = {json.loads(l)["id"]: json.loads(l)["hyp"]
+               for l in (root / "run" / "eval" / "test.jsonl").read_text().splitlines()}
+    samples = json.loads(manifests["test"].read_text())["samples"][:3]
+    capsys.readouterr()
     assert main(["transcribe", "--checkpoint", "last"] + overrides + [s["wav_path"] for s in samples]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if "\t" in l]
-    assert [l.split("\t")[0] for l in lines] == [s["wav_path"] for s in samples]
+    lines = [l.split("\t") for l in capsys.readouterr().out.splitlines() if "\t" in l]
+    # One line per file, in order, with the transcript eval got from the same model (padding differs:
+    # transcribe pads each file to whole seconds, eval to its bucket; the model masks padding).
+    assert [(path, text) for path, text in lines] == [(s["wav_path"], decoded[s["id"]]) for s in samples]
+    assert any(decoded[s["id"]] for s in samples), "the model decodes nothing: the test shows no transcript"
 
 
 def test_training_wrote_metrics_and_plot(trained):

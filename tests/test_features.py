@@ -8,7 +8,8 @@ import soundfile
 
 from ds2.config import FeatureConfig
 from ds2.features import (EmptyAudioError, FeatureCache, UnreadableAudioError, compute_features,
-                          load_audio, num_frames)
+                          load_audio)
+from ds2.shapes import input_frames
 
 
 def noise(num_samples, seed=0):
@@ -16,11 +17,11 @@ def noise(num_samples, seed=0):
 
 
 @pytest.mark.parametrize("num_samples", [1, 159, 160, 161, 320, 4000, 16000, 16001])
-def test_shape_matches_num_frames(num_samples):
+def test_shape_matches_input_frames(num_samples):
     cfg = FeatureConfig()
     features = compute_features(noise(num_samples), cfg)
     assert features.dtype == np.float32
-    assert features.shape == (cfg.n_bins, num_frames(num_samples, cfg)) == (161, 1 + num_samples // 160)
+    assert features.shape == (cfg.n_bins, input_frames(num_samples, cfg)) == (161, 1 + num_samples // 160)
 
 
 def test_matches_a_hand_written_stft():
@@ -30,7 +31,7 @@ def test_matches_a_hand_written_stft():
     padded = np.concatenate([np.zeros(cfg.n_fft // 2), audio, np.zeros(cfg.n_fft // 2)])
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(cfg.n_fft) / cfg.n_fft)
     expected = np.stack([np.log1p(np.abs(np.fft.rfft(padded[t * cfg.hop_length:t * cfg.hop_length + cfg.n_fft] * window)))
-                         for t in range(num_frames(audio.size, cfg))], axis=1)
+                         for t in range(input_frames(audio.size, cfg))], axis=1)
     np.testing.assert_allclose(compute_features(audio, cfg), expected, atol=1e-4)
 
 
@@ -86,7 +87,7 @@ def test_cache_reuses_and_invalidates(tmp_path):
     np.testing.assert_array_equal(first, compute_features(load_audio(audio_path, 16000), FeatureConfig()))
 
     soundfile.write(audio_path, noise(4800, seed=3), 16000)  # new content: new size and mtime
-    assert cache.features(audio_path).shape[1] == num_frames(4800, FeatureConfig())
+    assert cache.features(audio_path).shape[1] == input_frames(4800, FeatureConfig())
     assert cache.misses == 2
 
     other_config = FeatureCache(tmp_path / "cache", dataclasses.replace(FeatureConfig(), normalize=False))

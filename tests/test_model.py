@@ -5,7 +5,8 @@ import pytest
 ms = pytest.importorskip("mindspore")
 
 from ds2.config import ModelConfig, seed_preset  # noqa: E402
-from ds2.model import BiLSTM, CTCLoss, DeepSpeech2, TrainNetwork, output_lengths  # noqa: E402
+from ds2.model import BiLSTM, CTCLoss, DeepSpeech2, TrainNetwork  # noqa: E402
+from ds2.shapes import output_lengths  # noqa: E402
 
 N_BINS = 33
 
@@ -106,7 +107,7 @@ def test_parameter_names_are_readable():
 
 @pytest.mark.slow
 def test_seed_preset_trains_one_step_on_librispeech_shaped_input():
-    from ds2.train import build_optimizer, make_train_step
+    from ds2.step import build_optimizer, make_train_step
 
     ms.set_context(mode=ms.GRAPH_MODE)
     cfg = seed_preset()

@@ -8,6 +8,8 @@ import pytest
 import soundfile
 
 from ds2 import preprocess
+from ds2.__main__ import main
+from ds2.data.sets import feature_cache_dir, manifest_path
 from ds2.config import load_config
 from ds2.data.manifest import Utterance, read_manifest, write_csv_manifest
 from ds2.features import FeatureCache
@@ -27,20 +29,11 @@ def run_preprocess(cfg, *argv):
 
 def test_manifest_path_defaults_and_overrides(tmp_path):
     cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}"])
-    assert preprocess.manifest_path(cfg, "train") == tmp_path / "manifests" / "train.json"
+    assert manifest_path(cfg, "train") == tmp_path / "manifests" / "train.json"
     cfg.data.dev_manifest = "/elsewhere/dev.json"
-    assert str(preprocess.manifest_path(cfg, "dev")) == "/elsewhere/dev.json"
+    assert str(manifest_path(cfg, "dev")) == "/elsewhere/dev.json"
     cfg.data.source = "manifest"  # then the setting is the input, and the checked copy lives in data_dir
-    assert preprocess.manifest_path(cfg, "dev") == tmp_path / "manifests" / "dev.json"
-
-
-def test_output_frames_uses_the_conv_time_strides():
-    cfg = load_config("small")
-    cfg.model.conv1_stride, cfg.model.conv2_stride = (2, 2), (2, 1)  # time strides 2 and 1
-    assert preprocess.output_time_stride(cfg) == 2
-    assert preprocess.output_frames(1.0, cfg) == 51          # 16000 samples -> 101 frames -> ceil(101 / 2)
-    cfg.model.conv2_stride = (2, 3)
-    assert preprocess.output_frames(1.0, cfg) == 17          # ceil(101 / 6)
+    assert manifest_path(cfg, "dev") == tmp_path / "manifests" / "dev.json"
 
 
 def test_manifest_source_is_checked_filtered_and_summarised(tmp_path, capsys):
@@ -74,33 +67,30 @@ def test_manifest_source_is_checked_filtered_and_summarised(tmp_path, capsys):
                    "characters outside the labels", "missing audio file"):
         assert table[f"skipped: {reason}"] == ["1", "0"]
 
-    kept, report = read_manifest(preprocess.manifest_path(cfg, "train"))
+    kept, report = read_manifest(manifest_path(cfg, "train"))
     assert report.total == 0
     assert [(u.id, u.text) for u in kept] == [("19-198-0000", "HELLO WORLD"), ("19-198-0001", "GOOD MORNING")]
-    csv_kept, _ = read_manifest(preprocess.manifest_path(cfg, "train").with_suffix(".csv"))
+    csv_kept, _ = read_manifest(manifest_path(cfg, "train").with_suffix(".csv"))
     assert csv_kept == kept
-    assert not preprocess.manifest_path(cfg, "test").exists()  # no test manifest given: no test split
+    assert not manifest_path(cfg, "test").exists()  # no test manifest given: no test split
 
-    cache = FeatureCache(preprocess.feature_cache_dir(cfg), cfg.features)
+    cache = FeatureCache(feature_cache_dir(cfg), cfg.features)
     cache.features(kept[0].audio_path)
     assert (cache.hits, cache.misses) == (1, 0)  # --warm-cache computed it already
 
 
 def test_bad_data_paths_give_one_line_errors(tmp_path, capsys):
-    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}", "data.source=librispeech",
-                                          "data.librispeech_dir=/no/such/dir"])
-    assert run_preprocess(cfg) == 1
+    assert main(["preprocess", "--set", f"data.data_dir={tmp_path}", "--set", "data.source=librispeech",
+                 "--set", "data.librispeech_dir=/no/such/dir"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "/no/such/dir" in error and "Traceback" not in error
 
-    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path}", "data.source=manifest",
-                                          f"data.train_manifest={tmp_path / 'missing.json'}"])
-    assert run_preprocess(cfg) == 1
+    manifest_source = ["--set", f"data.data_dir={tmp_path}", "--set", "data.source=manifest"]
+    assert main(["preprocess"] + manifest_source + ["--set", f"data.train_manifest={tmp_path / 'missing.json'}"]) == 1
     assert "missing.json" in capsys.readouterr().err
 
     (tmp_path / "broken.json").write_text("{")
-    cfg.data.train_manifest = str(tmp_path / "broken.json")
-    assert run_preprocess(cfg) == 1
+    assert main(["preprocess"] + manifest_source + ["--set", f"data.train_manifest={tmp_path / 'broken.json'}"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -110,7 +100,7 @@ def test_synth_source_end_to_end(tmp_path, capsys):
                                           "data.synth_dev=1", "data.synth_test=1"])
     assert run_preprocess(cfg, "--workers", "2") == 0
     for split, count in (("train", 3), ("dev", 1), ("test", 1)):
-        manifest = json.loads(preprocess.manifest_path(cfg, split).read_text())
+        manifest = json.loads(manifest_path(cfg, split).read_text())
         assert len(manifest["samples"]) == count
         assert all(sample["duration"] > 0 for sample in manifest["samples"])
     assert "kept" in capsys.readouterr().out

@@ -8,11 +8,11 @@ ms = pytest.importorskip("mindspore")
 from ds2 import checkpoint, reconcile  # noqa: E402
 from ds2.config import DEFAULT_LABELS, ModelConfig, TrainConfig  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.train import build_optimizer  # noqa: E402
+from ds2.step import build_optimizer  # noqa: E402
+from tests.helpers import STEP, save_training_state  # noqa: E402
 
 CFG = ModelConfig(conv_channels=4, conv1_kernel=(5, 3), conv2_kernel=(3, 3), rnn_hidden=8, rnn_layers=2)
 N_BINS = 17
-STEP = 7   # Adam steps the saved state has taken: beta powers 0.9**7, 0.999**7
 
 
 def training_state(seed, cfg=CFG):
@@ -26,24 +26,6 @@ def training_state(seed, cfg=CFG):
 
 def values_of(cell):
     return {name: param.asnumpy().copy() for name, param in cell.parameters_and_names()}
-
-
-def save_training_state(path, model, optimizer, power_shape, with_global_step):
-    """A training-state checkpoint as MindSpore's ModelCheckpoint writes one (names are Parameter.name),
-    with Adam's beta powers in shape `power_shape`: (1,) as older optimizers stored them, () as nn.Adam
-    does now. Returns the stored values by name."""
-    rng = np.random.default_rng(0)
-    stored = {param.name: rng.standard_normal(param.shape).astype(np.float32) for param in model.get_parameters()}
-    stored.update({name: rng.random(param.shape).astype(np.float32)
-                   for name, param in optimizer.parameters_and_names() if name.startswith(("moment1.", "moment2."))})
-    stored["beta1_power"] = np.full(power_shape, 0.9 ** STEP, np.float32)
-    stored["beta2_power"] = np.full(power_shape, 0.999 ** STEP, np.float32)
-    stored["learning_rate"] = np.array(3e-4, np.float32)
-    if with_global_step:
-        stored["global_step"] = np.array([STEP], np.int32)
-    ms.save_checkpoint([{"name": name, "data": ms.Parameter(ms.Tensor(value), name=name)}
-                        for name, value in stored.items()], str(path))
-    return stored
 
 
 @pytest.mark.parametrize("power_shape", [(1,), ()], ids=["old-powers-(1,)", "new-powers-()"])

@@ -80,5 +80,5 @@ def test_foreign_directory_is_not_replaced(tmp_path):
     (tmp_path / "synth").mkdir()
     (tmp_path / "synth" / "mine.txt").write_text("keep me")
     with pytest.raises(SynthError, match="not a synthetic corpus"):
-        build_corpus(tmp_path / "synth", {"train": 1, "dev": 1, "test": 1}, seed=1, sample_rate=16000)
+        build_corpus(tmp_path / "synth", {"train": 1, "dev": 1, "test": 1}, seed=1, sample_rate=16000, workers=1)
     assert (tmp_path / "synth" / "mine.txt").read_text() == "keep me"

@@ -9,64 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 ms = pytest.importorskip("mindspore")
 
 from ds2.__main__ import main  # noqa: E402
 from ds2.config import ModelConfig, TrainConfig, load_config  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.train import build_optimizer, learning_rate, make_train_step  # noqa: E402
+from ds2.step import build_optimizer, learning_rate, make_train_step  # noqa: E402
+from tests.helpers import read_metrics, tiny_overrides, write_tone_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_RATE = 16000
-# Tiny "speech": every letter is a tone of its own pitch, so a tiny model can learn the mapping.
-TONE_LETTERS = "ABCDE"
-
-
-def write_tone_corpus(root: Path, counts=(("train", 24), ("dev", 6), ("test", 6)), seed=0):
-    """Manifests of short tone sequences; returns {split: manifest path}."""
-    rng = np.random.default_rng(seed)
-    manifests = {}
-    for split, count in counts:
-        samples = []
-        for i in range(count):
-            text = "".join(rng.choice(list(TONE_LETTERS), size=rng.integers(2, 5)))
-            pieces = []
-            for letter in text:
-                t = np.arange(int(0.08 * SAMPLE_RATE)) / SAMPLE_RATE
-                pieces.append(0.5 * np.sin(2 * np.pi * (400 + 300 * TONE_LETTERS.index(letter)) * t))
-                pieces.append(np.zeros(int(0.03 * SAMPLE_RATE)))
-            audio = np.concatenate([np.zeros(int(0.05 * SAMPLE_RATE))] + pieces).astype(np.float32)
-            path = root / split / f"{split}-{i}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            soundfile.write(str(path), audio, SAMPLE_RATE)
-            samples.append({"wav_path": str(path), "transcript_path": "", "transcript": text,
-                            "duration": len(audio) / SAMPLE_RATE, "speaker": "tone", "id": f"{split}-{i}"})
-        manifests[split] = root / f"{split}.json"
-        manifests[split].write_text(json.dumps({"root_path": str(root), "samples": samples}))
-    return manifests
-
-
-def tiny_overrides(run_dir: Path, data_dir: Path, manifests, **extra):
-    values = {
-        "run_dir": run_dir, "data.data_dir": data_dir,
-        "data.train_manifest": manifests["train"], "data.dev_manifest": manifests["dev"],
-        "data.test_manifest": manifests["test"],
-        "model.conv_channels": 4, "model.conv1_kernel": "[5,5]", "model.conv2_kernel": "[5,5]",
-        "model.conv2_stride": "[2,1]", "model.rnn_hidden": 16, "model.rnn_layers": 1,
-        "train.epochs": 3, "train.max_batch_size": 8, "train.max_batch_seconds": 6.0, "train.num_buckets": 1,
-        "train.lr": 3e-3, "train.warmup_steps": 3, "train.checkpoint_every": 2, "train.threads": 2,
-    }
-    values.update(extra)
-    args = []
-    for key, value in values.items():
-        args += ["--set", f"{key}={value}"]
-    return args
-
-
-def read_metrics(run_dir: Path):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -202,18 +154,18 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_on
 
 def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
     """Too little memory for the configured pair: fewer buckets first, then shorter batches."""
-    from envcheck.probes import memory
+    from ds2 import memory
     from ds2.config import load_config
     from ds2.train import fit_batch_to_memory
 
     cfg = load_config("seed")
     monkeypatch.setattr(memory, "usable_bytes", lambda: 24 * 1024 ** 3)
-    assert fit_batch_to_memory(cfg) is None
+    fit_batch_to_memory(cfg)
     assert cfg.train.num_buckets == memory.MIN_BUCKETS and cfg.train.max_batch_seconds < 160
     assert "using train.num_buckets=4" in capsys.readouterr().err
 
     roomy = load_config("small")
-    assert fit_batch_to_memory(roomy) is None
+    fit_batch_to_memory(roomy)
     assert (roomy.train.num_buckets, roomy.train.max_batch_seconds) == (16, 64.0)   # fits: unchanged
 
     monkeypatch.setattr(memory, "usable_bytes", lambda: 1024 ** 3)

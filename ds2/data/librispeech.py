@@ -19,10 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+from ds2.config import OPENSLR_URL
 from ds2.data.manifest import (MISSING_TRANSCRIPT, ProblemReport, Utterance, check_utterance,
                                speaker_from_id)
-
-OPENSLR_URL = "https://www.openslr.org/resources/12"
+from ds2.errors import UserError
 SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500",
            "dev-clean", "dev-other", "test-clean", "test-other")
 # MD5 of each official archive, as listed in OpenSLR's https://www.openslr.org/resources/12/md5sum.txt.
@@ -42,7 +42,7 @@ DOWNLOAD_TIMEOUT_SECONDS = 60   # per socket operation, not for the whole downlo
 HTTP_RANGE_NOT_SATISFIABLE = 416
 
 
-class LibriSpeechError(Exception):
+class LibriSpeechError(UserError):
     """Download, verification or extraction failed; the message says what to do."""
 
 
@@ -52,6 +52,17 @@ class ChecksumError(LibriSpeechError):
 
 class UnsafeArchiveError(LibriSpeechError):
     pass
+
+
+def check_subsets(subsets: List[str]) -> None:
+    """UserError naming the first subset that is not a LibriSpeech subset (data.*_subsets)."""
+    import difflib
+
+    for subset in subsets:
+        if subset not in SUBSETS:
+            close = difflib.get_close_matches(subset, SUBSETS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"choose from {', '.join(SUBSETS)}"
+            raise LibriSpeechError(f"unknown LibriSpeech subset {subset!r} in data.*_subsets; {hint}")
 
 
 def find_subset(root: Union[str, Path], subset: str) -> Optional[Path]:
@@ -88,7 +99,7 @@ def expected_md5(subset: str, archive: Path, given: Optional[str] = None) -> Tup
 
 def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Path:
     """Download url to dest, resuming a previous partial download; verify md5 when given."""
-    from tqdm import tqdm
+    from ds2.progress import progress
 
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -112,7 +123,7 @@ def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Pat
             total = offset + int(length) if length is not None else None
             try:
                 with open(part, "ab" if resumed else "wb") as out, \
-                        tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name) as bar:
+                        progress(total=total, initial=offset, unit="B", desc=dest.name) as bar:
                     for chunk in iter(lambda: response.read(DOWNLOAD_CHUNK_BYTES), b""):
                         out.write(chunk)
                         bar.update(len(chunk))
@@ -125,8 +136,8 @@ def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Pat
         actual = file_md5(part)
         if actual != md5.lower():
             part.unlink()  # a corrupt file would be resumed from forever; start over next time
-            raise ChecksumError(f"{url}: MD5 {actual} does not match the expected {md5}; "
-                                "the partial file was deleted, run again to download it afresh")
+            raise ChecksumError(f"{url}: MD5 {actual} does not match the expected {md5}; the download was deleted: "
+                                f"run again to download it afresh, or set data.librispeech_url to another mirror")
     os.replace(part, dest)
     return dest
 
@@ -169,32 +180,46 @@ def safe_extract(archive: Union[str, Path], target: Union[str, Path]) -> None:
         raise LibriSpeechError(f"{archive} is not a readable tar archive: {exc}") from exc
 
 
+def reject(archive: Path, why: str) -> None:
+    """Move a refused archive out of the way (so the next run downloads afresh) and say so."""
+    rejected = archive.with_name(archive.name + ".rejected")
+    os.replace(archive, rejected)
+    raise LibriSpeechError(f"{archive} refused: {why}. It was moved to {rejected.name} (delete it when done "
+                           f"looking); run again to download the subset afresh, or set data.librispeech_url "
+                           f"to another mirror")
+
+
 def prepare_subset(root: Union[str, Path], subset: str, base_url: str = OPENSLR_URL,
                    md5: Optional[str] = None) -> Path:
     """The directory of subset under root: found as it is, or downloaded, verified and extracted."""
     existing = find_subset(root, subset)
     if existing is not None:
         return existing
-    if subset not in SUBSETS:
-        raise LibriSpeechError(f"unknown LibriSpeech subset {subset!r}; choose from {', '.join(SUBSETS)}")
+    check_subsets([subset])
     root = Path(root)
     archive = root / f"{subset}.tar.gz"
+    checksum, source = expected_md5(subset, archive, md5)
     if not archive.exists():
-        checksum, source = expected_md5(subset, archive, md5)
         if checksum is None:
             print(f"warning: no MD5 known for {subset}; the download will not be verified")
         else:
             print(f"{subset}: MD5 from {source}")
         download(f"{base_url.rstrip('/')}/{subset}.tar.gz", archive, checksum)
+    elif checksum is not None and file_md5(archive) != checksum:
+        # An archive put there by hand, or left by an older version: verified like a download.
+        reject(archive, f"its MD5 does not match the expected {checksum} ({source})")
     # Extract beside the final place, then move the finished subset in, so an interrupted
     # extraction never looks like a complete copy; a leftover from a killed run is removed first.
     staging = root / f".extract-{subset}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        safe_extract(archive, staging)
-        extracted = staging / "LibriSpeech" / subset
-        if not extracted.is_dir():
-            raise LibriSpeechError(f"{archive} does not contain LibriSpeech/{subset}/")
+        try:
+            safe_extract(archive, staging)
+            extracted = staging / "LibriSpeech" / subset
+            if not extracted.is_dir():
+                raise LibriSpeechError(f"{archive} does not contain LibriSpeech/{subset}/")
+        except LibriSpeechError as exc:
+            reject(archive, str(exc))
         (root / "LibriSpeech").mkdir(parents=True, exist_ok=True)
         for extra in (staging / "LibriSpeech").iterdir():  # README, SPEAKERS.TXT, ... shared by subsets
             if extra.is_file() and not (root / "LibriSpeech" / extra.name).exists():

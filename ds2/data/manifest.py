@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
+from ds2.errors import UserError
 from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
 
 # Problem reasons shared by every reader (manifest, LibriSpeech scan, preprocess filters).
@@ -41,6 +42,9 @@ OUT_OF_LABELS = "characters outside the labels"
 DUPLICATE_ID = "duplicate utterance id"
 BAD_ENTRY = "malformed manifest entry"
 NO_TRANSCRIPT_FILE = "no transcript file (CSV needs one)"
+DURATION_CORRECTED = "duration differs from the audio header"
+# A manifest duration further than this from the audio header's is counted and replaced by the header's.
+DURATION_TOLERANCE_S = 0.01
 
 # How many offending ids/paths a report keeps per reason, to show without flooding the terminal.
 EXAMPLES_PER_REASON = 3
@@ -49,7 +53,7 @@ LIBRISPEECH_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 CSV_HEADER = ["wav_path", "transcript_path"]
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest file that cannot be read at all (as opposed to single bad entries)."""
 
 
@@ -64,32 +68,45 @@ class Utterance:
 
 
 class ProblemReport:
-    """Items skipped, counted by reason, with the first few examples of each."""
+    """Items skipped (counts), and items kept after a correction (corrected), by reason, with the
+    first few examples of each."""
 
     def __init__(self) -> None:
         self.counts: Counter = Counter()
+        self.corrected: Counter = Counter()
         self.examples: Dict[str, List[str]] = defaultdict(list)
 
-    def add(self, reason: str, example: str) -> None:
-        self.counts[reason] += 1
+    def _example(self, reason: str, example: str) -> None:
         if len(self.examples[reason]) < EXAMPLES_PER_REASON:
             self.examples[reason].append(example)
 
+    def add(self, reason: str, example: str) -> None:
+        """An item skipped for `reason`."""
+        self.counts[reason] += 1
+        self._example(reason, example)
+
+    def correct(self, reason: str, example: str) -> None:
+        """An item kept, with something it said replaced by what the data says."""
+        self.corrected[reason] += 1
+        self._example(reason, example)
+
     def update(self, other: "ProblemReport") -> None:
-        for reason, count in other.counts.items():
-            self.counts[reason] += count
-            room = EXAMPLES_PER_REASON - len(self.examples[reason])
-            self.examples[reason].extend(other.examples[reason][:max(room, 0)])
+        self.counts.update(other.counts)
+        self.corrected.update(other.corrected)
+        for reason, examples in other.examples.items():
+            for example in examples:
+                self._example(reason, example)
 
     @property
     def total(self) -> int:
+        """Items skipped."""
         return sum(self.counts.values())
 
     def __str__(self) -> str:
-        if not self.total:
+        if not self.total and not self.corrected:
             return "no problems"
-        lines = [f"{self.total} skipped:"]
-        for reason, count in self.counts.most_common():
+        lines = [f"{self.total} skipped" + (f", {sum(self.corrected.values())} corrected" if self.corrected else "") + ":"]
+        for reason, count in self.counts.most_common() + self.corrected.most_common():
             lines.append(f"  {count:7d}  {reason}  (e.g. {'; '.join(self.examples[reason])})")
         return "\n".join(lines)
 
@@ -123,10 +140,12 @@ def _read_transcript_file(path: str, report: ProblemReport) -> Optional[str]:
 
 
 def check_utterance(utterance_id: str, audio_path: str, text: Optional[str], duration: Optional[float],
-                    report: ProblemReport, labels: Optional[str] = None) -> Optional[Tuple[str, float]]:
+                    report: ProblemReport, labels: Optional[str] = None,
+                    verify_audio: bool = False) -> Optional[Tuple[str, float]]:
     """(normalised text, duration) if the utterance is usable, else None with the reason reported.
 
-    duration None means: read it from the audio header.
+    duration None means: read it from the audio header. verify_audio reads the header anyway: an
+    unreadable file is skipped, and a duration that differs from the header's is corrected.
     """
     from ds2.features import UnreadableAudioError
 
@@ -144,12 +163,15 @@ def check_utterance(utterance_id: str, audio_path: str, text: Optional[str], dur
         if unknown:
             report.add(OUT_OF_LABELS, f"{utterance_id} ({describe_chars(unknown)})")
             return None
-    if duration is None:
+    if duration is None or verify_audio:
         try:
-            duration = audio_duration(audio_path)
+            header = audio_duration(audio_path)
         except UnreadableAudioError:
             report.add(UNREADABLE_AUDIO, audio_path)
             return None
+        if duration is not None and abs(duration - header) > DURATION_TOLERANCE_S:
+            report.correct(DURATION_CORRECTED, f"{utterance_id} ({duration:g} s listed, {header:.2f} s in the file)")
+        duration = header
     if duration <= 0:
         report.add(EMPTY_AUDIO, audio_path)
         return None
@@ -160,7 +182,8 @@ def _resolve(root: str, path: str) -> str:
     return os.path.normpath(os.path.join(root, path))  # join keeps an absolute path as it is
 
 
-def read_json_manifest(path: Union[str, Path], labels: Optional[str] = None) -> Tuple[List[Utterance], ProblemReport]:
+def read_json_manifest(path: Union[str, Path], labels: Optional[str] = None,
+                       verify_audio: bool = False) -> Tuple[List[Utterance], ProblemReport]:
     path = Path(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -192,7 +215,7 @@ def read_json_manifest(path: Union[str, Path], labels: Optional[str] = None) -> 
         duration = sample.get("duration")
         if not isinstance(duration, (int, float)):
             duration = None  # absent (or not a number): read it from the audio header
-        checked = check_utterance(utterance_id, audio_path, text, duration, report, labels)
+        checked = check_utterance(utterance_id, audio_path, text, duration, report, labels, verify_audio)
         if checked is None:
             continue
         utterances.append(Utterance(id=utterance_id, audio_path=audio_path, text=checked[0], duration=checked[1],
@@ -233,11 +256,13 @@ def read_csv_manifest(path: Union[str, Path], labels: Optional[str] = None) -> T
     return utterances, report
 
 
-def read_manifest(path: Union[str, Path], labels: Optional[str] = None) -> Tuple[List[Utterance], ProblemReport]:
-    """Read a .json or .csv manifest. With labels, entries with other characters are reported and skipped."""
+def read_manifest(path: Union[str, Path], labels: Optional[str] = None,
+                  verify_audio: bool = False) -> Tuple[List[Utterance], ProblemReport]:
+    """Read a .json or .csv manifest. With labels, entries with other characters are reported and skipped;
+    with verify_audio, every audio header is read (see check_utterance)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
-        return read_json_manifest(path, labels)
+        return read_json_manifest(path, labels, verify_audio)
     if suffix == ".csv":
         return read_csv_manifest(path, labels)
     raise ManifestError(f"{path}: unknown manifest type {suffix!r}; expected .json or .csv")

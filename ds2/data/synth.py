@@ -25,11 +25,12 @@ import tempfile
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import numpy as np
 
 from ds2.data.wordlist import WORDS
+from ds2.errors import UserError
 
 SPLITS = ("train", "dev", "test")
 PLANNING_ORDER = ("test", "dev", "train")  # held-out splits first: their sentences stay fixed
@@ -47,8 +48,8 @@ MARKER_NAME = "synth.json"                  # written last; its parameters say w
 GENERATOR_VERSION = 2                       # bump when the plan or rendering changes
 
 
-class SynthError(RuntimeError):
-    pass
+class SynthError(UserError):
+    """The synthetic corpus cannot be built; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def is_complete(root: Union[str, Path], parameters: dict) -> bool:
 
 
 def build_corpus(root: Union[str, Path], sizes: Dict[str, int], seed: int, sample_rate: int,
-                 workers: Optional[int] = None) -> Path:
+                 workers: int) -> Path:
     """Render the corpus into root, unless a finished one with the same parameters is there.
 
     Rendering happens in a staging directory that replaces root only when complete, so an
@@ -158,8 +159,9 @@ def build_corpus(root: Union[str, Path], sizes: Dict[str, int], seed: int, sampl
     (recognised by its marker file) with other parameters is replaced; any other existing
     directory at root is refused rather than deleted.
     """
-    from tqdm import tqdm
     import librosa  # noqa: F401  imported before the pool forks, so workers do not each import it
+
+    from ds2.progress import progress
 
     root = Path(root)
     if root.exists() and not (root / MARKER_NAME).exists():
@@ -183,11 +185,9 @@ def build_corpus(root: Union[str, Path], sizes: Dict[str, int], seed: int, sampl
                 speaker, chapter = chapter_dir.parent.name, chapter_dir.name
                 (staging / chapter_dir / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
         jobs = [(job, str(staging), sample_rate) for split in SPLITS for job in plan[split]]
-        workers = workers or len(os.sched_getaffinity(0))
-        with Pool(workers) as pool:
-            for _ in tqdm(pool.imap_unordered(_render_star, jobs, chunksize=8), total=len(jobs),
-                          desc="synthesising speech", unit="utt"):
-                pass
+        with Pool(workers) as pool, progress(total=len(jobs), desc="synthesising speech", unit="utt") as bar:
+            for _ in pool.imap_unordered(_render_star, jobs, chunksize=8):
+                bar.update(1)
         (staging / MARKER_NAME).write_text(json.dumps(parameters, indent=1, sort_keys=True) + "\n")
         if root.exists():
             shutil.rmtree(root)  # an older synthetic corpus with other parameters (checked above)

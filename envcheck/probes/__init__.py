@@ -92,8 +92,6 @@ PROBES: List[Probe] = [
           stages=(TRAIN, EVAL), cost_s=0.4),
     Probe(id="memory", title="memory limit versus what the model needs", module="memory", stages=(TRAIN, EVAL),
           cost_s=0.1),
-    Probe(id="shm", title="/dev/shm size for multi-process data loading", module="shm", stages=(TRAIN,),
-          cost_s=0.1),
     Probe(id="disk", title="free disk in the data and run directories", module="disk", cost_s=0.1),
     Probe(id="cpu.features", title="CPU instruction sets", module="cpu_features", cost_s=0.1),
     Probe(id="threads", title="thread settings versus the cores this process may use", module="threads",

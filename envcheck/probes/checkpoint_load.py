@@ -8,8 +8,7 @@ need that interpreter's MindSpore. In order:
    parameter slice, see mindspore/train/serialization.py). A file that ends inside an entry is
    truncated; MindSpore says only that it "may be corrupted". This step needs the standard library
    alone, so a broken file is reported before MindSpore is imported.
-2. ds2 is imported from the interpreter's own sys.path, else from settings["ds2_root"]: the probe
-   process keeps the repository root off sys.path.
+2. ds2 is imported: the interpreter's own, else the one beside envcheck (envcheck/child.py).
 3. The model is built as the stage builds it: from the config stored in a ds2 checkpoint plus the
    --set overrides (what ds2 train --resume and ds2 eval do), else from the configured preset,
    --config and --set (what ds2 convert does). Except for stage eval, also the optimizer, as ds2
@@ -24,10 +23,8 @@ as it is (ds2 convert writes a ds2 checkpoint from it). PASS otherwise.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
-import sys
 import traceback
 from typing import Optional, Tuple
 
@@ -35,7 +32,7 @@ from envcheck import progress
 from envcheck.probes import EVAL
 from envcheck.probes import imports
 from envcheck.result import FAIL, PASS, WARN
-from envcheck.settings import config_value
+from envcheck.settings import config_value, configured
 
 ENTRY_KEY = 0x0A      # protobuf field 1, length-delimited: a checkpoint entry, and an entry's name inside it
 HEAD_BYTES = 512      # read at the start of each entry: its key, its length and its name
@@ -107,7 +104,7 @@ def _file_problem(path: str) -> Optional[Tuple[str, str]]:
 
 def _convert_command(settings: dict, path: str) -> str:
     """The ds2 convert command for this file, with the options envcheck was given (the stage's)."""
-    words = ["ds2", "convert", "--preset", settings.get("preset") or "small"]
+    words = ["ds2", "convert", "--preset", settings["preset"]]
     if settings.get("config_path"):
         words += ["--config", settings["config_path"]]
     for override in settings.get("overrides") or []:
@@ -148,15 +145,12 @@ def run(settings: dict) -> dict:
                 "findings": ["checkpoint-truncated"]}
 
     progress.mark("import ds2 and mindspore")
-    if importlib.util.find_spec("ds2") is None and settings.get("ds2_root"):
-        # Appended, not prepended: the repository root must not shadow the environment's own modules.
-        sys.path.append(settings["ds2_root"])
     try:
         import ds2
         from ds2 import checkpoint, reconcile
-        from ds2.config import apply_override, from_dict
+        from ds2.config import ConfigError, with_overrides
         from ds2.model import DeepSpeech2, TrainNetwork
-        from ds2.train import build_optimizer
+        from ds2.step import build_optimizer
     except BaseException as exc:
         return imports.import_failure("ds2", exc, "cannot import ds2's model and loader: ")
     details["ds2"] = os.path.dirname(os.path.abspath(ds2.__file__))
@@ -172,12 +166,14 @@ def run(settings: dict) -> dict:
     overrides = settings.get("overrides") or []
     stored_config = (meta or {}).get("config")
     if stored_config:
-        cfg = from_dict(stored_config)
-        for override in overrides:
-            apply_override(cfg, override)
+        try:
+            cfg = with_overrides(stored_config, overrides)
+        except ConfigError as exc:
+            return {"status": FAIL, "summary": f"the config stored in {path} does not load: {exc}", "details": details,
+                    "findings": ["checkpoint-no-config"]}
         details["model_config"] = "the config stored in the checkpoint" + "".join(f" + {o}" for o in overrides)
     elif settings.get("config"):
-        cfg = from_dict(settings["config"])
+        cfg = configured(settings)
         details["model_config"] = "the configured preset, --config and --set (the checkpoint stores no ds2 config)"
     else:
         return {"status": FAIL, "summary": "cannot build the model to check against: the ds2 configuration did "

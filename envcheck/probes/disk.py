@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from envcheck.probes.memory import parameter_count
 from envcheck.result import FAIL, PASS, WARN, worse
-from envcheck.settings import config_value
+from envcheck.settings import config_value, configured
 
 MB, GIB = 1000 ** 2, 1024 ** 3
 LIBRISPEECH_HOURS = {
@@ -45,12 +44,14 @@ def data_bytes(settings: dict) -> int:
 
 
 def run_bytes(settings: dict) -> int:
-    model = config_value(settings, "model")
-    if not model:
+    """Checkpoints (weights and Adam's two moments, train.keep_last of them and best.ckpt) and logs."""
+    from ds2.shapes import parameter_count
+
+    cfg = configured(settings)
+    if cfg is None:
         return GIB
-    params, _, _ = parameter_count(model, int(config_value(settings, "features.n_fft", 320)) // 2 + 1)
-    keep = int(config_value(settings, "train.keep_last", 3)) + 1
-    return params * 4 * 3 * keep + 200 * MB
+    params = parameter_count(cfg.model, cfg.features.n_bins)
+    return params * 4 * 3 * (cfg.train.keep_last + 1) + 200 * MB
 
 
 def _existing(path: str) -> str:

@@ -9,7 +9,7 @@ import json
 import shutil
 import subprocess
 
-from envcheck.settings import config_value
+from envcheck.settings import configured_device
 
 NVIDIA_TOOLS = ("nvidia-container-runtime", "nvidia-container-runtime-hook", "nvidia-ctk")
 
@@ -47,7 +47,7 @@ def _compose_version(cli):
 
 
 def run(settings: dict) -> dict:
-    device = str(config_value(settings, "train.device", "CPU")).upper()
+    device = configured_device(settings)
     cli = shutil.which("docker")
     details = {"cli": cli, "device": device}
     engine, errors = None, []

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 
 from envcheck import elf, versions
-from envcheck.settings import config_value
+from envcheck.settings import configured_device
 
 # The oldest Linux driver that runs CUDA 11.x applications (CUDA minor-version compatibility).
 MIN_DRIVER = "450.80.02"
@@ -23,7 +23,7 @@ QUERY = "index,name,driver_version,memory.total,compute_cap"
 
 
 def gpu_needed(settings: dict) -> bool:
-    return str(config_value(settings, "train.device", "CPU")).upper() == "GPU" and \
+    return configured_device(settings) == "GPU" and \
         settings.get("stage") in (None, "train", "eval")
 
 
@@ -84,7 +84,7 @@ def _query(smi: str):
 def run(settings: dict) -> dict:
     needed = gpu_needed(settings)
     bad = "fail" if needed else "warn"
-    device = str(config_value(settings, "train.device", "CPU")).upper()
+    device = configured_device(settings)
     nodes = sorted(glob.glob("/dev/nvidia[0-9]*"))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     details = {"device": device, "gpu_needed": needed, "device_nodes": nodes, "CUDA_VISIBLE_DEVICES": visible}

@@ -18,7 +18,7 @@ import sys
 
 from envcheck import elf
 from envcheck.probes.gpu_devices import gpu_needed, mindspore_dir
-from envcheck.settings import config_value
+from envcheck.settings import configured_device
 
 # Where each CUDA 11 library comes from. libcuda.so.1 is the driver's own: on the host, or mounted into
 # a container by the NVIDIA container runtime (docker run --gpus all).
@@ -95,7 +95,7 @@ def resolve(plugin: str, cache: dict, wheel_dirs: list) -> dict:
 
 def run(settings: dict) -> dict:
     needed = gpu_needed(settings)
-    device = str(config_value(settings, "train.device", "CPU")).upper()
+    device = configured_device(settings)
     root = mindspore_dir()
     if root is None:
         return {"status": "fail" if needed else "skip", "summary": "mindspore is not installed",

@@ -15,11 +15,11 @@ import re
 
 from envcheck import progress
 from envcheck.probes import imports
-from envcheck.settings import config_value
+from envcheck.settings import configured_device
 
 
 def run(settings: dict) -> dict:
-    device = str(config_value(settings, "train.device", "CPU")).upper()
+    device = configured_device(settings)
     if device == "CPU":
         return {"status": "skip", "summary": "device is CPU: mindspore.train_step checks MindSpore on CPU",
                 "details": {"device": device}}

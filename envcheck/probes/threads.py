@@ -6,10 +6,8 @@ thread per reported core unless told otherwise, and threads beyond the usable co
 """
 from __future__ import annotations
 
-import math
 import os
 
-from envcheck import cgroup
 from envcheck.settings import config_value
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -25,10 +23,13 @@ def _first_int(value: str):
 
 
 def run(settings: dict) -> dict:
+    from ds2 import cgroup
+    from ds2.runtime import usable_cpus
+
     reported = os.cpu_count() or 1
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else reported
     quota, quota_source = cgroup.cpu_quota()
-    usable = affinity if quota is None else max(1, min(affinity, math.ceil(quota)))
+    usable = usable_cpus()
     variables = {name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ}
     configured = int(config_value(settings, "train.threads", 0) or 0)
     details = {"cpu_count": reported, "affinity": affinity, "cgroup_quota_cores": quota,

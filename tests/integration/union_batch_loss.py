@@ -15,7 +15,8 @@ import yaml
 from ds2.batching import Batch
 from ds2.config import from_dict
 from ds2.model import DeepSpeech2, TrainNetwork
-from ds2.train import configure_mindspore, load_sets
+from ds2.data.sets import load_sets
+from ds2.runtime import configure_mindspore
 
 cfg = from_dict(yaml.safe_load(open(sys.argv[1])))
 parts = json.loads(sys.argv[2])

@@ -37,7 +37,11 @@ class Run:
         return [d["rule_id"] for d in self.probe(probe_id)["diagnosis"]]
 
     def diagnosis(self, probe_id: str, rule_id: str) -> dict:
-        return next(d for d in self.probe(probe_id)["diagnosis"] if d["rule_id"] == rule_id)
+        """The diagnosis rule_id gave probe_id's result; fails the test when that rule did not fire."""
+        for d in self.probe(probe_id)["diagnosis"]:
+            if d["rule_id"] == rule_id:
+                return d
+        raise AssertionError(f"rule {rule_id} did not fire for {probe_id}; it got {self.rules(probe_id)}")
 
 
 def run_envcheck(*args: str, env: Optional[Dict[str, str]] = None, pythonpath: Iterable[Path] = (),

@@ -1,0 +1,70 @@
+"""The optimisation step: learning-rate schedule, optimizer, and the compiled training step.
+
+One training step (compiled by MindSpore) computes the loss and gradients, measures the global gradient
+norm, clips to train.grad_clip, and applies Adam only when loss and norm are finite (otherwise the step
+counts as skipped). The learning rate is an input of the compiled step and assigned to the optimizer
+inside the graph. Setting the optimizer's learning-rate Parameter from Python (`set_data`) between steps
+does NOT work in MindSpore 2.7 GRAPH_MODE: each compiled graph (one per batch shape) keeps the value the
+Parameter had when it was compiled, so with bucketed shapes every bucket would train at whatever warm-up
+rate was current at its first batch. That freezes a schedule silently, while the weights still change.
+
+Schedule: linear warm-up over warmup_steps, then lr / lr_anneal**epoch.
+"""
+from __future__ import annotations
+
+from ds2 import distributed
+from ds2.config import TrainConfig
+
+
+def learning_rate(train_cfg: TrainConfig, step: int, epoch: int) -> float:
+    """Linear warm-up from lr/warmup_steps to lr over warmup_steps steps, then lr / anneal**epoch."""
+    warmup = min(1.0, (step + 1) / train_cfg.warmup_steps) if train_cfg.warmup_steps > 0 else 1.0
+    return train_cfg.lr * warmup / (train_cfg.lr_anneal ** epoch)
+
+
+def build_optimizer(model, train_cfg: TrainConfig):
+    """Adam (bias-corrected, like torch.optim.Adam) with L2 weight decay on weight matrices only.
+
+    BatchNorm scales/shifts and biases are not decayed. The learning rate is a Parameter that
+    the train step assigns every step (see make_train_step).
+    """
+    import mindspore as ms
+    from mindspore import nn
+
+    params = model.trainable_params()
+    decay = [p for p in params if len(p.shape) > 1]
+    no_decay = [p for p in params if len(p.shape) <= 1]
+    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return nn.Adam(groups, learning_rate=ms.Tensor(train_cfg.lr, ms.float32), eps=1e-8)
+
+
+def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1):
+    """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).
+
+    With world_size > 1 the loss and gradients are averaged over the workers before the norm is
+    measured, so clipping, the finite check and the update are the same on every worker.
+    """
+    import mindspore as ms
+    from mindspore import ops
+
+    grad_fn = ms.value_and_grad(network, None, optimizer.parameters)
+    clip = ms.Tensor(grad_clip, ms.float32)
+    gradient_mean = distributed.make_gradient_mean(optimizer.parameters, world_size)
+
+    @ms.jit
+    def train_step(features, frames, labels, label_lengths, lr):
+        loss, grads = grad_fn(features, frames, labels, label_lengths)
+        if gradient_mean is not None:
+            loss, grads = gradient_mean(loss, grads)
+        squares = [ops.reduce_sum(g * g) for g in grads]
+        grad_norm = ops.sqrt(ops.addn(squares))
+        scale = clip / ops.maximum(grad_norm, clip)
+        grads = tuple(g * scale for g in grads)
+        applied = ops.logical_and(ops.isfinite(loss), ops.isfinite(grad_norm))
+        if applied:
+            loss = ops.depend(loss, ops.assign(optimizer.learning_rate, lr))
+            loss = ops.depend(loss, optimizer(grads))
+        return loss, grad_norm, applied
+
+    return train_step

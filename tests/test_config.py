@@ -1,0 +1,107 @@
+"""ds2.config: one typing for YAML, --set and stored configs; checked values; keys that name the fix."""
+import pytest
+
+from ds2.config import ConfigError, all_keys, apply_override, from_dict, load_config, to_dict, with_overrides
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_values_are_typed_like_set_values(tmp_path):
+    # PyYAML reads 1e-3 (no dot) as a string; both sources must give the float.
+    from_yaml = load_config("small", write(tmp_path, "train:\n  lr: 1e-3\n  epochs: '7'\n  fit_memory: 'off'\n"))
+    from_set = load_config("small", overrides=["train.lr=1e-3", "train.epochs=7", "train.fit_memory=off"])
+    for cfg in (from_yaml, from_set):
+        assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
+        assert cfg.train.epochs == 7 and cfg.train.fit_memory is False
+
+
+def test_lists_tuples_and_mappings_from_every_source(tmp_path):
+    cfg = load_config("small", write(tmp_path, "model:\n  conv1_kernel: [7, 9]\ndata:\n  train_subsets: [dev-clean]\n"
+                                               "  librispeech_md5: {dev-clean: ABC}\n"))
+    assert cfg.model.conv1_kernel == (7, 9) and cfg.data.train_subsets == ["dev-clean"]
+    assert cfg.data.librispeech_md5 == {"dev-clean": "ABC"}
+    cfg = load_config("small", overrides=["model.conv1_kernel=[5,3]", "data.train_subsets=a,b",
+                                          "data.librispeech_md5=dev-clean=abc,test-clean=def"])
+    assert cfg.model.conv1_kernel == (5, 3) and cfg.data.train_subsets == ["a", "b"]
+    assert cfg.data.librispeech_md5 == {"dev-clean": "abc", "test-clean": "def"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=2", "did you mean train.epochs"),
+    ("trian.lr=1", "did you mean train.lr"),
+    ("train.lr=fast", "train.lr: expected a number"),
+    ("train.epochs=2.5", "train.epochs: expected an integer"),
+    ("train.fit_memory=maybe", "train.fit_memory: expected true or false"),
+    ("model.conv1_kernel=[1,2,3]", "expected 2 values"),
+    ("train.epochs=0", "below the minimum 1"),
+    ("train.lr=0", "must be greater than 0"),
+    ("train.device=tpu", "not one of CPU, GPU"),
+    ("data.source=youtube", "not one of synth, librispeech, manifest"),
+    ("model.labels=ABC", "model.labels: labels must start with the CTC blank"),
+    ("features.win_length=400", "longer than features.n_fft=320"),
+    ("train=1", "is a section"),
+    ("train.lr", "not of the form section.key=value"),
+    ("zzz=1", "known:"),
+])
+def test_wrong_values_name_the_key_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("small", overrides=[override])
+
+
+def test_choices_are_case_insensitive_and_normalised():
+    assert load_config("small", overrides=["train.device=gpu"]).train.device == "GPU"
+    assert load_config("small", overrides=["model.activation=HardTanh"]).model.activation == "hardtanh"
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key train.epoch; did you mean train.epochs"):
+        load_config("small", write(tmp_path, "train:\n  epoch: 3\n"))
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config("small", write(tmp_path, "train:\n  lr: [1\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config("small", write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("small", str(tmp_path / "none.yaml"))
+    with pytest.raises(ConfigError, match="did you mean seed"):
+        load_config("sed")
+
+
+def test_precedence_preset_then_file_then_overrides(tmp_path):
+    cfg = load_config("seed", write(tmp_path, "train:\n  lr: 0.5\n  epochs: 3\n"), ["train.lr=0.25"])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.rnn_hidden) == (0.25, 3, 1024)
+
+
+def test_stored_config_round_trips_and_takes_overrides():
+    cfg = load_config("small", overrides=["train.epochs=9"])
+    assert from_dict(to_dict(cfg)) == cfg
+    resumed = with_overrides(to_dict(cfg), ["train.device=gpu", "data.test_manifest=/x.json"])
+    assert resumed.train.epochs == 9 and resumed.train.device == "GPU" and resumed.data.test_manifest == "/x.json"
+    with pytest.raises(ConfigError, match="did you mean"):
+        with_overrides(to_dict(cfg), ["train.epoch=1"])
+
+
+def as_set_text(value) -> str:
+    """How a user writes `value` after --set key=."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def test_every_key_can_be_set_as_a_user_writes_its_value():
+    cfg = load_config("seed", overrides=["data.librispeech_md5=dev-clean=abc"])
+    for key in all_keys(cfg):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        copy = load_config("small")
+        apply_override(copy, f"{key}={as_set_text(value)}")
+        copy_value = copy
+        for part in key.split("."):
+            copy_value = getattr(copy_value, part)
+        assert copy_value == value, key

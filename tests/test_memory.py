@@ -1,0 +1,91 @@
+"""The memory plan and the machine's limits: cgroup readers, usable cores, the estimate and fit()."""
+import os
+
+import pytest
+
+from ds2 import cgroup
+from ds2.config import load_config
+from ds2.memory import HEADROOM, MIN_BUCKETS, estimate, fit, meminfo
+from ds2.runtime import usable_cpus
+
+GIB = 1024 ** 3
+
+
+def test_preset_estimates_are_in_the_documented_range():
+    seed = estimate(load_config("seed"), training=True)
+    small = estimate(load_config("small"), training=True)
+    assert 80e6 < seed.parameters < 95e6  # 5 x BiLSTM 1024 over 32 x 41 conv features
+    assert seed.graphs == 17 and 250 * GIB < seed.total_bytes < 320 * GIB
+    assert 6 * GIB < small.total_bytes < 8 * GIB
+
+
+def test_eval_needs_less_than_training():
+    cfg = load_config("small")
+    assert estimate(cfg, training=False).total_bytes < estimate(cfg, training=True).total_bytes
+
+
+def test_fit_takes_buckets_away_first_then_batch_seconds():
+    seed = load_config("seed")
+    configured = estimate(seed, training=True)
+    assert fit(seed, int(configured.total_bytes / HEADROOM) + 1) == configured   # fits: unchanged
+    fewer = estimate(seed, training=True, num_buckets=8)
+    chosen = fit(seed, int(fewer.total_bytes / HEADROOM) + 1)
+    assert (chosen.num_buckets, chosen.batch_seconds) == (8, 160.0)              # buckets go first
+    at_24 = fit(seed, 24 * GIB)
+    assert at_24.num_buckets == MIN_BUCKETS and 10 <= at_24.batch_seconds < 160
+    assert at_24.total_bytes <= 24 * GIB * HEADROOM
+    assert estimate(seed, True, MIN_BUCKETS, at_24.batch_seconds + 1).total_bytes > 24 * GIB * HEADROOM
+    assert fit(seed, 2 * GIB) is None                                               # nothing fits
+
+
+def test_meminfo_reads_bytes(tmp_path):
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       16384 kB\nMemAvailable:    8192 kB\n")
+    assert meminfo(str(info)) == {"MemTotal": 16384 * 1024, "MemAvailable": 8192 * 1024}
+    assert meminfo(str(tmp_path / "missing")) == {}
+
+
+def test_cgroup_v2_memory_and_cpu_limits(tmp_path):
+    root = tmp_path / "cgroup"
+    (root / "docker" / "abc").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "docker" / "memory.max").write_text("4294967296\n")
+    (root / "docker" / "abc" / "memory.max").write_text("max\n")
+    (root / "docker" / "abc" / "cpu.max").write_text("150000 100000\n")
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text("0::/docker/abc\n")
+    limit, source = cgroup.memory_limit(str(root), str(self_cgroup))
+    assert limit == 4 * GIB and source.endswith("docker/memory.max")  # the parent's limit applies
+    quota, _ = cgroup.cpu_quota(str(root), str(self_cgroup))
+    assert quota == 1.5
+
+
+def test_cgroup_v1_memory_and_cpu_limits(tmp_path):
+    root = tmp_path / "cgroup"
+    (root / "memory").mkdir(parents=True)
+    (root / "cpu,cpuacct").mkdir()
+    (root / "memory" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("200000\n")
+    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text("5:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    assert cgroup.memory_limit(str(root), str(self_cgroup))[0] == 2 * GIB
+    assert cgroup.cpu_quota(str(root), str(self_cgroup))[0] == 2.0
+    (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "unlimited"
+    assert cgroup.memory_limit(str(root), str(self_cgroup))[0] is None
+
+
+@pytest.mark.parametrize("quota, expected", [
+    ("max 100000", None),        # no quota: the affinity decides
+    ("50000 100000", 1),         # half a core still gets one thread
+    ("150000 100000", 2),        # 1.5 cores round up
+])
+def test_usable_cpus_is_the_affinity_capped_by_the_quota_rounded_up(tmp_path, quota, expected):
+    root = tmp_path / "cgroup"
+    (root / "job").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "job" / "cpu.max").write_text(quota + "\n")
+    self_cgroup = tmp_path / "self-cgroup"
+    self_cgroup.write_text("0::/job\n")
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(str(root), str(self_cgroup)) == (affinity if expected is None else min(affinity, expected))
