@@ -47,7 +47,7 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(
 TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
-	train-cpu train-gpu train-dist eval bench test test-unit test-integration clean
+	train-cpu train-gpu train-dist eval bench test test-unit test-fast test-integration clean
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -118,6 +118,11 @@ $(HOST_VENV): docker/requirements/host.lock
 test-unit: image-cpu ## unit tests, inside the CPU image
 	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -w /opt/ds2 $(IMAGE_CPU) \
 	  python -m pytest -p no:cacheprovider -m "not integration" tests $(NO_TESTS_IS_FAILURE)
+
+# The checkout is mounted over the image's copy, so an edit is tested without rebuilding the image.
+test-fast: image-cpu ## unit tests without the slow ones, on the checkout as it is (the edit-test loop)
+	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -v $(CURDIR):/opt/ds2 -w /opt/ds2 $(IMAGE_CPU) \
+	  python -m pytest -p no:cacheprovider -q -m "not integration and not slow" tests $(NO_TESTS_IS_FAILURE)
 
 # The host venv has only pytest, the Docker SDK and PyYAML: collect only the files written for it.
 HOST_TEST_FILES = tests/integration tests/test_envcheck_docker.py

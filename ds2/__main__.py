@@ -24,10 +24,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ds2.config import add_options
 
-    parser = argparse.ArgumentParser(prog="ds2", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ds2", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
@@ -41,13 +46,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ds2.config import from_options
     from ds2.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ImportError as exc:  # a broken environment: envcheck is the tool that explains it
+        print(f"ds2: cannot import {exc.name or 'a module'} ({exc}); `python -m envcheck` says why and how to "
+              f"fix it", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     try:
         cfg = from_options(args)
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(cfg, args) or 0)
     except UserError as exc:
         print(f"ds2 {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(f"ds2 {args.command}: cannot import {exc.name or 'a module'} ({exc}); `python -m envcheck --stage "
+              f"{args.command}` says why and how to fix it", file=sys.stderr)
         return 1
     except OSError as exc:  # a file or folder the user named: missing, not writable, disk full
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc.strerror) else ""

@@ -130,8 +130,7 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     if sidecar.is_file():
         expected = sidecar.read_text().split()[0]
         if file_sha256(path) != expected:
-            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged); "
-                                    f"use an older checkpoint of the run (--checkpoint step-N file)")
+            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged)")
     try:
         values = ms.load_checkpoint(str(path))
     except (RuntimeError, ValueError) as exc:

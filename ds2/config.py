@@ -446,6 +446,19 @@ def add_options(parser) -> None:
                         help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
 
 
+def count(text: str) -> int:
+    """argparse type for options that count something: 0 or more."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def from_options(args) -> Config:
     """The config named by the options add_options() declared."""
     return load_config(args.preset, args.config, args.overrides)

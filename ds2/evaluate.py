@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ds2.config import Config
+from ds2.config import Config, count
 
 
 def add_arguments(parser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
                         help="checkpoint file, or best / last of the run in run_dir (default: best)")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
                         help="which manifest to decode (default: test)")
-    parser.add_argument("--beam", type=int, default=0, metavar="N",
+    parser.add_argument("--beam", type=count, default=0, metavar="N",
                         help="prefix beam search with N beams instead of greedy decoding")
 
 

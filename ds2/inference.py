@@ -33,7 +33,10 @@ def load_for_inference(cfg: Config, which: str, overrides: Sequence[str]) -> Loa
     from ds2.model import DeepSpeech2
 
     path = checkpoint.resolve(cfg.run_dir, which)
-    values, meta = checkpoint.load(path)
+    try:
+        values, meta = checkpoint.load(path)
+    except checkpoint.CorruptCheckpoint as exc:
+        raise UserError(f"{exc}; use another checkpoint of the run (--checkpoint last, or a step-N.ckpt file)") from None
     stored = with_overrides(meta["config"], overrides)
     model = DeepSpeech2(stored.model, stored.features.n_bins)
     try:

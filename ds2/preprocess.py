@@ -23,7 +23,7 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from ds2.config import Config
+from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
 from ds2.data.manifest import ProblemReport, Utterance, read_manifest, write_csv_manifest, write_json_manifest
 from ds2.data.sets import SPLITS, feature_cache_dir, manifest_path
@@ -131,15 +131,13 @@ def warm_feature_cache(utterances: List[Utterance], cfg: Config, workers: int) -
 def add_arguments(parser) -> None:
     parser.add_argument("--warm-cache", action="store_true",
                         help="compute every kept utterance's features now (train otherwise does it on first use)")
-    parser.add_argument("--workers", type=int, default=0, metavar="N",
+    parser.add_argument("--workers", type=count, default=0, metavar="N",
                         help="processes for speech synthesis and features (default 0: every usable core)")
 
 
 def run(cfg: Config, args) -> int:
     from ds2.runtime import usable_cpus
 
-    if args.workers < 0:
-        raise UserError(f"--workers {args.workers}: give a positive number, or 0 for every usable core")
     workers = args.workers or usable_cpus()
     check_window(cfg.features)
     splits = [s for s in SPLITS if cfg.data.source != "manifest" or getattr(cfg.data, f"{s}_manifest")]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ds2 import checkpoint, distributed, memory
-from ds2.config import Config, save_config, to_dict, with_overrides
+from ds2.config import Config, count, save_config, to_dict, with_overrides
 from ds2.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in run_dir from its newest readable checkpoint (its stored "
                              "config, plus any --set overrides); start a new run if there is none")
-    parser.add_argument("--max-steps", type=int, default=0, metavar="N",
+    parser.add_argument("--max-steps", type=count, default=0, metavar="N",
                         help="stop (with a checkpoint) once N steps are done in total; 0 = all epochs")
 
 
@@ -141,17 +141,20 @@ def train(cfg: Config, args) -> int:
         if not found:
             print(f"ds2 train: --resume: no checkpoint yet in {checkpoint.checkpoint_dir(run_dir)}; "
                   f"starting a new run")
+        damaged = []
         for candidate in reversed(found):  # newest first; a damaged one falls back to the one before
             try:
                 values, meta = checkpoint.load(candidate)
             except checkpoint.CorruptCheckpoint as exc:
-                print(f"ds2 train: {exc}; trying the previous checkpoint", file=sys.stderr)
+                damaged.append(str(exc))
                 continue
             resume_from = candidate
             break
         if found and resume_from is None:
-            raise UserError(f"no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}: every one is damaged; "
-                            f"move the folder away to start afresh")
+            raise UserError(f"no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}: all {len(found)} are "
+                            f"damaged ({damaged[0]}); move the folder away to start afresh")
+        for problem in damaged:
+            print(f"ds2 train: skipped a damaged checkpoint: {problem}", file=sys.stderr)
         if resume_from is not None:
             cfg = with_overrides(meta["config"], args.overrides)  # the run's own config + this command's --set
     elif checkpoint.step_checkpoints(run_dir):

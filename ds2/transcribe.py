@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from ds2.config import Config
+from ds2.config import Config, count
 
 # Inputs are zero-padded up to a whole number of these seconds so that files of similar length
 # share one compiled graph; the model masks padding, so it does not change the transcript.
@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("audio", nargs="+", help="audio files (anything libsndfile reads: wav, flac, ...)")
     parser.add_argument("--checkpoint", default="best", metavar="PATH|best|last",
                         help="checkpoint file, or best / last of the run in run_dir (default: best)")
-    parser.add_argument("--beam", type=int, default=0, metavar="N",
+    parser.add_argument("--beam", type=count, default=0, metavar="N",
                         help="prefix beam search with N beams instead of greedy decoding")
 
 

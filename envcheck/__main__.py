@@ -14,13 +14,14 @@ from typing import List, Optional
 from ds2.config import add_options
 from envcheck import diagnose, report, runner, settings
 from envcheck.probes import PREPROCESS, STAGES, select
+from envcheck.result import FAIL
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        # argparse exits 2 on bad usage, which here means "warnings only"; bad usage is exit 3.
-        self.print_usage(sys.stderr)
-        self.exit(report.EXIT_ENVCHECK_FAILED, f"{self.prog}: error: {message}\n")
+        # One line that names the problem. argparse exits 2 on bad usage, which here means "warnings
+        # only"; bad usage is exit 3.
+        self.exit(report.EXIT_ENVCHECK_FAILED, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +88,15 @@ def run(argv: Optional[List[str]] = None) -> int:
     start = time.monotonic()
     probe_settings, config_result = settings.load(args.stage, args.preset, args.config, args.overrides,
                                                   args.checkpoint)
+    if config_result.status == FAIL:
+        # The stage would stop at the same configuration; the probes would check another one.
+        diagnose.diagnose([config_result], rules)
+        if args.json:
+            sys.stdout.write(report.to_json([config_result], args.stage, python, args.host,
+                                            time.monotonic() - start) + "\n")
+        else:
+            sys.stderr.write(f"envcheck: {config_result.summary}\n")
+        return report.EXIT_BLOCKED
     results = [config_result] + runner.run_probes(probes, probe_settings, python, args.timeout)
     diagnose.diagnose(results, rules)
     duration = time.monotonic() - start

@@ -104,6 +104,16 @@ def test_rules_with_severity_raise_a_passing_result_from_installed_versions():
     dists = result("distributions", status="pass", details={"installed": {"numpy": "2.0.2"}})
     diagnose.diagnose([dists], [rule])
     assert dists.status == "fail" and dists.diagnosis[0].title == "2.0.2 is too new"
+    # The line's words agree with its status: it does not read "FAIL ... every requirement is met" alone.
+    assert dists.summary == "summary; but: 2.0.2 is too new"
+
+
+def test_a_rule_that_does_not_raise_the_status_leaves_the_summary():
+    rule = {"id": "r", "title": "known", "probes": ["*"], "severity": "warn", "evidence": [{"output": "boom"}],
+            "explanation": "e", "fix": ["f"]}
+    failing = result(status="fail", output="boom")
+    diagnose.diagnose([failing], [rule])
+    assert (failing.status, failing.summary, [d.rule_id for d in failing.diagnosis]) == ("fail", "summary", ["r"])
 
 
 def test_placeholders_from_details_and_regex_groups_leave_commands_alone():

@@ -139,6 +139,28 @@ def test_bad_checksum_is_rejected_and_the_download_discarded(tmp_path, server):
     assert list((tmp_path / "data").iterdir()) == []
 
 
+def test_an_archive_that_fails_its_checksum_is_moved_aside_and_fetched_afresh(tmp_path, server):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / f"{SUBSET}.tar.gz").write_bytes(b"an old, broken download")
+    with pytest.raises(LibriSpeechError, match="refused: its MD5 does not match.*run again to download"):
+        prepare_subset(root, SUBSET, base_url=server["url"], md5=server["md5"])
+    assert (root / f"{SUBSET}.tar.gz.rejected").read_bytes() == b"an old, broken download"
+    assert not (root / f"{SUBSET}.tar.gz").exists()
+    assert prepare_subset(root, SUBSET, base_url=server["url"], md5=server["md5"]) == root / "LibriSpeech" / SUBSET
+
+
+def test_an_unsafe_archive_is_moved_aside_with_what_to_do(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    evil = tar_with(tmp_path, regular("LibriSpeech/ok.txt"), regular("../escaped.txt"))
+    (root / f"{SUBSET}.tar.gz").write_bytes(evil.read_bytes())
+    with pytest.raises(LibriSpeechError, match="refused: .*'\\.\\./escaped.txt'.*data.librispeech_url"):
+        prepare_subset(root, SUBSET, md5=hashlib.md5(evil.read_bytes()).hexdigest())
+    assert (root / f"{SUBSET}.tar.gz.rejected").is_file() and not (root / f"{SUBSET}.tar.gz").exists()
+    assert not (tmp_path / "escaped.txt").exists()
+
+
 def test_checksum_sources_in_order(tmp_path):
     archive = tmp_path / f"{SUBSET}.tar.gz"
     assert expected_md5(SUBSET, archive) == ("42e2234ba48799c1f50f24a7926300a1",

@@ -104,3 +104,24 @@ def test_synth_source_end_to_end(tmp_path, capsys):
         assert len(manifest["samples"]) == count
         assert all(sample["duration"] > 0 for sample in manifest["samples"])
     assert "kept" in capsys.readouterr().out
+
+
+def test_manifest_durations_are_checked_against_the_audio_headers(tmp_path, capsys):
+    source = tmp_path / "source"
+    good = make_audio(source / "good.wav", 1.0)
+    short = make_audio(source / "short.wav", 2.0)
+    empty = source / "empty.wav"
+    empty.write_bytes(b"")           # 0 bytes, listed with a duration
+    samples = [{"wav_path": good, "transcript": "fine", "duration": 1.0, "id": "good"},
+               {"wav_path": short, "transcript": "understated", "duration": 1.2, "id": "short"},  # 40 % short
+               {"wav_path": str(empty), "transcript": "nothing", "duration": 1.0, "id": "empty"}]
+    (source / "train.json").write_text(json.dumps({"root_path": str(source), "samples": samples}))
+    assert main(["preprocess", "--set", f"data.data_dir={tmp_path / 'data'}", "--set", "data.source=manifest",
+                 "--set", f"data.train_manifest={source / 'train.json'}"]) == 0
+    out = capsys.readouterr().out
+    rows = {row[0]: row[1:] for row in (re.split(r"\s{2,}", line.strip()) for line in out.splitlines())}
+    assert rows["skipped: unreadable audio"] == ["1"]
+    assert rows["corrected: duration differs from the audio header"] == ["1"]
+    assert "short (1.2 s listed, 2.00 s in the file)" in out
+    kept, _ = read_manifest(tmp_path / "data" / "manifests" / "train.json")
+    assert {u.id: u.duration for u in kept} == {"good": 1.0, "short": 2.0}

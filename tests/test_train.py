@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 ms = pytest.importorskip("mindspore")
 
 from ds2.__main__ import main  # noqa: E402
 from ds2.config import ModelConfig, TrainConfig, load_config  # noqa: E402
+from ds2.errors import UserError  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
 from ds2.step import build_optimizer, learning_rate, make_train_step  # noqa: E402
 from tests.helpers import read_metrics, tiny_overrides, write_tone_corpus  # noqa: E402
@@ -152,6 +154,42 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_on
     assert steps == list(range(1, 7))
 
 
+def test_a_damaged_best_checkpoint_does_not_stop_resume(tmp_path, capsys):
+    manifests = write_tone_corpus(tmp_path / "corpus")
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir, tmp_path / "data", manifests, **{"train.epochs": 2})
+    assert main(["train"] + overrides) == 0
+    best = run_dir / "checkpoints" / "best.ckpt"
+    best.chmod(0o600)
+    best.write_bytes(best.read_bytes()[:500])   # best.ckpt is a hard link: its step checkpoint is damaged too
+    capsys.readouterr()
+
+    assert main(["train", "--resume"] + overrides + ["--set", "train.epochs=3"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped a damaged checkpoint" in err
+    assert "best.ckpt: SHA-256 does not match" in err and "the next dev evaluation replaces it" in err
+    from ds2 import checkpoint
+    assert checkpoint.load(best)[1]["position"]["epoch"] == 3    # the new best, readable again
+
+
+def test_bad_audio_mid_epoch_is_skipped_counted_and_named(tmp_path, capsys):
+    manifests = write_tone_corpus(tmp_path / "corpus")
+    manifest = json.loads(manifests["train"].read_text())
+    unreadable, understated = manifest["samples"][3], manifest["samples"][5]
+    open(unreadable["wav_path"], "wb").close()          # emptied after the manifest was written
+    # Half a second longer than the manifest says, and than any bucket the manifest's durations plan.
+    audio, rate = soundfile.read(understated["wav_path"], dtype="float32")
+    soundfile.write(understated["wav_path"], np.concatenate([audio, np.zeros(rate // 2, np.float32)]), rate)
+    run_dir = tmp_path / "run"
+    assert main(["train"] + tiny_overrides(run_dir, tmp_path / "data", manifests, **{"train.epochs": 1})) == 0
+    out = capsys.readouterr().out
+    assert f"{unreadable['id']}: cannot read audio" in out
+    assert f"{understated['id']}: its audio has" in out and "more than its manifest duration" in out
+    assert "batches skipped for bad data (2 utterances, named above)" in out
+    trained = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert trained and all(r["loss"] == r["loss"] for r in trained)   # the rest of the epoch trained
+
+
 def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
     """Too little memory for the configured pair: fewer buckets first, then shorter batches."""
     from ds2 import memory
@@ -169,4 +207,5 @@ def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
     assert (roomy.train.num_buckets, roomy.train.max_batch_seconds) == (16, 64.0)   # fits: unchanged
 
     monkeypatch.setattr(memory, "usable_bytes", lambda: 1024 ** 3)
-    assert "do not fit in 1.0 GiB" in fit_batch_to_memory(load_config("seed"))
+    with pytest.raises(UserError, match="do not fit in 1.0 GiB"):
+        fit_batch_to_memory(load_config("seed"))

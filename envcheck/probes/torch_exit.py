@@ -17,9 +17,12 @@ Each combination runs in a fresh interpreter, so the crash is observed, not suff
 from __future__ import annotations
 
 import importlib.util
+import os
+import select
 import signal
 import subprocess
 import sys
+import time
 
 BACKWARD = "x = torch.ones(8, 8, requires_grad=True)\n(x @ x).sum().backward()\n"
 DONE = "print('backward done', flush=True)\n"
@@ -31,22 +34,44 @@ COMBINATIONS = {
 }
 
 
-# Seconds per combination: a clean run takes 1-4 s. The teardown can also hang instead of crashing
-# (2 of 14 envcheck runs in the image); a hang after the work counts like a crash after it.
-TIMEOUT_S = 15
+# The work (imports and one backward pass) takes 1-4 s on an idle machine and much longer on a loaded
+# one; the exit after it takes well under a second. The teardown can also hang instead of crashing
+# (2 of 14 envcheck runs in the image): a hang after the work counts like a crash after it.
+WORK_TIMEOUT_S = 300
+EXIT_TIMEOUT_S = 15
+
+
+def _printed_done(stream, timeout: float) -> bool:
+    """Whether the process printed "backward done" within `timeout` seconds (False at its end or the limit)."""
+    end = time.monotonic() + timeout
+    printed = b""
+    while b"backward done" not in printed:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([stream], [], [], left)[0]:
+            return False
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            return False
+        printed += chunk
+    return True
 
 
 def outcome(script: str) -> str:
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        printed = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return f"work finished, then hung at exit (killed after {TIMEOUT_S} s)" if "backward done" in printed \
-            else f"no result within {TIMEOUT_S} s"
+        done = _printed_done(proc.stdout, WORK_TIMEOUT_S)
+        try:
+            proc.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return f"work finished, then hung at exit (killed after {EXIT_TIMEOUT_S} s)" if done \
+                else f"no result within {WORK_TIMEOUT_S} s"
+    finally:
+        proc.stdout.close()
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        return f"work finished, then {name} at exit" if "backward done" in proc.stdout \
-            else f"{name} before the work finished"
+        return f"work finished, then {name} at exit" if done else f"{name} before the work finished"
     return f"exit {proc.returncode}"
 
 
