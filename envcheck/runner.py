@@ -38,8 +38,8 @@ _STOPPING = threading.Event()
 
 
 def default_workers() -> int:
-    """Parallel probes: one per GiB of usable memory (a MindSpore probe holds about 0.7 GB, and envcheck
-    must not be what runs a small container out of memory), at most MAX_WORKERS. Probes spend much of
+    """Parallel probes: one per GiB of usable memory (a probe that imports MindSpore holds most of one, and
+    envcheck must not be what runs a small container out of memory), at most MAX_WORKERS. Probes spend much of
     their time starting processes and importing, so they are not limited to one per core."""
     usable = memory.usable_bytes()
     by_memory = int(usable // memory.GIB) if usable else MAX_WORKERS
