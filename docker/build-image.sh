@@ -6,6 +6,7 @@
 # `make base-image` bootstraps where no registry answers), EXTRA_CA_CERTS (a PEM file; default: the
 # host's CA bundle when the host trusts extra CAs, see docker/certs/README.md), DOCKER (the docker CLI).
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) stops the script too
 flavor=${1:?usage: build-image.sh cpu|gpu TAG}
 tag=${2:?usage: build-image.sh cpu|gpu TAG}
 here=$(cd "$(dirname "$0")" && pwd)
