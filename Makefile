@@ -5,8 +5,9 @@
 #   PRESET          config preset: small (embedded synthetic corpus) or seed (the report's model)
 #   CONFIG          optional YAML file (relative to the checkout) overriding the preset
 #   SET             config overrides for every stage, e.g. SET="train.epochs=2 data.synth_train=500"
-#   BASE_IMAGE      base for the images (python:3.9-slim-bullseye; falls back to a bootstrapped one)
-#   EXTRA_CA_CERTS  PEM file of extra CA certificates for the image build (TLS-intercepting proxies)
+#   BASE_IMAGE      base for the images (default in .env; falls back to a bootstrapped one)
+#   EXTRA_CA_CERTS  PEM file of CA certificates for the image build (default: the host's bundle when
+#                   the host trusts extra CAs, as behind a TLS-intercepting proxy)
 #   WORKERS         number of data-parallel workers for make train-dist (2)
 #   DOCKER          docker CLI to use
 
@@ -15,14 +16,16 @@ SHELL := /bin/bash
 # Stages depend on each other's files: never run them in parallel, even under make -j.
 .NOTPARALLEL:
 
+# Image tags, base images and the preset default are set in .env, which Compose reads too.
+include .env
 DOCKER ?= docker
-IMAGE_CPU ?= ds2:cpu
-IMAGE_GPU ?= ds2:gpu
-BASE_IMAGE ?= python:3.9-slim-bullseye
-FALLBACK_BASE_IMAGE ?= ds2-base:py3.9-bullseye
+IMAGE_CPU ?= $(DS2_IMAGE_CPU)
+IMAGE_GPU ?= $(DS2_IMAGE_GPU)
+BASE_IMAGE ?= $(DS2_BASE_IMAGE)
+FALLBACK_BASE_IMAGE ?= $(DS2_FALLBACK_BASE_IMAGE)
 EXTRA_CA_CERTS ?=
 RUNS ?= $(CURDIR)/runs
-PRESET ?= small
+PRESET ?= $(DS2_PRESET)
 CONFIG ?=
 SET ?=
 SHM_SIZE ?= 2g
@@ -53,12 +56,12 @@ help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
 	@echo "                                       make test        (unit + integration tests)"
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 base-image: ## bootstrap the Python 3.9 bullseye base from Debian packages (hosts with no registry)
 	docker/base-image.sh $(FALLBACK_BASE_IMAGE)
 
-image-cpu: ## build the CPU image (uses the layer cache; base falls back to base-image)
+image-cpu: ## build the CPU image unless one built from the same inputs exists (base falls back to base-image)
 	docker/build-image.sh cpu $(IMAGE_CPU)
 
 image-gpu: ## build the GPU image (CPU image + CUDA 11 / cuDNN 8 libraries for MindSpore's GPU plugin)

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Create /opt/venv and install a lock file into it, every wheel checked against its hash.
 #   install-python-deps.sh LOCK_FILE
-# Runs in the builder stage. Extra CA certificates (docker/certs/*.crt, copied to /tmp/extra-ca)
-# are appended to the system bundle for pip only; see docker/certs/README.md.
+# Runs in the builder stage. CA certificates that build-image.sh put in docker/certs (copied to
+# /tmp/extra-ca) are added to the system bundle for pip only; see docker/certs/README.md.
 set -euo pipefail
 lock=$1
 
@@ -20,9 +20,10 @@ python3 -m venv /opt/venv
 if ! /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
     --require-hashes --no-deps -r "$lock" 2>&1 | tee /tmp/pip.log; then
     if grep -q CERTIFICATE_VERIFY_FAILED /tmp/pip.log; then
-        echo "install-python-deps: pip could not verify the package index's TLS certificate. A proxy that" \
-             "intercepts TLS is in the way; give its CA to the build: make image-cpu" \
-             "EXTRA_CA_CERTS=/path/to/ca.pem (see docker/certs/README.md)." >&2
+        echo "install-python-deps: pip could not verify the package index's TLS certificate: a proxy that" \
+             "intercepts TLS is in the way and this build does not trust its CA. Install that CA on the host" \
+             "(Debian/Ubuntu: /usr/local/share/ca-certificates, then update-ca-certificates) or give it to the" \
+             "build: make image-cpu EXTRA_CA_CERTS=/path/to/ca.pem (see docker/certs/README.md)." >&2
     fi
     exit 1
 fi

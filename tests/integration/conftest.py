@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("DS2_IMAGE", "ds2:cpu")
+
+
+def dotenv(name):
+    """A default from the checkout's .env, the file Compose, the Makefile and build-image.sh read."""
+    for line in (REPO / ".env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key == name:
+            return value
+    raise KeyError(f"{name} is not set in .env")
+
+
+IMAGE = os.environ.get("DS2_IMAGE") or dotenv("DS2_IMAGE_CPU")
 
 
 def pytest_collection_modifyitems(items):
