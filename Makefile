@@ -28,7 +28,6 @@ RUNS ?= $(CURDIR)/runs
 PRESET ?= $(DS2_PRESET)
 CONFIG ?=
 SET ?=
-SHM_SIZE ?= 2g
 WORKERS ?= 2
 BENCH ?= --short
 HOST_VENV ?= .venv-host
@@ -40,10 +39,10 @@ export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
 CONFIG_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG)) $(foreach s,$(SET),--set $(s))
 # The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
 # docker/entrypoint.sh), so everything it writes there belongs to you.
-RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) \
+RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
 	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
-RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --shm-size $(SHM_SIZE) --gpus all \
+RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
 	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_GPU)
 # Progress bars when make runs in a terminal.
@@ -119,12 +118,12 @@ $(HOST_VENV): docker/requirements/host.lock
 	touch $(HOST_VENV)
 
 test-unit: image-cpu ## unit tests, inside the CPU image
-	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -w /opt/ds2 $(IMAGE_CPU) \
+	$(DOCKER) run --rm --init -w /opt/ds2 $(IMAGE_CPU) \
 	  python -m pytest -p no:cacheprovider -m "not integration" tests $(NO_TESTS_IS_FAILURE)
 
 # The checkout is mounted over the image's copy, so an edit is tested without rebuilding the image.
 test-fast: image-cpu ## unit tests without the slow ones, on the checkout as it is (the edit-test loop)
-	$(DOCKER) run --rm --init --shm-size $(SHM_SIZE) -v $(CURDIR):/opt/ds2 -w /opt/ds2 $(IMAGE_CPU) \
+	$(DOCKER) run --rm --init -v $(CURDIR):/opt/ds2 -w /opt/ds2 $(IMAGE_CPU) \
 	  python -m pytest -p no:cacheprovider -q -m "not integration and not slow" tests $(NO_TESTS_IS_FAILURE)
 
 # The host venv has only pytest, the Docker SDK and PyYAML: collect only the files written for it.
