@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import List, Optional
 
-from envcheck import diagnose, report, runner, settings
+from envcheck import compat, diagnose, report, runner, settings
 from envcheck.probes import PREPROCESS, STAGES, select
 
 
@@ -85,6 +85,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                                                   args.checkpoint)
     results = [config_result] + runner.run_probes(probes, probe_settings, python, args.timeout)
     diagnose.diagnose(results, rules)
+    results += compat.check(results)  # the installed mindspore + numpy + numba vs docs/compat-matrix.json
     duration = time.monotonic() - start
 
     if args.json:
