@@ -111,10 +111,6 @@ def lookup(matrix: dict, current: Dict[str, str]) -> Optional[dict]:
     return None
 
 
-def _position(axis_versions: List[str], version: str) -> int:
-    return axis_versions.index(version)
-
-
 def nearest_passing(matrix: dict, current: Dict[str, str], limit: int = 3) -> List[dict]:
     """Records measured passing that change the fewest of the three pins from `current`; among those, the
     ones whose versions moved the fewest releases (counted along each axis's measured versions). At most
@@ -129,7 +125,7 @@ def nearest_passing(matrix: dict, current: Dict[str, str], limit: int = 3) -> Li
 
     def cost(record):
         changed = [axis for axis in AXES if not _same(record[axis], current[axis])]
-        moved = sum(abs(_position(ordered[a], record[a]) - _position(ordered[a], current[a])) for a in changed)
+        moved = sum(abs(ordered[a].index(record[a]) - ordered[a].index(current[a])) for a in changed)
         return len(changed), moved
 
     ranked = sorted(passing, key=lambda r: (cost(r), [versions.version_key(r[a]) for a in AXES]))
@@ -157,8 +153,7 @@ def _install_command(pinned: List[str]) -> str:
 def _suggestion_text(suggestions: List[dict], current: Dict[str, str]) -> str:
     if not suggestions:
         return "No combination in the matrix was measured passing."
-    changed = len(pins(suggestions[0], current)) - sum(p.startswith("llvmlite==") for p in pins(suggestions[0],
-                                                                                                  current))
+    changed = sum(not _same(suggestions[0][axis], current[axis]) for axis in AXES)
     listed = "; ".join(f"{describe(r)} (measured {r.get('date', '?')})" for r in suggestions)
     return f"Nearest combinations measured passing (changing {changed} of the three pins): {listed}."
 
@@ -168,16 +163,14 @@ def _failed_probes(record: dict) -> List[str]:
 
 
 def _context(record: dict, installed: Dict[str, str]) -> List[str]:
-    """Packages the measurement had at other versions than this environment (the axes aside)."""
-    measured = record.get("installed") or {}
-    differ = []
-    for name in sorted(measured):
-        if name in AXES:
-            continue
-        here = installed.get(name)
-        if here is None or not _same(here, measured[name]):
-            differ.append(f"{name} {measured[name]} there, {here or 'not installed'} here")
-    return differ
+    """Packages the measurement had at other versions than this environment: CONTEXT first, then how many
+    other distributions differ."""
+    there = record.get("installed") or {}
+    differ = [name for name in there if name not in AXES and not _same(installed.get(name), there[name])]
+    named = [f"{name} {there[name]} there, {installed.get(name) or 'not installed'} here"
+             for name in CONTEXT if name in differ]
+    others = len(differ) - len(named)
+    return named + ([f"{others} other distribution(s) at other versions"] if others else [])
 
 
 def check(results: List[ProbeResult], matrix_path: Optional[Path] = None) -> List[ProbeResult]:
@@ -222,7 +215,7 @@ def check(results: List[ProbeResult], matrix_path: Optional[Path] = None) -> Lis
         if here:
             differ = _context(record, installed)
             summary = (f"{name}: measured {record['status']} ({error}), but {', '.join(here)} pass here"
-                       + (f"; the measurement had {', '.join(differ[:4])}" if differ else ""))
+                       + (f"; the measurement had {'; '.join(differ)}" if differ else ""))
         else:
             summary = (f"{name}: measured {record['status']} in {', '.join(failed_there)}, which this run does not "
                        f"check ({error})")

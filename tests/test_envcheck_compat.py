@@ -232,3 +232,27 @@ def test_numba_without_pkg_resources_under_setuptools_82(tmp_path):
     diagnosis = run.diagnosis("import.numba", "setuptools-82-no-pkg-resources")
     assert "setuptools here: 82.0.1" in diagnosis["title"]
     assert "setuptools<82" in " ".join(diagnosis["fix"])
+
+
+# --- the measuring script's bookkeeping (the measurement itself is `make compat-matrix`) ------------
+
+def test_matrix_script_expands_axes_and_summarises():
+    from bench import compat_matrix
+    axes = {"mindspore": ["2.7.2", "2.8.0"], "numpy": ["1.20.0", "2.0.2"],
+            "numba": {"1.20.0": ["0.53.1", "0.56.4"], "2.0.2": ["0.53.1", "0.60.0"]}}
+    combos = compat_matrix.combinations(axes)
+    assert len(combos) == 8
+    assert combos[0] == ("2.7.2", "1.20.0", "0.53.1") and combos[-1] == ("2.8.0", "2.0.2", "0.60.0")
+    lines = compat_matrix.summary(compat.load(FIXTURE))
+    assert lines[-1] == "8 combinations: 4 pass, 1 warn, 2 fail, 1 refused"
+    row_28 = next(line for line in lines if line.startswith("2.8.0 "))
+    assert row_28.split()[1:] == ["F", "PP"]    # numpy 1.20.0: numba 0.53.1 fails; 1.21.6: both pairings pass
+
+
+def test_matrix_script_keeps_the_resolver_explanation_without_hints():
+    from bench import compat_matrix
+    said = compat_matrix.resolver_said("  × No solution found when resolving dependencies:\n"
+                                       "  ╰─▶ Because mindspore==2.8.0 depends on numpy<2.0.0 ...\n"
+                                       "  hint: pass --verbose\n")
+    assert said.splitlines() == ["× No solution found when resolving dependencies:",
+                                 "╰─▶ Because mindspore==2.8.0 depends on numpy<2.0.0 ..."]
