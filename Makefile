@@ -49,7 +49,7 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
 TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
-	train-cpu train-gpu train-dist eval bench test test-unit test-fast test-integration clean
+	train-cpu train-gpu train-dist eval bench test test-unit test-fast test-integration clean compat-matrix
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -108,6 +108,15 @@ train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS wo
 
 bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~75 s; BENCH= : full run, ~10 min)
 	$(RUN_CPU) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) --json /work/runs/bench/train_speed.json
+
+# Real installs of mindspore x numpy x numba in throwaway Python 3.9 venvs (uv from host.lock, one wheel
+# cache outside the checkout), probed by envcheck; resumes where it stopped. The heat map is drawn in the image.
+COMPAT_PYTHON ?= python3.9
+COMPAT_CACHE ?= $(HOME)/.cache/ds2-compat
+compat-matrix: $(HOST_VENV) image-cpu ## measure which mindspore x numpy x numba work: docs/compat-matrix.json + .png (~1 h)
+	$(HOST_VENV)/bin/python bench/compat_matrix.py --python $(COMPAT_PYTHON) --uv $(HOST_VENV)/bin/uv --cache $(COMPAT_CACHE)
+	$(DOCKER) run --rm --user $$(id -u):$$(id -g) -e MPLBACKEND=Agg -v $(CURDIR):/opt/ds2 -w /opt/ds2 $(IMAGE_CPU) \
+	  python bench/compat_heatmap.py
 
 # pytest exits 5 when it collected nothing: a test run that tests nothing must not pass.
 NO_TESTS_IS_FAILURE = || { status=$$?; [ $$status -eq 5 ] && echo "pytest collected no tests" >&2; exit $$status; }

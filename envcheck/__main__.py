@@ -12,7 +12,7 @@ import traceback
 from typing import List, Optional
 
 from ds2.config import add_options
-from envcheck import diagnose, report, runner, settings
+from envcheck import compat, diagnose, report, runner, settings
 from envcheck.probes import PREPROCESS, STAGES, select
 from envcheck.result import FAIL
 
@@ -99,6 +99,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         return report.EXIT_BLOCKED
     results = [config_result] + runner.run_probes(probes, probe_settings, python, args.timeout)
     diagnose.diagnose(results, rules)
+    results += compat.check(results)  # the installed mindspore + numpy + numba vs docs/compat-matrix.json
     duration = time.monotonic() - start
 
     if args.json:
