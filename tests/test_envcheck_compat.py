@@ -9,7 +9,7 @@ import pytest
 
 from envcheck import compat, diagnose
 from envcheck.result import ProbeResult
-from tests.test_envcheck_support import REPO, bare_venv, run_envcheck, write_dist, write_package
+from tests.envcheck_helpers import REPO, bare_venv, run_envcheck, write_dist, write_package
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "compat-matrix.json"
 REAL = REPO / "docs" / "compat-matrix.json"
