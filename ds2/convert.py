@@ -96,8 +96,8 @@ V3_CONFIG_CLASSES = frozenset(
     + [("hydra_configs.pytorch_lightning.callbacks", "ModelCheckpointConf"),
        ("hydra_configs.pytorch_lightning.trainer", "TrainerConf"),
        ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"),
-       ("torch.nn.modules.rnn", "LSTM"), ("torch.nn.modules.rnn", "GRU"), ("torch.nn.modules.rnn", "RNN"),
-       ("typing", "Any")])
+       ("torch.nn.modules.rnn", "LSTM"), ("torch.nn.modules.rnn", "GRU"), ("torch.nn.modules.rnn", "RNN")]
+    + [("typing", name) for name in ("Any", "List", "Dict", "Tuple", "Optional", "Union")])
 # Lightning keeps hyper-parameters in an AttributeDict, a dict subclass.
 V3_DICT_CLASSES = frozenset([("pytorch_lightning.utilities.parsing", "AttributeDict")])
 # Plain classes such configs use as types and containers; calling them runs no code of the file.
@@ -145,6 +145,18 @@ def _stand_in(module: str, name: str, base: type) -> type:
 
 STAND_INS = {**{key: _stand_in(*key, InertObject) for key in V3_CONFIG_CLASSES},
              **{key: _stand_in(*key, InertDict) for key in V3_DICT_CLASSES}}
+
+
+def _typing_subscript(origin, arguments):
+    """operator.getitem as pickle calls it to rebuild typing.List[typing.Any] (a config field's type):
+    allowed on typing's stand-ins only, and it returns the type's name."""
+    if not (isinstance(origin, type) and issubclass(origin, InertObject) and origin.qualified_name.startswith("typing.")):
+        raise UnsafeCheckpoint(f"operator.getitem applied to {origin!r}")
+    arguments = arguments if isinstance(arguments, tuple) else (arguments,)
+    return f"{origin.qualified_name}[{', '.join(str(plain(argument)) for argument in arguments)}]"
+
+
+PLAIN_GLOBALS[("_operator", "getitem")] = _typing_subscript
 
 
 class RestrictedUnpickler(pickle.Unpickler):

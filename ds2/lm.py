@@ -199,17 +199,20 @@ def write_arpa(model: NgramModel, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    # KenLM's query code needs at least two orders: a unigram model gets an empty bigram section.
+    orders = max(model.order, 2)
+    probabilities = model.probabilities + [{}] * (orders - model.order)
+    backoffs = model.backoffs + [{}] * (orders - model.order)
     with _open_text(partial, "w") as out:
         out.write("\\data\\\n")
-        for n in range(1, model.order + 1):
-            out.write(f"ngram {n}={len(model.probabilities[n - 1])}\n")
-        for n in range(1, model.order + 1):
+        for n in range(1, orders + 1):
+            out.write(f"ngram {n}={len(probabilities[n - 1])}\n")
+        for n in range(1, orders + 1):
             out.write(f"\n\\{n}-grams:\n")
-            backoffs = model.backoffs[n - 1]
-            for ngram in sorted(model.probabilities[n - 1]):
-                line = f"{model.probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
-                if ngram in backoffs:
-                    line += f"\t{backoffs[ngram]:.7f}"
+            for ngram in sorted(probabilities[n - 1]):
+                line = f"{probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
+                if ngram in backoffs[n - 1]:
+                    line += f"\t{backoffs[n - 1][ngram]:.7f}"
                 out.write(line + "\n")
         out.write("\n\\end\\\n")
     partial.replace(path)

@@ -225,3 +225,26 @@ def load_settings(checkpoint_path: Union[str, Path]) -> Optional[LmSettings]:
                           beam=int(stored.get("beam", DEFAULT_BEAM)))
     except (KeyError, TypeError, ValueError) as exc:
         raise LmDecodeError(f"{path} is not a tuned-LM settings file ({exc}); remove it or run ds2 tune-lm again") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A set's model outputs on disk: decode or tune many times without running the model again
+
+
+def save_log_probs(path: Union[str, Path], log_probs_list: Sequence[np.ndarray], references: Sequence[str],
+                   ids: Sequence[str], labels: str) -> Path:
+    """One .npz: every utterance's [frames, labels] log-probabilities (float32, concatenated, with
+    their lengths), reference transcripts, utterance ids and the labels."""
+    path = Path(path)
+    np.savez_compressed(path, log_probs=np.concatenate(list(log_probs_list)).astype(np.float32),
+                        lengths=np.array([len(lp) for lp in log_probs_list]), references=np.array(list(references)),
+                        ids=np.array(list(ids)), labels=np.array(labels))
+    return path
+
+
+def load_log_probs(path: Union[str, Path]) -> Dict:
+    """{log_probs: list of [frames, labels] arrays, references, ids: lists of str, labels: str}."""
+    with np.load(path, allow_pickle=False) as stored:
+        boundaries = np.cumsum(stored["lengths"])[:-1]
+        return {"log_probs": np.split(stored["log_probs"], boundaries), "references": stored["references"].tolist(),
+                "ids": stored["ids"].tolist(), "labels": str(stored["labels"])}

@@ -135,8 +135,9 @@ class DictConfig(Container):
 
 class ListConfig(Container):
     def __init__(self, items, key=None, parent=None):
-        super().__init__(parent, ContainerMetadata(ref_type=typing.Any, object_type=list, optional=True, key=key,
-                                                   element_type=typing.Any))
+        # A List[Any] field's type pickles as operator.getitem(typing.List, typing.Any).
+        super().__init__(parent, ContainerMetadata(ref_type=typing.List[typing.Any], object_type=list, optional=True,
+                                                   key=key, element_type=typing.Any))
         self.__dict__["_content"] = [_node_for(item, index, self) for index, item in enumerate(items)]
 
 
@@ -148,6 +149,8 @@ def _node_for(value, key, parent):
     kind = {int: IntegerNode, float: FloatNode, str: StringNode}.get(type(value), AnyNode)
     if isinstance(value, (list, tuple)):
         return ListConfig(list(value), key, parent)
+    if isinstance(value, dict):
+        return DictConfig(None, key, parent, **value)
     return kind(value, key, parent)
 
 
@@ -235,6 +238,7 @@ def training_config(labels_path="labels.json", window=SpectrogramWindow.hamming,
                             filepath=None, monitor="wer", verbose=True, save_last=None, save_top_k=1,
                             save_weights_only=False, mode="min", dirpath=None, filename=None, period=1, prefix="")
     root = DictConfig(c["DeepSpeechConfig"],
+                      defaults=[{"optim": "adam"}, {"model": "bidirectional"}, {"checkpoint": "file"}],
                       optim=DictConfig(c["AdamConfig"], learning_rate=1.5e-4, learning_anneal=0.99,
                                        weight_decay=1e-5, eps=1e-8, betas=(0.9, 0.999)),
                       model=DictConfig(c["BiDirectionalConfig"], rnn_type=RNNType.lstm, hidden_size=hidden_size,

@@ -430,3 +430,19 @@ def test_v3_checkpoint_with_an_unknown_class_is_refused_by_name(tmp_path, torch_
     assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 1
     assert re.search(r"would import (posix|os)\.system", capsys.readouterr().err)
     assert not marker.exists()
+
+
+class CallsGetitem:
+    """Unpickling this calls operator.getitem on a dict: allowed only on typing's stand-ins."""
+
+    def __reduce__(self):
+        import operator
+        return operator.getitem, ({"key": "value"}, "key")
+
+
+def test_operator_getitem_is_refused_outside_typing(tmp_path):
+    path = tmp_path / "getitem.pth"
+    torch.save({"state_dict": {"fc.0.module.1.weight": torch.zeros(2, 2)}, "trick": CallsGetitem()}, str(path))
+
+    with pytest.raises(convert.UnsafeCheckpoint, match="operator.getitem applied to"):
+        convert.read_torch_checkpoint(path)
