@@ -96,12 +96,16 @@ def main(argv=None) -> int:
     betas = [float(b) for b in args.betas.split(",")]
     for lm_path in args.lm:
         if "flashlight" in decoders:
-            tuned = lm_decode.tune(dev["log_probs"], dev["references"], labels, lm_path, alphas, betas, args.beam)
-            decoder = lm_decode.LmDecoder(labels, lm_path, tuned.alpha, tuned.beta, args.beam)
-            hypotheses, speed = timed(decoder, test["log_probs"])
-            print(row(f"flashlight-text beam {args.beam}", lm_path.name, test, hypotheses, speed,
-                      f"{tuned.alpha:g}, {tuned.beta:g} (dev WER {100 * tuned.wer:.2f}, grid {tuned.seconds:.0f} s)"),
-                  flush=True)
+            for space_ends_words in (False, True):
+                tuned = lm_decode.tune(dev["log_probs"], dev["references"], labels, lm_path, alphas, betas, args.beam,
+                                       space_ends_words=space_ends_words)
+                decoder = lm_decode.LmDecoder(labels, lm_path, tuned.alpha, tuned.beta, args.beam,
+                                              space_ends_words=space_ends_words)
+                hypotheses, speed = timed(decoder, test["log_probs"])
+                print(row(f"flashlight-text beam {args.beam}{', space ends words' if space_ends_words else ''}",
+                          lm_path.name, test, hypotheses, speed,
+                          f"{tuned.alpha:g}, {tuned.beta:g} (dev WER {100 * tuned.wer:.2f}, grid {tuned.seconds:.0f} s)"),
+                      flush=True)
         if "pyctcdecode" in decoders:
             try:
                 (alpha, beta, wer), decode = tune_pyctcdecode(dev, labels, lm_path, args.beam)

@@ -211,8 +211,8 @@ def write_arpa(model: NgramModel, path: Union[str, Path]) -> Path:
             out.write(f"\n\\{n}-grams:\n")
             for ngram in sorted(probabilities[n - 1]):
                 line = f"{probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
-                if ngram in backoffs[n - 1]:
-                    line += f"\t{backoffs[n - 1][ngram]:.7f}"
+                if n < orders:   # every lower-order n-gram gets a backoff weight, 0 (weight 1) if no context, as lmplz writes
+                    line += f"\t{backoffs[n - 1].get(ngram, 0.0):.7f}"
                 out.write(line + "\n")
         out.write("\n\\end\\\n")
     partial.replace(path)

@@ -76,7 +76,8 @@ class LmDecoder:
 
     def __init__(self, labels: str, lm_path: Union[str, Path], alpha: float = DEFAULT_ALPHA,
                  beta: float = DEFAULT_BETA, beam: int = DEFAULT_BEAM, token_beam: int = DEFAULT_TOKEN_BEAM,
-                 beam_threshold: float = DEFAULT_BEAM_THRESHOLD, vocabulary: Optional[Sequence[str]] = None):
+                 beam_threshold: float = DEFAULT_BEAM_THRESHOLD, vocabulary: Optional[Sequence[str]] = None,
+                 space_ends_words: bool = False):
         from ds2.lm import arpa_vocabulary
 
         check_labels(labels)
@@ -111,9 +112,10 @@ class LmDecoder:
         for word in spellable:
             word_index = self.words.get_index(word)
             _, score = self.lm.score(start, word_index)
-            self.trie.insert([index[c] for c in word], word_index, score)
+            self.trie.insert([index[c] for c in word] + ([self.space] if space_ends_words else []), word_index, score)
         self.trie.smear(fl_decoder.SmearingMode.MAX)
 
+        self.space_ends_words = space_ends_words
         self.settings = dict(alpha=alpha, beta=beta, beam=beam, token_beam=token_beam, beam_threshold=beam_threshold)
         self.decoder = self._search(**self.settings)
 
@@ -140,6 +142,10 @@ class LmDecoder:
         if len(log_probs) == 0:
             return ""
         emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+        if self.space_ends_words:   # a final certain space ends the last word
+            final = np.full((1, len(self.labels)), -1e9, np.float32)
+            final[0, self.space] = 0.0
+            emissions = np.concatenate([emissions, final])
         best = self.decoder.decode(emissions.ctypes.data, emissions.shape[0], emissions.shape[1])[0]
         return " ".join(self.words.get_entry(i) for i in best.words if i >= 0)
 
@@ -177,7 +183,7 @@ class TuneResult:
 def tune(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels: str,
          lm_path: Union[str, Path], alphas: Sequence[float] = DEFAULT_ALPHAS,
          betas: Sequence[float] = DEFAULT_BETAS, beam: int = DEFAULT_BEAM,
-         progress: Optional[Callable[[float, float, float], None]] = None) -> TuneResult:
+         progress: Optional[Callable[[float, float, float], None]] = None, **options) -> TuneResult:
     """Grid search: decode every utterance with each (alpha, beta); the pair with the lowest WER
     (ties: lowest CER, then the smaller alpha and beta). The LM and lexicon are loaded once."""
     from ds2.metrics import error_rates
@@ -185,7 +191,7 @@ def tune(log_probs_list: Sequence[np.ndarray], references: Sequence[str], labels
     if len(log_probs_list) != len(references) or not references:
         raise ValueError(f"{len(log_probs_list)} log-probability arrays for {len(references)} references")
     started = time.monotonic()
-    base = LmDecoder(labels, lm_path, alphas[0], betas[0], beam)
+    base = LmDecoder(labels, lm_path, alphas[0], betas[0], beam, **options)
     table = []
     for alpha in alphas:
         for beta in betas:
