@@ -17,9 +17,10 @@ The model, for a word w after the context h (the previous order-1 words, fewer a
 - Three discounts per order, D1, D2, D3+, for n-grams counted once, twice, three or more times,
   come from that order's counts of counts t1..t4:
       Y = t1 / (t1 + 2 t2),  D1 = 1 - 2 Y t2 / t1,  D2 = 2 - 3 Y t3 / t2,  D3+ = 3 - 4 Y t4 / t3.
-  A small corpus can lack n-grams seen 3 or 4 times (t3 or t4 = 0) or give a discount outside
-  [0, k]; then the order uses FALLBACK_DISCOUNTS (lmplz's --discount_fallback values), and the
-  build says so.
+  A small corpus can lack n-grams seen once, twice or three times (t1, t2 or t3 = 0) or give a
+  discount outside [0, k]; then the order uses FALLBACK_DISCOUNTS (lmplz's --discount_fallback
+  values), and the build says so. The models equal lmplz's (KenLM 0.3.0, --discount_fallback):
+  bench/lm_vs_lmplz.py compares them (README "Language model").
 - p(w | h) = (a(hw) - D(a(hw))) / a(h.)  +  gamma(h) p(w | h minus its first word), where a(h.)
   sums a(hv) over the words v seen after h, and gamma(h) = sum of the discounts taken / a(h.) is
   the mass left for the lower order. Unigrams interpolate with the uniform distribution over the
@@ -132,7 +133,7 @@ def adjusted_counts(counts: List[Counter]) -> List[Counter]:
 def discounts_from(count_of_counts: Counter) -> Optional[Tuple[float, float, float]]:
     """(D1, D2, D3+) from the counts of counts t1..t4, or None when they give no valid discounts."""
     t1, t2, t3, t4 = (count_of_counts[k] for k in (1, 2, 3, 4))
-    if min(t1, t2, t3, t4) == 0:
+    if min(t1, t2, t3) == 0:   # t4 = 0 is fine: D3+ = 3 (lmplz agrees)
         return None
     y = t1 / (t1 + 2 * t2)
     discounts = (1 - 2 * y * t2 / t1, 2 - 3 * y * t3 / t2, 3 - 4 * y * t4 / t3)

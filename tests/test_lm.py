@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import random
 import threading
+from collections import Counter
 
 import pytest
 
@@ -54,6 +55,12 @@ def test_discounts_follow_the_counts_of_counts():
     model = lm.kneser_ney(sentences, 1)
     assert model.discounts == [pytest.approx((0.5, 1.25, 1.0))]
     assert model.fallback_orders == []
+
+
+def test_no_ngram_seen_four_times_is_fine():
+    # t4 = 0: D3+ = 3 - 4 Y 0 / t3 = 3 (lmplz computes the same).
+    assert lm.discounts_from(Counter({1: 4, 2: 2, 3: 1})) == pytest.approx((0.5, 1.25, 3.0))
+    assert lm.discounts_from(Counter({1: 4, 2: 2, 4: 1})) is None   # t3 = 0
 
 
 def test_orders_without_usable_counts_of_counts_fall_back():
