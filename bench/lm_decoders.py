@@ -10,13 +10,14 @@ Each .npz holds one split's model outputs (ds2.lm_decode.save_log_probs). Decode
   pyctcdecode  pyctcdecode + kenlm (Python beam search, KenLM through its Python module), tuned on dev;
                skipped when those packages are not installed (they are not in the ds2 images)
 For every decoder and LM it prints WER / CER on test, decoding speed on test in utterances per
-second (one process, so one core; decoding is one thread), and the (alpha, beta) chosen on dev.
+second (one process, decoding is one thread; the median of three passes), and the (alpha, beta)
+chosen on dev by the same grid for every LM; and each LM's perplexity on the dev transcripts.
 Rows are measured one after another in the same run: compare them side by side.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from ds2 import lm_decode  # noqa: E402
+from ds2 import lm, lm_decode  # noqa: E402
 from ds2.decode import beam_search_decode, greedy_decode  # noqa: E402
 from ds2.metrics import error_rates  # noqa: E402
 
@@ -35,10 +36,17 @@ PYCTCDECODE_ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 PYCTCDECODE_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
 
 
+REPEATS = 3   # each decoder decodes the test set this many times; the median speed is reported
+
+
 def timed(decode: Callable[[np.ndarray], str], log_probs: Sequence[np.ndarray]):
-    started = time.perf_counter()
-    hypotheses = [decode(lp) for lp in log_probs]
-    return hypotheses, len(log_probs) / (time.perf_counter() - started)
+    """(hypotheses, utterances per second: the median of REPEATS passes over the set)."""
+    speeds = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        hypotheses = [decode(lp) for lp in log_probs]
+        speeds.append(len(log_probs) / (time.perf_counter() - started))
+    return hypotheses, statistics.median(speeds)
 
 
 def pyctcdecode_decoder(labels: str, lm_path: Path, alpha: float, beta: float, beam: int):
@@ -64,7 +72,7 @@ def tune_pyctcdecode(dev, labels, lm_path, beam):
 
 def row(name: str, lm: str, test, hypotheses: List[str], speed: float, chosen: str = "") -> str:
     rates = error_rates(test["references"], hypotheses)
-    return f"| {name} | {lm} | {100 * rates.wer:.2f} | {100 * rates.cer:.2f} | {speed:.1f} | {chosen} |"
+    return f"| {name} | {lm} | {100 * rates.wer:.2f} | {100 * rates.cer:.2f} | {speed:.0f} | {chosen} |"
 
 
 def main(argv=None) -> int:
@@ -75,6 +83,9 @@ def main(argv=None) -> int:
     parser.add_argument("--decoders", default="greedy,prefix,flashlight,pyctcdecode")
     parser.add_argument("--beam", type=int, default=lm_decode.DEFAULT_BEAM, help="LM decoders' beam")
     parser.add_argument("--prefix-beam", type=int, default=32)
+    parser.add_argument("--beam-threshold", type=float, default=lm_decode.DEFAULT_BEAM_THRESHOLD)
+    parser.add_argument("--beam-sweep", default="", metavar="N,N,...",
+                        help="also decode test with these beam widths and the alpha, beta chosen on dev")
     parser.add_argument("--alphas", default=",".join(map(str, lm_decode.DEFAULT_ALPHAS)))
     parser.add_argument("--betas", default=",".join(map(str, lm_decode.DEFAULT_BETAS)))
     args = parser.parse_args(argv)
@@ -95,17 +106,22 @@ def main(argv=None) -> int:
     alphas = [float(a) for a in args.alphas.split(",")]
     betas = [float(b) for b in args.betas.split(",")]
     for lm_path in args.lm:
+        print(f"{lm_path.name}: dev perplexity {lm.perplexity(lm.read_arpa(lm_path), dev['references']):.1f}")
         if "flashlight" in decoders:
-            for space_ends_words in (False, True):
-                tuned = lm_decode.tune(dev["log_probs"], dev["references"], labels, lm_path, alphas, betas, args.beam,
-                                       space_ends_words=space_ends_words)
-                decoder = lm_decode.LmDecoder(labels, lm_path, tuned.alpha, tuned.beta, args.beam,
-                                              space_ends_words=space_ends_words)
-                hypotheses, speed = timed(decoder, test["log_probs"])
-                print(row(f"flashlight-text beam {args.beam}{', space ends words' if space_ends_words else ''}",
-                          lm_path.name, test, hypotheses, speed,
-                          f"{tuned.alpha:g}, {tuned.beta:g} (dev WER {100 * tuned.wer:.2f}, grid {tuned.seconds:.0f} s)"),
-                      flush=True)
+            tuned = lm_decode.tune(dev["log_probs"], dev["references"], labels, lm_path, alphas, betas, args.beam,
+                                   beam_threshold=args.beam_threshold)
+            decoder = lm_decode.LmDecoder(labels, lm_path, tuned.alpha, tuned.beta, args.beam,
+                                          beam_threshold=args.beam_threshold)
+            hypotheses, speed = timed(decoder, test["log_probs"])
+            print(row(f"flashlight-text beam {args.beam}", lm_path.name, test, hypotheses, speed,
+                      f"{tuned.alpha:g}, {tuned.beta:g} (dev WER {100 * tuned.wer:.2f}, grid {tuned.seconds:.0f} s)"),
+                  flush=True)
+            for beam in (int(b) for b in args.beam_sweep.split(",") if b):
+                sweep = lm_decode.LmDecoder(labels, lm_path, tuned.alpha, tuned.beta, beam,
+                                            beam_threshold=args.beam_threshold)
+                hypotheses, speed = timed(sweep, test["log_probs"])
+                print(row(f"flashlight-text beam {beam}", lm_path.name, test, hypotheses, speed,
+                          f"{tuned.alpha:g}, {tuned.beta:g} as above"), flush=True)
         if "pyctcdecode" in decoders:
             try:
                 (alpha, beta, wer), decode = tune_pyctcdecode(dev, labels, lm_path, args.beam)

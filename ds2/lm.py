@@ -3,8 +3,8 @@
 Building: interpolated modified Kneser-Ney (Chen & Goodman 1998, as KenLM's lmplz computes it),
 written in plain Python because KenLM's builder, lmplz, is a C++ program with Boost dependencies
 that no wheel on the package index ships. It holds every n-gram count in memory: fine for the
-transcripts of a training set (LibriSpeech's 960 h: 9.4 M words), not for a billion-word corpus
-(use the official LibriSpeech models, or lmplz, for that).
+transcripts of a training set, not for a billion-word corpus (use the official LibriSpeech
+models, or lmplz, for that).
 
     sentences (upper-case words)  ->  counts per order  ->  adjusted counts  ->  discounts
         ->  interpolated probabilities and backoff weights  ->  ARPA file
@@ -20,7 +20,7 @@ The model, for a word w after the context h (the previous order-1 words, fewer a
   A small corpus can lack n-grams seen once, twice or three times (t1, t2 or t3 = 0) or give a
   discount outside [0, k]; then the order uses FALLBACK_DISCOUNTS (lmplz's --discount_fallback
   values), and the build says so. The models equal lmplz's (KenLM 0.3.0, --discount_fallback):
-  bench/lm_vs_lmplz.py compares them (README "Language model").
+  bench/lm_vs_lmplz.py compares them (README "Language model and beam search").
 - p(w | h) = (a(hw) - D(a(hw))) / a(h.)  +  gamma(h) p(w | h minus its first word), where a(h.)
   sums a(hv) over the words v seen after h, and gamma(h) = sum of the discounts taken / a(h.) is
   the mass left for the lower order. Unigrams interpolate with the uniform distribution over the
@@ -29,8 +29,8 @@ The model, for a word w after the context h (the previous order-1 words, fewer a
   of every context seen: for an unseen n-gram, p(w | h) = gamma(h) p(w | shorter h) (read_arpa and
   log10_prob below follow that rule, as every ARPA reader does).
 
-LibriSpeech's official models (OpenSLR resource 11, trained on 800 M words of books that exclude
-the corpus's dev and test chapters) are downloaded, resumed and MD5-checked like the corpus.
+LibriSpeech's official models (OpenSLR resource 11) are downloaded, resumed and MD5-checked like
+the corpus.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ OPENSLR_LM_URL = "https://www.openslr.org/resources/11"
 # (no network when written): quoted by one public project that checks them when it downloads,
 # whose values for the corpus archives (resource 12) agree with ds2.data.librispeech.OFFICIAL_MD5.
 OFFICIAL_LM_MD5 = {
-    "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",   # 34 MB, the usual first pass
+    "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",
     "3-gram.pruned.3e-7.arpa.gz": "8f67ec741827742eee05799ab7605b50",
     "3-gram.arpa.gz": "74cbb837e582378c26c602e1c8cbcb9c",
-    "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",               # 1.4 GB
+    "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
     "librispeech-vocab.txt": "bf3cc7a50112831ed8b0afa40cae96a5",
 }
 DEFAULT_OFFICIAL_LM = "3-gram.pruned.1e-7.arpa.gz"
@@ -282,6 +282,20 @@ def log10_prob(model: NgramModel, word: str, context: Sequence[str] = ()) -> flo
             return backoff_sum + model.probabilities[0].get((UNKNOWN,), LOG10_ZERO)
         backoff_sum += model.backoffs[len(context) - 1].get(context, 0.0)
         context = context[1:]
+
+
+def perplexity(model: NgramModel, sentences: Iterable[str]) -> float:
+    """10 ** (-mean log10 p) over every word and sentence end of sentences: how many words the
+    model hesitates between on average (a uniform model over V words and </s>: V + 1)."""
+    total, count = 0.0, 0
+    for sentence in sentences:
+        tokens = sentence_tokens(sentence)
+        for i in range(1, len(tokens)):
+            total += log10_prob(model, tokens[i], tokens[:i])
+            count += 1
+    if count == 0:
+        raise LmError("no sentences to measure perplexity on")
+    return 10 ** (-total / count)
 
 
 def build_arpa(sentences: Iterable[str], order: int, path: Union[str, Path]) -> NgramModel:

@@ -95,15 +95,15 @@ def test_backoff_weights_give_unseen_words_exactly_the_mass_left(order):
 
 def test_higher_orders_fit_the_training_text_better():
     sentences = random_sentences(500, seed=2)
-    entropy = []
-    for order in (1, 2, 3):
-        model = lm.kneser_ney(sentences, order)
-        log_likelihood = 0.0
-        for sentence in sentences:
-            tokens = lm.sentence_tokens(sentence)
-            log_likelihood += sum(lm.log10_prob(model, word, tokens[:i]) for i, word in enumerate(tokens) if i > 0)
-        entropy.append(-log_likelihood)
-    assert entropy[0] > entropy[1] > entropy[2]
+    perplexities = [lm.perplexity(lm.kneser_ney(sentences, order), sentences) for order in (1, 2, 3)]
+    assert perplexities[0] > perplexities[1] > perplexities[2]
+
+
+def test_perplexity_of_the_hand_computed_model():
+    # "A B": p(A|<s>) p(B|A) p(</s>|B) = (1/3 + 0.1125) * 0.4125 * 0.6625 over 3 tokens.
+    model = lm.kneser_ney(TINY, 2, discounts=FIXED)
+    expected = ((1 / 3 + 0.1125) * 0.4125 * 0.6625) ** (-1 / 3)
+    assert lm.perplexity(model, ["A B"]) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("suffix", [".arpa", ".arpa.gz"])

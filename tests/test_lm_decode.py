@@ -54,10 +54,16 @@ def test_alpha_weighs_the_language_model_against_the_acoustics(arpa):
 
 
 def test_beta_rewards_each_word(arpa):
-    # A, B is spelled the same as AB (a word ends where its spelling ends, a space is not needed).
-    log_probs = frames("A", "B")
-    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.0, beta=-5.0)(log_probs) == "AB"
-    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.0, beta=5.0)(log_probs) == "A B"
+    # A space is slightly less likely than a blank between A and B: AB, unless each word earns a bonus.
+    log_probs = frames("A", {" ": 0.45, "_": 0.55}, "B")
+    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.0, beta=-2.0)(log_probs) == "AB"
+    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.0, beta=2.0)(log_probs) == "A B"
+
+
+def test_words_end_at_a_space(arpa):
+    # THE and CAT are words, THECAT is not: without a space the decoder cannot split them.
+    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.5, beta=1.0)(frames(*list("THE CAT"))) == "THE CAT"
+    assert lm_decode.LmDecoder(LABELS, arpa, alpha=0.5, beta=1.0)(frames(*list("THECAT"))) != "THE CAT"
 
 
 def test_with_weights_shares_the_lm_and_changes_only_the_weights(arpa):
