@@ -7,8 +7,7 @@ label per frame. Prefix beam search instead keeps the beam_width most likely *tr
 find a transcript that no single best path spells (see tests/test_decode.py). It is plain
 Python: about 1-10 ms per frame at beam 32, so decode large sets in several processes.
 
-No language model: pyctcdecode (pure Python) + kenlm would add one, but the package index has no
-kenlm binary wheel for CPython 3.9, only a source package that needs a C++ toolchain to build.
+No language model here: ds2.lm_decode adds one (flashlight-text's compiled beam search with KenLM).
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ outputs; a torch checkpoint that would run code is refused without running it.""
 import argparse
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -274,6 +275,23 @@ def torch_checkpoint(tmp_path_factory):
     return path, network
 
 
+def assert_same_outputs(model, torch_network, seed):
+    """The converted model's log-probabilities match the torch network's to 1e-5, and their best paths are equal,
+    on two utterances of different lengths, zero-padded as deepspeech.pytorch's loader pads them."""
+    frames = np.array([30, 21], np.int32)
+    features = np.random.default_rng(seed).standard_normal((2, 1, TORCH_BINS, 30)).astype(np.float32)
+    features[1, :, :, 21:] = 0
+    with torch.no_grad():
+        expected, expected_lengths = torch_network(torch.from_numpy(features), torch.from_numpy(frames).long())
+    log_probs, lengths = model(ms.Tensor(features), ms.Tensor(frames))
+
+    assert lengths.asnumpy().tolist() == expected_lengths.tolist()
+    for b, length in enumerate(expected_lengths.tolist()):   # padded output frames are not outputs
+        ours, theirs = log_probs.asnumpy()[:length, b], expected.numpy()[:length, b]
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+        assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
 def test_deepspeech_pytorch_checkpoint_converts_to_matching_outputs(tmp_path, torch_checkpoint):
     source, torch_network = torch_checkpoint
     cfg = torch_config(tmp_path)
@@ -282,17 +300,7 @@ def test_deepspeech_pytorch_checkpoint_converts_to_matching_outputs(tmp_path, to
     assert convert_command(cfg, source, output) == 0
     model, meta = load_converted(cfg, output)
 
-    # Two utterances of different lengths, zero-padded as deepspeech.pytorch's loader pads them.
-    frames = np.array([30, 21], np.int32)
-    features = np.random.default_rng(6).standard_normal((2, 1, TORCH_BINS, 30)).astype(np.float32)
-    features[1, :, :, 21:] = 0
-    with torch.no_grad():
-        expected, expected_lengths = torch_network(torch.from_numpy(features), torch.from_numpy(frames).long())
-    log_probs, lengths = model(ms.Tensor(features), ms.Tensor(frames))
-
-    assert lengths.asnumpy().tolist() == expected_lengths.tolist()
-    for b, length in enumerate(expected_lengths.tolist()):   # padded output frames are not outputs
-        np.testing.assert_allclose(log_probs.asnumpy()[:length, b], expected.numpy()[:length, b], rtol=0, atol=1e-4)
+    assert_same_outputs(model, torch_network, seed=6)
     assert meta["converted_from"]["layout"] == "deepspeech.pytorch"
 
 
@@ -301,14 +309,14 @@ def test_deepspeech_pytorch_against_another_architecture_names_each_override(tmp
     cfg = torch_config(tmp_path, ModelConfig(conv_channels=CHANNELS, conv1_kernel=KERNEL1, conv2_kernel=KERNEL2,
                                              rnn_hidden=HIDDEN, rnn_layers=TORCH_LAYERS, activation="tanh",
                                              rnn_batch_norm=False))
-    cfg.features.window = "hann"
+    cfg.features.window = "hann"   # the checkpoint's audio_conf sets it: no override needed
 
     assert convert_command(cfg, source, tmp_path / "out.ckpt") == 1
 
-    err = capsys.readouterr().err
-    for override in ("--set model.activation=hardtanh", "--set model.rnn_batch_norm=true",
-                     "--set features.window=hamming"):
-        assert override in err
+    captured = capsys.readouterr()
+    for override in ("--set model.activation=hardtanh", "--set model.rnn_batch_norm=true"):
+        assert override in captured.err
+    assert "features.window" not in captured.err and "features.window: hamming from the checkpoint" in captured.out
 
 
 class RunsACommand:
@@ -338,4 +346,103 @@ def test_a_torchscript_archive_is_refused(tmp_path):
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
 
     with pytest.raises(convert.UnsafeCheckpoint, match="TorchScript"):
+        convert.read_torch_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# deepspeech.pytorch V3: a PyTorch Lightning checkpoint as released (tests/deepspeech_pytorch_v3.py makes
+# it as that code base saves one: omegaconf configs in hyper_parameters, Lightning's keys, torch.save).
+
+
+@pytest.fixture(scope="module")
+def v3_checkpoint(tmp_path_factory, torch_checkpoint):
+    """(path, network) of a V3 Lightning checkpoint of the same network as the V2 package."""
+    from tests import deepspeech_pytorch_v3 as v3
+
+    _, network = torch_checkpoint
+    config = v3.training_config(hidden_size=HIDDEN, hidden_layers=TORCH_LAYERS)
+    path = tmp_path_factory.mktemp("v3") / "librispeech_pretrained_v3.ckpt"
+    v3.save(v3.lightning_checkpoint(network, DEFAULT_LABELS, config), path)
+    return path, network
+
+
+def test_v3_checkpoint_is_read_without_importing_its_code_bases(v3_checkpoint):
+    path, _ = v3_checkpoint
+    import sys
+
+    values, others = convert.read_torch_checkpoint(path)
+
+    assert not [name for name in sys.modules
+                if name.split(".")[0] in ("omegaconf", "hydra", "hydra_configs", "pytorch_lightning",
+                                          "deepspeech_pytorch")]
+    assert others["hyper_parameters"]["spect_cfg"] == {"sample_rate": 16000, "window_size": 0.02,
+                                                       "window_stride": 0.01, "window": "hamming"}
+    assert others["hyper_parameters"]["model_cfg"] == {"rnn_type": "torch.nn.modules.rnn.LSTM",
+                                                       "hidden_size": HIDDEN, "hidden_layers": TORCH_LAYERS}
+    assert others["hyper_parameters"]["optim_cfg"]["betas"] == [0.9, 0.999]
+    assert others["hyper_parameters"]["labels"] == list(DEFAULT_LABELS)
+    assert others["hyper_parameters"]["precision"] == 16
+    assert others["callbacks"]["deepspeech_pytorch.checkpoint.CheckpointHandler"]["monitor"] == "wer"
+    assert others["pytorch-lightning_version"] == "1.1.8" and others["hparams_name"] == "kwargs"
+    assert {"epoch", "global_step", "optimizer_states", "lr_schedulers", "native_amp_scaling_state"} <= set(others)
+    assert "rnns.0.rnn.weight_ih_l0" in values
+
+
+def test_v3_checkpoint_converts_to_matching_outputs_and_paths(tmp_path, v3_checkpoint, capsys):
+    source, torch_network = v3_checkpoint
+    cfg = Config(run_dir=str(tmp_path / "run"), model=TORCH_CFG)   # window 'hann': the checkpoint's 'hamming' wins
+    output = tmp_path / "converted.ckpt"
+
+    assert convert_command(cfg, source, output) == 0
+    assert "features.window: hamming from the checkpoint" in capsys.readouterr().out
+    values, meta = checkpoint.load(output)
+    assert meta["config"]["features"]["window"] == "hamming" and meta["config"]["features"]["n_fft"] == 320
+    stored = Config(run_dir=str(tmp_path / "run"), model=TORCH_CFG)
+    stored.features.window = "hamming"
+    model, _ = load_converted(stored, output)
+
+    assert_same_outputs(model, torch_network, seed=7)
+
+
+def test_v3_checkpoint_labels_set_the_converted_config(tmp_path, torch_checkpoint):
+    from tests import deepspeech_pytorch_v3 as v3
+
+    _, network = torch_checkpoint
+    labels = "_ ABCDEFGHIJKLMNOPQRSTUVWXYZ'"   # the same characters in another order
+    path = tmp_path / "other_labels.ckpt"
+    v3.save(v3.lightning_checkpoint(network, labels, v3.training_config()), path)
+
+    assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 0
+    _, meta = checkpoint.load(tmp_path / "out.ckpt")
+    assert meta["config"]["model"]["labels"] == labels
+
+
+def test_v3_checkpoint_with_an_unknown_class_is_refused_by_name(tmp_path, torch_checkpoint, capsys):
+    from tests import deepspeech_pytorch_v3 as v3
+
+    _, network = torch_checkpoint
+    marker = tmp_path / "command-ran"
+    path = tmp_path / "with_extra.ckpt"
+    checkpoint_dict = v3.lightning_checkpoint(network, DEFAULT_LABELS, v3.training_config(),
+                                              extra={"loops": RunsACommand(marker)})
+    v3.save(checkpoint_dict, path)
+
+    assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 1
+    assert re.search(r"would import (posix|os)\.system", capsys.readouterr().err)
+    assert not marker.exists()
+
+
+class CallsGetitem:
+    """Unpickling this calls operator.getitem on a dict: allowed only on typing's stand-ins."""
+
+    def __reduce__(self):
+        import operator
+        return operator.getitem, ({"key": "value"}, "key")
+
+
+def test_operator_getitem_is_refused_outside_typing(tmp_path):
+    path = tmp_path / "getitem.pth"
+    torch.save({"state_dict": {"fc.0.module.1.weight": torch.zeros(2, 2)}, "trick": CallsGetitem()}, str(path))
+
+    with pytest.raises(convert.UnsafeCheckpoint, match="operator.getitem applied to"):
         convert.read_torch_checkpoint(path)

@@ -2,7 +2,6 @@
 docs/compat-matrix.json (well-formed, holds the required records, and no rule contradicts it)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

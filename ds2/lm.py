@@ -1,0 +1,331 @@
+"""Word n-gram language models in ARPA format: built from transcripts, or LibriSpeech's official ones.
+
+Building: interpolated modified Kneser-Ney (Chen & Goodman 1998, as KenLM's lmplz computes it),
+written in plain Python because KenLM's builder, lmplz, is a C++ program with Boost dependencies
+that no wheel on the package index ships. It holds every n-gram count in memory: fine for the
+transcripts of a training set, not for a billion-word corpus (use the official LibriSpeech
+models, or lmplz, for that).
+
+    sentences (upper-case words)  ->  counts per order  ->  adjusted counts  ->  discounts
+        ->  interpolated probabilities and backoff weights  ->  ARPA file
+
+The model, for a word w after the context h (the previous order-1 words, fewer at the start):
+- The highest order counts n-grams as they occur. A lower order counts, for each n-gram, the
+  number of different words seen before it (its continuation count): a word that follows many
+  different contexts is a likely continuation of an unseen one. N-grams that start with <s> have
+  no word before them and keep their plain counts.
+- Three discounts per order, D1, D2, D3+, for n-grams counted once, twice, three or more times,
+  come from that order's counts of counts t1..t4:
+      Y = t1 / (t1 + 2 t2),  D1 = 1 - 2 Y t2 / t1,  D2 = 2 - 3 Y t3 / t2,  D3+ = 3 - 4 Y t4 / t3.
+  A small corpus can lack n-grams seen once, twice or three times (t1, t2 or t3 = 0) or give a
+  discount outside [0, k]; then the order uses FALLBACK_DISCOUNTS (lmplz's --discount_fallback
+  values), and the build says so. The models equal lmplz's (KenLM 0.3.0, --discount_fallback):
+  bench/lm_vs_lmplz.py compares them (README "Language model and beam search").
+- p(w | h) = (a(hw) - D(a(hw))) / a(h.)  +  gamma(h) p(w | h minus its first word), where a(h.)
+  sums a(hv) over the words v seen after h, and gamma(h) = sum of the discounts taken / a(h.) is
+  the mass left for the lower order. Unigrams interpolate with the uniform distribution over the
+  vocabulary (every word seen, </s> and <unk>).
+- An ARPA file lists log10 p(w | h) for every n-gram seen and log10 gamma(h) as the backoff weight
+  of every context seen: for an unseen n-gram, p(w | h) = gamma(h) p(w | shorter h) (read_arpa and
+  log10_prob below follow that rule, as every ARPA reader does).
+
+LibriSpeech's official models (OpenSLR resource 11) are downloaded, resumed and MD5-checked like
+the corpus.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
+
+SENTENCE_START, SENTENCE_END, UNKNOWN = "<s>", "</s>", "<unk>"
+# lmplz's --discount_fallback defaults, for orders whose counts of counts give no valid discounts.
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+# What ARPA files (and KenLM) write for log10(0): <s> is never predicted.
+LOG10_ZERO = -99.0
+
+OPENSLR_LM_URL = "https://www.openslr.org/resources/11"
+# MD5 of the official files, as in OpenSLR's resources/11/md5sum.txt. Not fetched from there by us
+# (no network when written): quoted by one public project that checks them when it downloads,
+# whose values for the corpus archives (resource 12) agree with ds2.data.librispeech.OFFICIAL_MD5.
+OFFICIAL_LM_MD5 = {
+    "3-gram.pruned.1e-7.arpa.gz": "9a0f1325bcaf3a0f7b7be4be10823c2a",
+    "3-gram.pruned.3e-7.arpa.gz": "8f67ec741827742eee05799ab7605b50",
+    "3-gram.arpa.gz": "74cbb837e582378c26c602e1c8cbcb9c",
+    "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
+    "librispeech-vocab.txt": "bf3cc7a50112831ed8b0afa40cae96a5",
+}
+DEFAULT_OFFICIAL_LM = "3-gram.pruned.1e-7.arpa.gz"
+
+Ngram = Tuple[str, ...]
+
+
+class LmError(ValueError):
+    """An LM that cannot be built or read; the message says why."""
+
+
+@dataclass
+class NgramModel:
+    """probabilities[n - 1][ngram] = log10 p(last word | the others); backoffs[n - 1][ngram] = log10
+    of the weight for words unseen after ngram (absent = 0, i.e. weight 1)."""
+    order: int
+    probabilities: List[Dict[Ngram, float]]
+    backoffs: List[Dict[Ngram, float]]
+    discounts: List[Tuple[float, float, float]] = field(default_factory=list)   # per order, D1 D2 D3+
+    fallback_orders: List[int] = field(default_factory=list)                    # orders that used the fallback
+
+    def vocabulary(self) -> List[str]:
+        """Words the model can predict, in file order, without <s>, </s> and <unk>."""
+        return [ngram[0] for ngram in self.probabilities[0] if ngram[0] not in (SENTENCE_START, SENTENCE_END, UNKNOWN)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def sentence_tokens(sentence: str) -> List[str]:
+    words = sentence.split()
+    for marker in (SENTENCE_START, SENTENCE_END, UNKNOWN):
+        if marker in words:
+            raise LmError(f"a sentence contains {marker!r}, which ARPA files reserve: {sentence!r}")
+    return [SENTENCE_START] + words + [SENTENCE_END]
+
+
+def count_ngrams(sentences: Iterable[str], order: int) -> List[Counter]:
+    """counts[n - 1][ngram]: how often each n-gram, n = 1..order, occurs in the padded sentences."""
+    if order < 1:
+        raise LmError(f"the order of an n-gram model is at least 1, got {order}")
+    counts: List[Counter] = [Counter() for _ in range(order)]
+    for sentence in sentences:
+        tokens = sentence_tokens(sentence)
+        if len(tokens) == 2:
+            continue   # an empty transcript says nothing about words
+        for n in range(1, order + 1):
+            ngrams = counts[n - 1]
+            for start in range(len(tokens) - n + 1):
+                ngrams[tuple(tokens[start:start + n])] += 1
+    if not counts[0]:
+        raise LmError("no words to build a language model from")
+    return counts
+
+
+def adjusted_counts(counts: List[Counter]) -> List[Counter]:
+    """Kneser-Ney counts: the highest order as counted; below it, each n-gram's number of distinct
+    left neighbours, except n-grams that start with <s> (nothing can precede them)."""
+    order = len(counts)
+    adjusted = [Counter() for _ in range(order)]
+    adjusted[order - 1] = Counter(counts[order - 1])
+    for n in range(order - 1, 0, -1):
+        left_neighbours = adjusted[n - 1]
+        for longer in counts[n]:
+            left_neighbours[longer[1:]] += 1
+        for ngram, count in counts[n - 1].items():
+            if ngram[0] == SENTENCE_START:
+                left_neighbours[ngram] = count
+    # The unigram <s> is never predicted: it takes no part in the unigram distribution.
+    adjusted[0].pop((SENTENCE_START,), None)
+    return adjusted
+
+
+def discounts_from(count_of_counts: Counter) -> Optional[Tuple[float, float, float]]:
+    """(D1, D2, D3+) from the counts of counts t1..t4, or None when they give no valid discounts."""
+    t1, t2, t3, t4 = (count_of_counts[k] for k in (1, 2, 3, 4))
+    if min(t1, t2, t3) == 0:   # t4 = 0 is fine: D3+ = 3 (lmplz agrees)
+        return None
+    y = t1 / (t1 + 2 * t2)
+    discounts = (1 - 2 * y * t2 / t1, 2 - 3 * y * t3 / t2, 3 - 4 * y * t4 / t3)
+    if any(not 0 <= d <= k for k, d in zip((1, 2, 3), discounts)):
+        return None
+    return discounts
+
+
+def _discount(discounts: Tuple[float, float, float], count: int) -> float:
+    return discounts[min(count, 3) - 1]
+
+
+def kneser_ney(sentences: Iterable[str], order: int,
+               discounts: Optional[Sequence[Tuple[float, float, float]]] = None) -> NgramModel:
+    """Interpolated modified Kneser-Ney model of order `order`; `discounts` (one triple per order,
+    lowest first) replaces the estimated ones."""
+    adjusted = adjusted_counts(count_ngrams(sentences, order))
+    model = NgramModel(order, [dict() for _ in range(order)], [dict() for _ in range(order)])
+    for n in range(1, order + 1):
+        if discounts is not None:
+            chosen = tuple(discounts[n - 1])
+        else:
+            chosen = discounts_from(Counter(adjusted[n - 1].values()))
+            if chosen is None:
+                chosen = FALLBACK_DISCOUNTS
+                model.fallback_orders.append(n)
+        model.discounts.append(chosen)
+
+    vocabulary_size = len(adjusted[0]) + 1   # the words and </s> (<s> is not predicted), and <unk>
+    lower: Dict[Ngram, float] = {}   # the previous order's probabilities (not logarithms)
+    for n in range(1, order + 1):
+        d = model.discounts[n - 1]
+        by_context: Dict[Ngram, List[Tuple[str, int]]] = defaultdict(list)
+        for ngram, count in adjusted[n - 1].items():
+            by_context[ngram[:-1]].append((ngram[-1], count))
+        probabilities: Dict[Ngram, float] = {}
+        for context, followers in by_context.items():
+            total = sum(count for _, count in followers)
+            left_over = sum(_discount(d, count) for _, count in followers) / total   # gamma(context)
+            for word, count in followers:
+                shorter = 1.0 / vocabulary_size if n == 1 else lower[context[1:] + (word,)]
+                probabilities[context + (word,)] = (count - _discount(d, count)) / total + left_over * shorter
+            if n == 1:
+                probabilities[(UNKNOWN,)] = left_over / vocabulary_size
+            else:
+                model.backoffs[n - 2][context] = _log10(left_over)
+        model.probabilities[n - 1] = {ngram: _log10(p) for ngram, p in probabilities.items()}
+        lower = probabilities
+    # <s> starts every sentence and is never predicted; it is listed for its backoff weight.
+    model.probabilities[0][(SENTENCE_START,)] = LOG10_ZERO
+    return model
+
+
+def _log10(p: float) -> float:
+    return math.log10(p) if p > 0 else LOG10_ZERO
+
+
+# ---------------------------------------------------------------------------------------------
+# ARPA files
+
+
+def write_arpa(model: NgramModel, path: Union[str, Path]) -> Path:
+    """Write model as an ARPA file (gzip-compressed if path ends in .gz), n-grams sorted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    # KenLM's query code needs at least two orders: a unigram model gets an empty bigram section.
+    orders = max(model.order, 2)
+    probabilities = model.probabilities + [{}] * (orders - model.order)
+    backoffs = model.backoffs + [{}] * (orders - model.order)
+    with _open_text(partial, "w") as out:
+        out.write("\\data\\\n")
+        for n in range(1, orders + 1):
+            out.write(f"ngram {n}={len(probabilities[n - 1])}\n")
+        for n in range(1, orders + 1):
+            out.write(f"\n\\{n}-grams:\n")
+            for ngram in sorted(probabilities[n - 1]):
+                line = f"{probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
+                if n < orders:   # every lower-order n-gram gets a backoff weight, 0 (weight 1) if no context, as lmplz writes
+                    line += f"\t{backoffs[n - 1].get(ngram, 0.0):.7f}"
+                out.write(line + "\n")
+        out.write("\n\\end\\\n")
+    partial.replace(path)
+    return path
+
+
+def _open_text(path: Union[str, Path], mode: str) -> TextIO:
+    if str(path).endswith((".gz", ".gz.partial")):
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def read_arpa(path: Union[str, Path], max_order: Optional[int] = None) -> NgramModel:
+    """The n-grams of an ARPA file (.gz read as it is), up to max_order."""
+    probabilities: List[Dict[Ngram, float]] = []
+    backoffs: List[Dict[Ngram, float]] = []
+    declared: List[int] = []
+    section = 0
+    with _open_text(path, "r") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("ngram ") and section == 0:
+                declared.append(int(line.split("=", 1)[1]))
+            elif line.endswith("-grams:") and line.startswith("\\"):
+                section = int(line[1:line.index("-")])
+                if max_order is not None and section > max_order:
+                    break
+                probabilities.append({})
+                backoffs.append({})
+            elif line == "\\end\\":
+                break
+            elif section > 0:
+                fields = line.split()
+                if len(fields) not in (section + 1, section + 2):
+                    raise LmError(f"{path}:{number}: expected a {section}-gram line, got {line!r}")
+                ngram = tuple(fields[1:section + 1])
+                probabilities[-1][ngram] = float(fields[0])
+                if len(fields) == section + 2:
+                    backoffs[-1][ngram] = float(fields[-1])
+    if not probabilities:
+        raise LmError(f"{path} is not an ARPA file: no \\1-grams: section")
+    for n, (expected, found) in enumerate(zip(declared, probabilities), 1):
+        if expected != len(found):
+            raise LmError(f"{path}: the header declares {expected} {n}-grams, the file lists {len(found)}")
+    return NgramModel(len(probabilities), probabilities, backoffs)
+
+
+def arpa_vocabulary(path: Union[str, Path]) -> List[str]:
+    """The words of an ARPA file (its unigrams, without <s>, </s>, <unk>): a decoder's lexicon.
+    Reads only the unigram section, so it is quick on LibriSpeech's large models too."""
+    return read_arpa(path, max_order=1).vocabulary()
+
+
+def log10_prob(model: NgramModel, word: str, context: Sequence[str] = ()) -> float:
+    """log10 p(word | context) by the ARPA backoff rule (context: the preceding words, oldest first)."""
+    context = tuple(context)[-(model.order - 1):] if model.order > 1 else ()
+    backoff_sum = 0.0
+    while True:
+        ngram = context + (word,)
+        probability = model.probabilities[len(ngram) - 1].get(ngram)
+        if probability is not None:
+            return backoff_sum + probability
+        if not context:
+            return backoff_sum + model.probabilities[0].get((UNKNOWN,), LOG10_ZERO)
+        backoff_sum += model.backoffs[len(context) - 1].get(context, 0.0)
+        context = context[1:]
+
+
+def perplexity(model: NgramModel, sentences: Iterable[str]) -> float:
+    """10 ** (-mean log10 p) over every word and sentence end of sentences: how many words the
+    model hesitates between on average (a uniform model over V words and </s>: V + 1)."""
+    total, count = 0.0, 0
+    for sentence in sentences:
+        tokens = sentence_tokens(sentence)
+        for i in range(1, len(tokens)):
+            total += log10_prob(model, tokens[i], tokens[:i])
+            count += 1
+    if count == 0:
+        raise LmError("no sentences to measure perplexity on")
+    return 10 ** (-total / count)
+
+
+def build_arpa(sentences: Iterable[str], order: int, path: Union[str, Path]) -> NgramModel:
+    """kneser_ney then write_arpa: the model written to path, returned for its summary."""
+    model = kneser_ney(sentences, order)
+    write_arpa(model, path)
+    return model
+
+
+def describe(model: NgramModel) -> str:
+    """One line per order: n-gram count, discounts, and whether they fell back."""
+    lines = []
+    for n in range(1, model.order + 1):
+        d1, d2, d3 = model.discounts[n - 1] if model.discounts else (float("nan"),) * 3
+        note = " (fallback: too few n-grams seen 1-4 times to estimate them)" if n in model.fallback_orders else ""
+        lines.append(f"  {n}-grams: {len(model.probabilities[n - 1])}, discounts {d1:.3f} {d2:.3f} {d3:.3f}{note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# LibriSpeech's official models
+
+
+def download_official_lm(name: str, dest_dir: Union[str, Path], base_url: str = OPENSLR_LM_URL) -> Path:
+    """dest_dir/name: found there, or downloaded (resuming a partial download) and MD5-checked."""
+    from ds2.data.librispeech import download
+
+    if name not in OFFICIAL_LM_MD5:
+        raise LmError(f"unknown official LibriSpeech LM {name!r}; choose from {', '.join(OFFICIAL_LM_MD5)}")
+    dest = Path(dest_dir) / name
+    if dest.is_file():
+        return dest
+    return download(f"{base_url.rstrip('/')}/{name}", dest, OFFICIAL_LM_MD5[name])
