@@ -9,6 +9,7 @@
 #   EXTRA_CA_CERTS  PEM file of CA certificates for the image build (default: the host's bundle when
 #                   the host trusts extra CAs, as behind a TLS-intercepting proxy)
 #   WORKERS         number of data-parallel workers for make train-dist (2)
+#   SOURCE, LM      make eval-pretrained: the checkpoint to evaluate, and optionally an ARPA LM (host paths)
 #   DOCKER          docker CLI to use
 
 SHELL := /bin/bash
@@ -39,7 +40,7 @@ export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
 CONFIG_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG)) $(foreach s,$(SET),--set $(s))
 # The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
 # docker/entrypoint.sh), so everything it writes there belongs to you.
-RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 \
+RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 $(MOUNTS) \
 	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
 	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
 RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
@@ -49,7 +50,8 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
 TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
-	train-cpu train-gpu train-dist eval bench test test-unit test-fast test-integration clean compat-matrix
+	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
+	test-integration clean compat-matrix
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -90,6 +92,47 @@ train: image-cpu ## train on CPU (resumes when a checkpoint exists)
 
 eval: image-cpu ## evaluate the best checkpoint on the test split: WER / CER
 	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test
+
+lm: image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
+	$(RUN_CPU) ds2-stage preprocess ds2 lm $(CONFIG_ARGS)
+
+tune-lm: image-cpu ## choose the LM weight and word bonus on dev for the best checkpoint; make eval then uses them
+	$(RUN_CPU) ds2-stage eval ds2 tune-lm $(CONFIG_ARGS) --checkpoint best
+
+# One container, one envcheck: build the LM, tune it, then the test set greedy and with the tuned LM.
+eval-lm: image-cpu ## LM, tuning on dev, then test WER / CER greedy and with the LM, side by side
+	$(RUN_CPU) ds2-stage eval sh -c 'ds2 lm $(CONFIG_ARGS) && ds2 tune-lm $(CONFIG_ARGS) --checkpoint best && \
+	  ds2 eval $(CONFIG_ARGS) --checkpoint best --split test --no-lm && ds2 eval $(CONFIG_ARGS) --checkpoint best --split test'
+
+# A checkpoint trained elsewhere (deepspeech.pytorch .pth / Lightning .ckpt, MindSpore model zoo, ds2's own),
+# converted into RUNS/pretrained/<its name> (once) and evaluated on the test set, greedy and with an LM: LM=FILE, else the one
+# `ds2 lm` gets (the seed preset: LibriSpeech's official 3-gram). Only the test split is prepared (LibriSpeech:
+# test-clean is downloaded when missing). TUNE=1 also prepares dev and tunes alpha / beta on it; otherwise
+# ALPHA / BETA, else ds2's defaults. The model's architecture comes from PRESET / SET (ds2 convert says which
+# --set options a source needs).
+SOURCE ?=
+LM ?=
+TUNE ?=
+ALPHA ?=
+BETA ?=
+comma := ,
+PRETRAINED_DIR = runs/pretrained/$(basename $(notdir $(SOURCE)))
+PRETRAINED_CKPT = $(PRETRAINED_DIR)/checkpoints/step-0000000.ckpt
+PRETRAINED_LM = $(if $(LM),/work/pretrained-lm/$(notdir $(LM)),built)
+PRETRAINED_ARGS = $(CONFIG_ARGS) --set run_dir=$(PRETRAINED_DIR)
+eval-pretrained: MOUNTS = -v $(abspath $(SOURCE)):/work/pretrained/$(notdir $(SOURCE)):ro \
+	$(if $(LM),-v $(abspath $(LM)):/work/pretrained-lm/$(notdir $(LM)):ro)
+eval-pretrained: image-cpu ## SOURCE=checkpoint [LM=arpa] [TUNE=1]: convert, get test data and LM, WER greedy and with the LM
+	@[ -f "$(SOURCE)" ] || { echo "make eval-pretrained: give SOURCE=path/to/checkpoint (no file '$(SOURCE)')" >&2; exit 2; }
+	@[ -z "$(LM)" ] || [ -f "$(LM)" ] || { echo "make eval-pretrained: no file LM=$(LM)" >&2; exit 2; }
+	$(RUN_CPU) ds2-stage eval sh -c 'set -e; \
+	  [ -f $(PRETRAINED_CKPT) ] || ds2 convert $(PRETRAINED_ARGS) /work/pretrained/$(notdir $(SOURCE)); \
+	  ds2 preprocess $(PRETRAINED_ARGS) --splits $(if $(TUNE),dev$(comma))test; \
+	  $(if $(LM),,ds2 lm $(PRETRAINED_ARGS);) \
+	  $(if $(TUNE),ds2 tune-lm $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --lm $(PRETRAINED_LM);) \
+	  ds2 eval $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --split test --no-lm; \
+	  ds2 eval $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --split test --lm $(PRETRAINED_LM) \
+	    $(if $(ALPHA),--alpha $(ALPHA)) $(if $(BETA),--beta $(BETA))'
 
 # Prerequisites run left to right, each once: one image build, then the stages in order.
 train-cpu: image-cpu preprocess train eval ## the whole job on CPU: envcheck, preprocess, train, eval; prints WER / CER

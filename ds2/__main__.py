@@ -17,6 +17,8 @@ from typing import List, Optional
 COMMANDS = {
     "preprocess": ("ds2.preprocess", "build the corpus (synthetic or LibriSpeech) and write manifests"),
     "train": ("ds2.train", "train (or resume) a model; writes checkpoints, metrics and a plot"),
+    "lm": ("ds2.build_lm", "build an n-gram LM from the training transcripts, or download LibriSpeech's"),
+    "tune-lm": ("ds2.tune_lm", "choose the LM weight and word bonus on dev; eval and transcribe then use them"),
     "eval": ("ds2.evaluate", "decode a manifest with a checkpoint and report WER / CER"),
     "transcribe": ("ds2.transcribe", "transcribe audio files with a checkpoint"),
     "manifest": ("ds2.data.manifest", "convert manifests between the JSON and CSV forms"),

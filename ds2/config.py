@@ -14,6 +14,7 @@ library (PyYAML for config files), so envcheck can read configurations in a brok
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
@@ -29,6 +30,10 @@ DEFAULT_PRESET = "small"
 DEFAULT_LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 OPENSLR_URL = "https://www.openslr.org/resources/12"
 DEVICES = ("CPU", "GPU")
+# LibriSpeech's official LM that `ds2 lm` downloads for the seed preset (OpenSLR resource 11).
+DEFAULT_OFFICIAL_LM = "3-gram.pruned.1e-7.arpa.gz"
+# decode.lm values that are not files.
+TUNED_LM, BUILT_LM, NO_LM = "tuned", "built", "none"
 
 
 class ConfigError(UserError, ValueError):
@@ -128,6 +133,34 @@ class TrainConfig:
 
 
 @dataclass
+class LmConfig:
+    """`ds2 lm`: the word n-gram language model for beam search, written to <data_dir>/lm/.
+
+    Built from the training transcripts (never dev or test) with modified Kneser-Ney, or, when
+    `official` names one, LibriSpeech's official model downloaded from OpenSLR resource 11.
+    """
+    order: int = setting(3, minimum=1)          # n-gram order of the model built from transcripts
+    official: str = ""                          # e.g. 3-gram.pruned.1e-7.arpa.gz: download it instead
+    url: str = ""                               # mirror of resource 11; empty: data.librispeech_url's, 12 -> 11
+
+
+@dataclass
+class DecodeConfig:
+    """How `ds2 eval` and `ds2 transcribe` read transcripts from the model's outputs.
+
+    These come from the command's own config (preset, --config, --set; --beam, --lm, --no-lm,
+    --alpha, --beta are shorthands for them), not from the checkpoint's: decoding is not part of
+    the trained model.
+    """
+    beam: int = setting(0, minimum=0)           # beams; 0: greedy without an LM, the tuned (or 64) with one
+    lm: str = TUNED_LM                          # ARPA file; tuned: the LM ds2 tune-lm stored beside the
+                                                # checkpoint (none if it did not); built: the LM ds2 lm
+                                                # writes for this config; none: no LM
+    alpha: Optional[float] = setting(None, minimum=0)   # LM weight; unset: the tuned one (else 0.5)
+    beta: Optional[float] = None                # word bonus; unset: the tuned one (else 1.0)
+
+
+@dataclass
 class Config:
     name: str = "default"
     run_dir: str = "runs/default"               # checkpoints, metrics, plots, eval results
@@ -135,12 +168,15 @@ class Config:
     data: DataConfig = setting(factory=DataConfig)
     model: ModelConfig = setting(factory=ModelConfig)
     train: TrainConfig = setting(factory=TrainConfig)
+    lm: LmConfig = setting(factory=LmConfig)
+    decode: DecodeConfig = setting(factory=DecodeConfig)
 
 
 def seed_preset() -> Config:
     """The report's experiment: 5 x BiLSTM 1024 on LibriSpeech."""
     cfg = Config(name="seed", run_dir="runs/seed")
     cfg.data.source = "librispeech"
+    cfg.lm.official = DEFAULT_OFFICIAL_LM
     return cfg
 
 
@@ -152,6 +188,10 @@ def small_preset() -> Config:
     convolution, hence 8 channels and a narrow time kernel there. A time stride of 4 (40 ms per
     output frame) halves the recurrent steps and learns faster than 2; espeak-ng's fastest speakers
     still leave every label sequence enough output frames.
+
+    The corpus's sentences are words drawn independently of each other, so the best n-gram model
+    of them is a unigram model (README "Language model and beam search": higher orders measured
+    worse on dev).
     """
     cfg = Config(name="small", run_dir="runs/small")
     cfg.data.synth_train = 4000
@@ -167,6 +207,7 @@ def small_preset() -> Config:
     cfg.train.grad_clip = 5.0
     cfg.train.max_batch_seconds = 64.0
     cfg.train.checkpoint_every = 100
+    cfg.lm.order = 1
     return cfg
 
 
@@ -202,6 +243,8 @@ def _unknown_key(dotted: str) -> ConfigError:
 
 def _type_name(kind) -> str:
     origin = typing.get_origin(kind)
+    if origin is typing.Union:
+        return f"{_type_name(_optional_inner(kind))} or none"
     if origin in (list, tuple):
         return "a list"
     if origin is dict:
@@ -209,10 +252,22 @@ def _type_name(kind) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
+def _optional_inner(kind):
+    """X of Optional[X]."""
+    return next(arg for arg in typing.get_args(kind) if arg is not type(None))
+
+
 def _coerce(value: Any, kind, key: str) -> Any:
     """`value` (a --set string, or a YAML / JSON value) as the field's declared type `kind`."""
     wrong = ConfigError(f"config key {key}: expected {_type_name(kind)}, got {value!r}")
     origin = typing.get_origin(kind)
+    if origin is typing.Union:   # Optional[X]: unset (None, written none, null or nothing), or an X
+        if value is None or str(value).strip().lower() in ("", "none", "null"):
+            return None
+        try:
+            return _coerce(value, _optional_inner(kind), key)
+        except ConfigError:
+            raise wrong from None
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -280,6 +335,8 @@ def _coerce(value: Any, kind, key: str) -> Any:
 def _check_field(value: Any, f: dataclasses.Field, key: str) -> Any:
     """`value` checked against the field's declared limits and choices (a choice in its own spelling)."""
     meta = f.metadata
+    if value is None:   # an Optional setting left unset
+        return value
     if meta.get("choices"):
         for choice in meta["choices"]:
             if str(value).lower() == choice.lower():
@@ -446,10 +503,42 @@ def add_options(parser) -> None:
                         help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
 
 
+class _Shorthand(argparse.Action):
+    """--flag VALUE stands for --set KEY=VALUE: appended to the same list as --set, so both take the
+    same typing and checks, the last one given wins, and a command sees only the config."""
+
+    def __init__(self, option_strings, dest, key: str, **kwargs):
+        self.key = key
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        overrides = list(getattr(namespace, "overrides", None) or [])
+        overrides.append(f"{self.key}={self.const if values is None or values == [] else values}")
+        setattr(namespace, "overrides", overrides)
+
+
+def add_shorthand(parser, flag: str, key: str, help: str, **kwargs) -> None:
+    """Declare `flag` as a shorthand for --set key=VALUE (kwargs: type, metavar, nargs, const)."""
+    parser.add_argument(flag, action=_Shorthand, key=key, dest="overrides", default=argparse.SUPPRESS,
+                        help=f"{help} (--set {key}=...)", **kwargs)
+
+
+def add_decode_options(parser) -> None:
+    """The decode section's shorthands, as `ds2 eval` and `ds2 transcribe` take them."""
+    add_shorthand(parser, "--beam", "decode.beam", "beams: prefix beam search without an LM, or the LM beam search's "
+                  "width (default 0: greedy without an LM, the tuned width or 64 with one)", type=count, metavar="N")
+    add_shorthand(parser, "--lm", "decode.lm", f"decode with this ARPA language model, or '{BUILT_LM}': the one ds2 lm "
+                  f"writes (default: the one ds2 tune-lm stored beside the checkpoint, if any)", metavar="FILE")
+    add_shorthand(parser, "--no-lm", "decode.lm", "decode without a language model, even a tuned one", nargs=0,
+                  const=NO_LM)
+    add_shorthand(parser, "--alpha", "decode.alpha", "LM weight (default: the tuned one, else 0.5)", type=float,
+                  metavar="A")
+    add_shorthand(parser, "--beta", "decode.beta", "word bonus (default: the tuned one, else 1.0)", type=float,
+                  metavar="B")
+
+
 def count(text: str) -> int:
     """argparse type for options that count something: 0 or more."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:

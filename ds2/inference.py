@@ -1,19 +1,23 @@
 """A trained model at work: load it from a checkpoint, run it over a split, decode and score.
 
-Used by `ds2 eval` and `ds2 transcribe`, and by `ds2 train` for its dev evaluations. The model's
-features, labels and architecture come from the config stored in the checkpoint (with the command's
---set overrides on top, e.g. to point at another manifest), so a run is evaluated the way it was trained.
+Used by `ds2 eval`, `ds2 transcribe` and `ds2 tune-lm`, and by `ds2 train` for its dev evaluations.
+The model's features, labels and architecture come from the config stored in the checkpoint (with
+the command's --set overrides on top, e.g. to point at another manifest), so a run is evaluated the
+way it was trained. How its outputs are decoded comes from the command's decode settings and the
+LM settings `ds2 tune-lm` stored beside the checkpoint (build_decoder).
 """
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ds2 import checkpoint
-from ds2.config import Config, with_overrides
+from ds2.config import BUILT_LM, NO_LM, TUNED_LM, Config, with_overrides
 from ds2.errors import UserError
 
 
@@ -74,21 +78,110 @@ def log_probs_of(model, data, left_out: List[str]) -> Iterator[Tuple[int, np.nda
         prefetch.close()
 
 
-def decode_one(log_probs: np.ndarray, labels: str, beam: int) -> str:
-    from ds2.decode import beam_search_decode, greedy_decode
+class Decoder(NamedTuple):
+    decode: Callable[[np.ndarray], str]   # [frames, labels] log-probabilities -> transcript
+    name: str                             # greedy, beam<N> or lm: names eval's result files
+    description: str                      # one line for the user: what decodes, with which settings
+    settings: Dict[str, Any]              # the same for the eval summary
 
-    if beam > 0:
-        return beam_search_decode(log_probs, len(log_probs), labels, beam_width=beam)
-    return greedy_decode(log_probs, len(log_probs), labels)
+
+def greedy_decoder(labels: str) -> Decoder:
+    from ds2.lm_decode import make_decoder
+
+    return Decoder(make_decoder(labels), "greedy", "greedy (best path)", {"decoder": "greedy"})
 
 
-def evaluate_set(model, data, cfg: Config, beam: int = 0) -> Dict[str, Any]:
-    """Decode every utterance of `data` (an UtteranceSet); per-utterance results and a summary."""
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_step: Optional[int] = None
+                  ) -> Decoder:
+    """The decoder cfg.decode asks for (cfg: the command's own config), built once for a whole command.
+
+    decode.lm: a file; none; built: the LM `ds2 lm` writes for cfg; or tuned: the LM `ds2 tune-lm`
+    stored beside the checkpoint (no LM if it stored none). alpha, beta and the beam are the ones
+    given, else the tuned ones when the LM is the tuned one, else the defaults. Without an LM:
+    greedy (beam 0) or prefix beam search.
+    """
+    from ds2 import lm_decode
+    from ds2.lm import lm_path_for
+
+    decode = cfg.decode
+    tuned = lm_decode.load_settings(checkpoint_path)
+    if decode.lm == NO_LM:
+        lm_path = None
+    elif decode.lm == TUNED_LM:
+        lm_path = tuned.lm_path if tuned else None
+    elif decode.lm == BUILT_LM:
+        lm_path = str(lm_path_for(cfg))
+    else:
+        lm_path = decode.lm
+    if lm_path is None:
+        if decode.alpha is not None or decode.beta is not None:
+            if decode.lm == NO_LM:
+                raise UserError("--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and --no-lm "
+                                "(decode.lm=none) turns it off: drop one or the other")
+            raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and there is none: "
+                            f"give one with --lm FILE, or tune one for {checkpoint_path} with ds2 tune-lm")
+        if decode.beam > 0:
+            return Decoder(lm_decode.make_decoder(labels, beam=decode.beam), f"beam{decode.beam}", f"prefix beam search, {decode.beam} beams, no LM",
+                           {"decoder": f"beam{decode.beam}", "beam": decode.beam})
+        return greedy_decoder(labels)
+
+    if not Path(lm_path).is_file():
+        if decode.lm == TUNED_LM:
+            raise UserError(f"the LM tuned for {checkpoint_path} is gone ({lm_path}, named in "
+                            f"{lm_decode.settings_path(checkpoint_path)}): rebuild it with ds2 lm, or decode without "
+                            f"it (--no-lm)")
+        raise UserError(f"no language model at {lm_path}: build one with ds2 lm, or give another --lm FILE")
+    use_tuned = tuned is not None and _same_file(tuned.lm_path, lm_path)
+    weights, sources = {}, {}
+    for name, default in (("alpha", lm_decode.DEFAULT_ALPHA), ("beta", lm_decode.DEFAULT_BETA)):
+        given = getattr(decode, name)
+        weights[name], sources[name] = ((given, "given") if given is not None else
+                                        (getattr(tuned, name), "tuned") if use_tuned else (default, "default"))
+    beam = decode.beam or (tuned.beam if use_tuned else lm_decode.DEFAULT_BEAM)
+    decoder = lm_decode.make_decoder(labels, lm_path, weights["alpha"], weights["beta"], beam)
+
+    notes = []
+    if "tuned" in sources.values():
+        details = lm_decode.settings_details(checkpoint_path)
+        if "wer" in details:
+            notes.append(f"tuned on {details.get('split', 'dev')}: WER {details['wer']:.4f}")
+        tuned_step = details.get("checkpoint_step")
+        if checkpoint_step is not None and tuned_step is not None and tuned_step != checkpoint_step:
+            notes.append(f"tuned for this checkpoint's step {tuned_step}, it is now step {checkpoint_step}: "
+                         f"ds2 tune-lm again to retune")
+    if "default" in sources.values():
+        notes.append("defaults: ds2 tune-lm tunes them for this LM")
+    if decoder.skipped_words:
+        notes.append(f"{decoder.skipped_words} LM words the labels cannot spell left out")
+    description = (f"LM beam search, {beam} beams, {lm_path}, alpha {weights['alpha']:g} ({sources['alpha']}), "
+                   f"beta {weights['beta']:g} ({sources['beta']})" + "".join(f"; {n}" for n in notes))
+    return Decoder(decoder, "lm", description,
+                   {"decoder": "lm", "beam": beam, "lm": str(lm_path), "alpha": weights["alpha"],
+                    "beta": weights["beta"], "alpha_from": sources["alpha"], "beta_from": sources["beta"]})
+
+
+def evaluate_set(model, data, cfg: Config, decoder: Optional[Decoder] = None) -> Dict[str, Any]:
+    """Decode every utterance of `data` (an UtteranceSet) with decoder (default: greedy);
+    per-utterance results and a summary with both the decoding speed (utterances per second
+    spent in the decoder alone) and the whole pass's (the model too)."""
     from ds2.metrics import error_rates
 
+    decoder = decoder or greedy_decoder(cfg.model.labels)
     hypotheses, left_out = {}, []
+    decode_seconds = 0.0
+    started = time.perf_counter()
     for index, log_probs in log_probs_of(model, data, left_out):
-        hypotheses[index] = decode_one(log_probs, cfg.model.labels, beam)
+        decode_started = time.perf_counter()
+        hypotheses[index] = decoder.decode(log_probs)
+        decode_seconds += time.perf_counter() - decode_started
+    total_seconds = time.perf_counter() - started
     for why in left_out:
         print(f"left out (bad data): {why}", file=sys.stderr)
     order = sorted(hypotheses)
@@ -100,5 +193,8 @@ def evaluate_set(model, data, cfg: Config, beam: int = 0) -> Dict[str, Any]:
                   for i, ref, errors in zip(order, references, rates.per_utterance)]
     summary = {"wer": rates.wer, "cer": rates.cer, "word_edits": rates.word_edits, "words": rates.words,
                "char_edits": rates.char_edits, "chars": rates.chars, "utterances": len(order),
-               "left_out": len(left_out), "decoder": f"beam{beam}" if beam > 0 else "greedy"}
+               "left_out": len(left_out), **decoder.settings,
+               "decode_seconds": round(decode_seconds, 4),
+               "decode_utterances_per_sec": round(len(order) / max(decode_seconds, 1e-9), 1),
+               "utterances_per_sec": round(len(order) / max(total_seconds, 1e-9), 1)}
     return {"summary": summary, "utterances": utterances}

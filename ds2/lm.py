@@ -39,7 +39,10 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import AbstractSet, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
+
+from ds2.config import Config
+from ds2.errors import UserError
 
 SENTENCE_START, SENTENCE_END, UNKNOWN = "<s>", "</s>", "<unk>"
 # lmplz's --discount_fallback defaults, for orders whose counts of counts give no valid discounts.
@@ -58,12 +61,11 @@ OFFICIAL_LM_MD5 = {
     "4-gram.arpa.gz": "6abdcd5b055bd482e4f9defe91d40408",
     "librispeech-vocab.txt": "bf3cc7a50112831ed8b0afa40cae96a5",
 }
-DEFAULT_OFFICIAL_LM = "3-gram.pruned.1e-7.arpa.gz"
 
 Ngram = Tuple[str, ...]
 
 
-class LmError(ValueError):
+class LmError(UserError, ValueError):
     """An LM that cannot be built or read; the message says why."""
 
 
@@ -226,8 +228,12 @@ def _open_text(path: Union[str, Path], mode: str) -> TextIO:
     return open(path, mode, encoding="utf-8")
 
 
-def read_arpa(path: Union[str, Path], max_order: Optional[int] = None) -> NgramModel:
-    """The n-grams of an ARPA file (.gz read as it is), up to max_order."""
+def read_arpa(path: Union[str, Path], max_order: Optional[int] = None,
+              words: Optional[AbstractSet[str]] = None) -> NgramModel:
+    """The n-grams of an ARPA file (.gz read as it is), up to max_order; with `words`, only the
+    n-grams made of those words (and <s>, </s>, <unk>): all that scoring text of those words needs,
+    so LibriSpeech's large models fit in memory for a perplexity."""
+    kept = None if words is None else set(words) | {SENTENCE_START, SENTENCE_END, UNKNOWN}
     probabilities: List[Dict[Ngram, float]] = []
     backoffs: List[Dict[Ngram, float]] = []
     declared: List[int] = []
@@ -252,13 +258,15 @@ def read_arpa(path: Union[str, Path], max_order: Optional[int] = None) -> NgramM
                 if len(fields) not in (section + 1, section + 2):
                     raise LmError(f"{path}:{number}: expected a {section}-gram line, got {line!r}")
                 ngram = tuple(fields[1:section + 1])
+                if kept is not None and not kept.issuperset(ngram):
+                    continue
                 probabilities[-1][ngram] = float(fields[0])
                 if len(fields) == section + 2:
                     backoffs[-1][ngram] = float(fields[-1])
     if not probabilities:
         raise LmError(f"{path} is not an ARPA file: no \\1-grams: section")
     for n, (expected, found) in enumerate(zip(declared, probabilities), 1):
-        if expected != len(found):
+        if expected != len(found) and kept is None:
             raise LmError(f"{path}: the header declares {expected} {n}-grams, the file lists {len(found)}")
     return NgramModel(len(probabilities), probabilities, backoffs)
 
@@ -298,6 +306,15 @@ def perplexity(model: NgramModel, sentences: Iterable[str]) -> float:
     return 10 ** (-total / count)
 
 
+def perplexity_of_file(path: Union[str, Path], sentences: Sequence[str]) -> Tuple[float, int, int]:
+    """(perplexity of the ARPA file at path on sentences, words of the sentences it does not know,
+    words in all); reads only the n-grams those sentences can use."""
+    words = [word for sentence in sentences for word in sentence.split()]
+    model = read_arpa(path, words=set(words))
+    known = {ngram[0] for ngram in model.probabilities[0]}
+    return perplexity(model, sentences), sum(word not in known for word in words), len(words)
+
+
 def build_arpa(sentences: Iterable[str], order: int, path: Union[str, Path]) -> NgramModel:
     """kneser_ney then write_arpa: the model written to path, returned for its summary."""
     model = kneser_ney(sentences, order)
@@ -319,6 +336,29 @@ def describe(model: NgramModel) -> str:
 # LibriSpeech's official models
 
 
+def lm_dir(cfg: Config) -> Path:
+    """Where `ds2 lm` writes: beside the corpus, since an LM is made from its transcripts (or for it)."""
+    return Path(cfg.data.data_dir) / "lm"
+
+
+def lm_path_for(cfg: Config) -> Path:
+    """The LM `ds2 lm` writes for cfg, and `ds2 tune-lm` tunes unless told another."""
+    if cfg.lm.official:
+        return lm_dir(cfg) / cfg.lm.official
+    return lm_dir(cfg) / f"train-{cfg.lm.order}gram.arpa"
+
+
+def official_lm_url(cfg: Config) -> str:
+    """lm.url, or the corpus mirror's resource 11 (LibriSpeech's LMs) beside its resource 12 (the corpus)."""
+    if cfg.lm.url:
+        return cfg.lm.url
+    corpus = cfg.data.librispeech_url.rstrip("/")
+    if corpus.endswith("/12"):
+        return corpus[:-len("12")] + "11"
+    raise LmError(f"cannot tell where the official LMs are from data.librispeech_url={cfg.data.librispeech_url} "
+                  f"(it does not end in /resources/12); set lm.url to the folder that holds {cfg.lm.official}")
+
+
 def download_official_lm(name: str, dest_dir: Union[str, Path], base_url: str = OPENSLR_LM_URL) -> Path:
     """dest_dir/name: found there, or downloaded (resuming a partial download) and MD5-checked."""
     from ds2.data.librispeech import download
@@ -328,4 +368,4 @@ def download_official_lm(name: str, dest_dir: Union[str, Path], base_url: str = 
     dest = Path(dest_dir) / name
     if dest.is_file():
         return dest
-    return download(f"{base_url.rstrip('/')}/{name}", dest, OFFICIAL_LM_MD5[name])
+    return download(f"{base_url.rstrip('/')}/{name}", dest, OFFICIAL_LM_MD5[name], mirror_setting="lm.url")

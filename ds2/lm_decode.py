@@ -24,8 +24,12 @@ keeps the pair with the lowest WER; `save_settings` stores it beside the checkpo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ds2.errors import UserError, first_line
 from ds2.text import BLANK, check_labels
 
 # Decoder defaults. beam: hypotheses kept per frame; token_beam: labels tried per frame (the most
@@ -49,7 +54,7 @@ IMPOSSIBLE = -1e9   # log-probability of the labels other than the space in the 
 SETTINGS_SUFFIX = ".lm.json"   # best.ckpt -> best.ckpt.lm.json
 
 
-class LmDecodeError(ValueError):
+class LmDecodeError(UserError, ValueError):
     """A decoder that cannot be built (no flashlight-text, no usable LM, labels without a space)."""
 
 
@@ -67,9 +72,28 @@ def _flashlight():
         from flashlight.lib.text import decoder, dictionary
         from flashlight.lib.text.decoder.kenlm import KenLM
     except ImportError as exc:
-        raise LmDecodeError(f"LM beam search needs flashlight-text, which is not installed ({exc}); "
-                            "it is in the ds2 images: run ds2 there") from None
+        raise LmDecodeError(f"LM beam search needs flashlight-text with KenLM, which does not import here "
+                            f"({first_line(exc)}); python -m envcheck --stage eval says why (the ds2 images have "
+                            f"it), or decode without an LM: --no-lm") from None
     return decoder, dictionary, KenLM
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Discard what C++ code writes to file descriptor 2 meanwhile. KenLM writes "Loading the LM
+    will be faster if you build a binary file", the file name and a 100-star bar at every load, and
+    its errors come back as exceptions anyway."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 class LmDecoder:
@@ -102,9 +126,10 @@ class LmDecoder:
         self.unknown = self.words.get_index(UNKNOWN_WORD)
         self.words.set_default_index(self.unknown)
         try:
-            self.lm = KenLM(str(lm_path), self.words)
+            with _quiet_stderr():
+                self.lm = KenLM(str(lm_path), self.words)
         except RuntimeError as exc:
-            raise LmDecodeError(f"KenLM could not load {lm_path}: {exc}") from None
+            raise LmDecodeError(f"KenLM could not load {lm_path}: {first_line(exc)}") from None
 
         # The lexicon trie: each word's spelling in label indices, with its unigram LM score.
         index = {char: i for i, char in enumerate(labels)}
@@ -214,23 +239,32 @@ def settings_path(checkpoint_path: Union[str, Path]) -> Path:
 
 
 def save_settings(checkpoint_path: Union[str, Path], settings: LmSettings, details: Optional[Dict] = None) -> Path:
-    """Write settings (and what the search measured) to <checkpoint>.lm.json."""
+    """Write settings (and what the search measured) to <checkpoint>.lm.json. The LM's path is
+    stored relative to that file, so the run folder can be mounted or moved elsewhere with its LM."""
     path = settings_path(checkpoint_path)
-    path.write_text(json.dumps(dict(asdict(settings), **(details or {})), indent=2) + "\n")
+    stored = dict(asdict(settings), lm_path=os.path.relpath(os.path.abspath(settings.lm_path), os.path.abspath(path.parent)))
+    path.write_text(json.dumps(dict(stored, **(details or {})), indent=2) + "\n")
     return path
 
 
 def load_settings(checkpoint_path: Union[str, Path]) -> Optional[LmSettings]:
-    """The settings stored beside checkpoint_path, or None if there are none."""
+    """The settings stored beside checkpoint_path (the LM's path as a usable path), or None if there are none."""
     path = settings_path(checkpoint_path)
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
     try:
-        return LmSettings(lm_path=str(stored["lm_path"]), alpha=float(stored["alpha"]), beta=float(stored["beta"]),
-                          beam=int(stored.get("beam", DEFAULT_BEAM)))
+        stored = json.loads(path.read_text())
+        return LmSettings(lm_path=os.path.normpath(path.parent / stored["lm_path"]), alpha=float(stored["alpha"]),
+                          beta=float(stored["beta"]), beam=int(stored.get("beam", DEFAULT_BEAM)))
     except (KeyError, TypeError, ValueError) as exc:
-        raise LmDecodeError(f"{path} is not a tuned-LM settings file ({exc}); remove it or run ds2 tune-lm again") from None
+        raise LmDecodeError(f"{path} is not a tuned-LM settings file ({type(exc).__name__}: {exc}); remove it or "
+                            f"run ds2 tune-lm again") from None
+
+
+def settings_details(checkpoint_path: Union[str, Path]) -> Dict:
+    """Everything stored beside checkpoint_path by save_settings ({} if nothing)."""
+    path = settings_path(checkpoint_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # ---------------------------------------------------------------------------------------------

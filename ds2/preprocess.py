@@ -133,6 +133,20 @@ def add_arguments(parser) -> None:
                         help="compute every kept utterance's features now (train otherwise does it on first use)")
     parser.add_argument("--workers", type=count, default=0, metavar="N",
                         help="processes for speech synthesis and features (default 0: every usable core)")
+    parser.add_argument("--splits", type=split_list, default=SPLITS, metavar="SPLIT,...",
+                        help="only these splits, e.g. test to evaluate a downloaded model without fetching "
+                             "LibriSpeech's training data (default: train,dev,test)")
+
+
+def split_list(text: str) -> Tuple[str, ...]:
+    """argparse type: comma-separated split names."""
+    import argparse
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SPLITS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected splits among {','.join(SPLITS)}, got {text!r}")
+    return names
 
 
 def run(cfg: Config, args) -> int:
@@ -140,9 +154,12 @@ def run(cfg: Config, args) -> int:
 
     workers = args.workers or usable_cpus()
     check_window(cfg.features)
-    splits = [s for s in SPLITS if cfg.data.source != "manifest" or getattr(cfg.data, f"{s}_manifest")]
-    if "train" not in splits:
+    splits = [s for s in SPLITS if s in args.splits and
+              (cfg.data.source != "manifest" or getattr(cfg.data, f"{s}_manifest"))]
+    if "train" in args.splits and "train" not in splits:
         raise UserError("data.source=manifest needs data.train_manifest (and usually data.dev_manifest)")
+    if not splits:
+        raise UserError(f"data.source=manifest and no data.<split>_manifest given for {','.join(args.splits)}")
     if cfg.data.source == "librispeech":
         check_subsets([s for split in splits for s in getattr(cfg.data, f"{split}_subsets")])
     found: Dict[str, int] = {}

@@ -1,13 +1,15 @@
 """`ds2 transcribe --checkpoint PATH|best|last AUDIO [AUDIO ...]`: print a transcript per file.
 
 Features are computed with the feature config stored in the checkpoint; any sample rate is
-resampled to it. Output: one line per file, "<path>\t<transcript>".
+resampled to it. Decoding is eval's (the LM ds2 tune-lm stored beside the checkpoint, else greedy;
+--beam, --lm, --no-lm, --alpha, --beta as for ds2 eval), built once for all the files. Output: one
+line per file on stdout, "<path>\t<transcript>"; the decoder's description goes to stderr.
 """
 from __future__ import annotations
 
 import sys
 
-from ds2.config import Config, count
+from ds2.config import Config, add_decode_options
 
 # Inputs are zero-padded up to a whole number of these seconds so that files of similar length
 # share one compiled graph; the model masks padding, so it does not change the transcript.
@@ -18,8 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("audio", nargs="+", help="audio files (anything libsndfile reads: wav, flac, ...)")
     parser.add_argument("--checkpoint", default="best", metavar="PATH|best|last",
                         help="checkpoint file, or best / last of the run in run_dir (default: best)")
-    parser.add_argument("--beam", type=count, default=0, metavar="N",
-                        help="prefix beam search with N beams instead of greedy decoding")
+    add_decode_options(parser)
 
 
 def run(cfg: Config, args) -> int:
@@ -27,12 +28,14 @@ def run(cfg: Config, args) -> int:
     import numpy as np
 
     from ds2.features import AudioError, compute_features, load_audio
-    from ds2.inference import decode_one, load_for_inference
+    from ds2.inference import build_decoder, load_for_inference
     from ds2.runtime import configure_mindspore
 
     configure_mindspore(cfg)
     loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     model, stored = loaded.model, loaded.cfg
+    decoder = build_decoder(cfg, stored.model.labels, loaded.path, loaded.meta["step"])
+    print(f"decoder: {decoder.description}", file=sys.stderr)
     failed = 0
     for path in args.audio:
         try:
@@ -47,6 +50,6 @@ def run(cfg: Config, args) -> int:
         padded[0, 0, :, :frames] = features
         log_probs, lengths = model(ms.Tensor(padded), ms.Tensor(np.array([frames], dtype=np.int32)))
         length = int(lengths.asnumpy()[0])
-        text = decode_one(log_probs.asnumpy()[:length, 0], stored.model.labels, args.beam)
+        text = decoder.decode(log_probs.asnumpy()[:length, 0])
         print(f"{path}\t{text}")
     return 1 if failed else 0

@@ -105,3 +105,38 @@ def test_every_key_can_be_set_as_a_user_writes_its_value():
         for part in key.split("."):
             copy_value = getattr(copy_value, part)
         assert copy_value == value, key
+
+
+def test_unset_settings_are_typed_like_every_other():
+    cfg = load_config("small", overrides=["decode.alpha=0.75", "decode.beta=-2"])
+    assert (cfg.decode.alpha, cfg.decode.beta) == (0.75, -2.0)
+    for unset in ("none", "null", ""):
+        assert load_config("small", overrides=[f"decode.alpha={unset}"]).decode.alpha is None
+    with pytest.raises(ConfigError, match="decode.alpha: expected a number or none"):
+        load_config("small", overrides=["decode.alpha=heavy"])
+    with pytest.raises(ConfigError, match="below the minimum 0"):
+        load_config("small", overrides=["decode.alpha=-1"])
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_decoding_flags_are_shorthands_for_the_decode_settings():
+    import argparse
+
+    from ds2.config import add_decode_options, add_options, from_options
+
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    add_decode_options(parser)
+    args = parser.parse_args(["--set", "decode.beam=3", "--beam", "5", "--alpha", "0.5", "--no-lm"])
+    assert args.overrides == ["decode.beam=3", "decode.beam=5", "decode.alpha=0.5", "decode.lm=none"]
+    cfg = from_options(args)
+    assert (cfg.decode.beam, cfg.decode.alpha, cfg.decode.lm) == (5, 0.5, "none")
+    # The last one given wins, flag or --set.
+    assert from_options(parser.parse_args(["--beam", "5", "--set", "decode.beam=3"])).decode.beam == 3
+    assert from_options(parser.parse_args(["--lm", "x.arpa"])).decode.lm == "x.arpa"
+    assert from_options(parser.parse_args([])).decode == load_config("small").decode
+
+
+def test_lm_order_of_the_presets():
+    assert load_config("small").lm.order == 1 and load_config("small").lm.official == ""
+    assert load_config("seed").lm.official == "3-gram.pruned.1e-7.arpa.gz"

@@ -181,3 +181,32 @@ def test_unreadable_config(tmp_path):
     assert run.code == 1
     assert run.probe("config")["status"] == "fail"
     assert "config-unreadable" in run.rules("config")
+
+
+# flashlight-text's kenlm.py raises this when the bindings were built without KenLM (USE_KENLM=0).
+FLASHLIGHT_WITHOUT_KENLM = '''
+raise ImportError("""
+    Installed Flashlight Text Python bindings were built without KenLM
+    support. Install the bindings from PyPI, or set the environment
+    variable USE_KENLM=1 if building the bindings from source.
+    """)
+'''
+
+
+def test_flashlight_text_decodes_with_kenlm_in_the_eval_stage():
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    run = run_envcheck("--stage", "eval", "--only", "import.flashlight")
+    probe = run.probe("import.flashlight")
+    assert probe["status"] == "pass" and "KenLM reads an ARPA model" in probe["summary"]
+
+
+def test_flashlight_text_without_kenlm_is_a_warning_naming_the_fix(tmp_path):
+    write_package(tmp_path, "flashlight", "", files={"lib/__init__.py": "", "lib/text/__init__.py": "",
+                                                     "lib/text/decoder/__init__.py": "",
+                                                     "lib/text/decoder/kenlm.py": FLASHLIGHT_WITHOUT_KENLM})
+    run = run_envcheck("--stage", "eval", "--only", "import.flashlight", pythonpath=[tmp_path])
+    probe = run.probe("import.flashlight")
+    assert probe["status"] == "warn" and "greedy decoding (ds2 eval --no-lm) works" in probe["summary"]
+    assert run.code == 2
+    diagnosis = run.diagnosis("import.flashlight", "flashlight-text-without-kenlm")
+    assert any("USE_KENLM=1" in step for step in diagnosis["fix"])

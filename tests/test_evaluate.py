@@ -21,14 +21,16 @@ def trained(tmp_path_factory):
 def test_eval_writes_per_utterance_results_and_summary(trained, capsys):
     root, manifests, overrides = trained
     assert main(["eval", "--checkpoint", "best", "--split", "test"] + overrides) == 0
-    lines = [json.loads(l) for l in (root / "run" / "eval" / "test.jsonl").read_text().splitlines()]
-    summary = json.loads((root / "run" / "eval" / "test_summary.json").read_text())
+    lines = [json.loads(l) for l in (root / "run" / "eval" / "test_greedy.jsonl").read_text().splitlines()]
+    summary = json.loads((root / "run" / "eval" / "test_greedy_summary.json").read_text())
     references = {s["id"]: s["transcript"] for s in json.loads(manifests["test"].read_text())["samples"]}
     assert {l["id"]: l["ref"] for l in lines} == references
     assert summary["utterances"] == len(references) and summary["decoder"] == "greedy"
     assert summary["cer"] == pytest.approx(sum(l["char_edits"] for l in lines) / sum(l["chars"] for l in lines))
     assert summary["split"] == "test" and summary["checkpoint"].endswith("best.ckpt")
-    assert "WER" in capsys.readouterr().out
+    assert summary["decode_utterances_per_sec"] > 0 and summary["utterances_per_sec"] > 0
+    out = capsys.readouterr().out
+    assert "WER" in out and "utterances/s in the decoder" in out
 
 
 def model_log_probs(overrides, split):
@@ -49,8 +51,8 @@ def test_eval_with_beam_search_writes_the_beam_search_transcripts(trained):
 
     root, _, overrides = trained
     assert main(["eval", "--checkpoint", "last", "--split", "dev", "--beam", "4"] + overrides) == 0
-    summary = json.loads((root / "run" / "eval" / "dev_summary.json").read_text())
-    lines = [json.loads(l) for l in (root / "run" / "eval" / "dev.jsonl").read_text().splitlines()]
+    summary = json.loads((root / "run" / "eval" / "dev_beam4_summary.json").read_text())
+    lines = [json.loads(l) for l in (root / "run" / "eval" / "dev_beam4.jsonl").read_text().splitlines()]
     log_probs, cfg = model_log_probs(overrides, "dev")
     labels = cfg.model.labels
     assert summary["decoder"] == "beam4" and summary["utterances"] == len(log_probs) == len(lines)
@@ -63,7 +65,7 @@ def test_transcribe_prints_what_eval_decodes(trained, capsys):
     root, manifests, overrides = trained
     assert main(["eval", "--checkpoint", "last", "--split", "test"] + overrides) == 0
     decoded = {json.loads(l)["id"]: json.loads(l)["hyp"]
-               for l in (root / "run" / "eval" / "test.jsonl").read_text().splitlines()}
+               for l in (root / "run" / "eval" / "test_greedy.jsonl").read_text().splitlines()}
     samples = json.loads(manifests["test"].read_text())["samples"][:3]
     capsys.readouterr()
     assert main(["transcribe", "--checkpoint", "last"] + overrides + [s["wav_path"] for s in samples]) == 0

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from ds2 import lm
+from ds2.config import DEFAULT_OFFICIAL_LM
 from ds2.data.wordlist import WORDS
 
 # The hand-computed model below: three sentences, order 2, discounts (D1, D2, D3+) = (0.5, 1.0, 1.5).
@@ -215,4 +216,4 @@ def test_unknown_official_lm_is_refused(tmp_path):
 
 def test_official_checksums_are_md5_hex():
     assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in lm.OFFICIAL_LM_MD5.values())
-    assert lm.DEFAULT_OFFICIAL_LM in lm.OFFICIAL_LM_MD5
+    assert DEFAULT_OFFICIAL_LM in lm.OFFICIAL_LM_MD5

@@ -1,5 +1,7 @@
 """ds2.lm_decode: LM beam search reads what the acoustics and the language model say together, alpha and
 beta weigh them, tune() picks the pair with the lowest WER, and settings live beside the checkpoint."""
+import json
+
 import numpy as np
 import pytest
 
@@ -101,15 +103,38 @@ def test_make_decoder_chooses_by_its_arguments(arpa):
 
 
 def test_settings_live_beside_the_checkpoint(tmp_path):
-    checkpoint = tmp_path / "best.ckpt"
+    checkpoint = tmp_path / "runs" / "small" / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True)
     assert lm_decode.load_settings(checkpoint) is None
-    settings = lm_decode.LmSettings(lm_path="runs/lm/train-1gram.arpa", alpha=0.75, beta=2.0, beam=32)
+    settings = lm_decode.LmSettings(lm_path=str(tmp_path / "runs" / "data" / "lm" / "train-1gram.arpa"),
+                                    alpha=0.75, beta=2.0, beam=32)
     path = lm_decode.save_settings(checkpoint, settings, {"dev_wer": 0.08})
-    assert path == tmp_path / "best.ckpt.lm.json"
+    assert path == checkpoint.parent / "best.ckpt.lm.json"
     assert lm_decode.load_settings(checkpoint) == settings
+    assert lm_decode.settings_details(checkpoint)["dev_wer"] == 0.08
+
+    # The LM's path is kept relative to the settings file: the runs folder can move with its LM.
+    assert json.loads(path.read_text())["lm_path"] == "../../data/lm/train-1gram.arpa"
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    moved = lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
+    assert moved.lm_path == str(tmp_path / "moved" / "data" / "lm" / "train-1gram.arpa")
+
+    path = lm_decode.settings_path(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
     path.write_text('{"alpha": "much"}')
     with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
-        lm_decode.load_settings(checkpoint)
+        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
+    path.write_text('not json')
+    with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
+        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
+
+
+def test_loading_the_lm_writes_nothing_to_stderr(arpa, capfd):
+    lm_decode.LmDecoder(LABELS, arpa)
+    assert capfd.readouterr().err == ""   # KenLM's "Loading the LM ..." and its star bar are discarded
+    with pytest.raises(lm_decode.LmDecodeError, match="KenLM could not load"):
+        bad = arpa.parent / "bad.arpa"
+        bad.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tA\n\n\\end\\\n")
+        lm_decode.LmDecoder(LABELS, bad, vocabulary=["A"])
 
 
 def test_log_probs_round_trip(tmp_path):

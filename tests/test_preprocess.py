@@ -125,3 +125,19 @@ def test_manifest_durations_are_checked_against_the_audio_headers(tmp_path, caps
     assert "short (1.2 s listed, 2.00 s in the file)" in out
     kept, _ = read_manifest(tmp_path / "data" / "manifests" / "train.json")
     assert {u.id: u.duration for u in kept} == {"good": 1.0, "short": 2.0}
+
+
+def test_splits_option_prepares_only_those_splits(tmp_path, capsys):
+    source = tmp_path / "source"
+    manifests = {}
+    for split in ("train", "dev", "test"):
+        audio = make_audio(source / f"{split}.flac", 1.0)
+        transcript = source / f"{split}.txt"
+        transcript.write_text("hello world")
+        manifests[split] = source / f"{split}.csv"
+        write_csv_manifest(manifests[split], [Utterance(split, audio, "HELLO WORLD", 1.0, "", str(transcript))])
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.source=manifest"] +
+                      [f"data.{split}_manifest={path}" for split, path in manifests.items()])
+    assert run_preprocess(cfg, "--splits", "test", "--workers", "1") == 0
+    assert manifest_path(cfg, "test").is_file()
+    assert not manifest_path(cfg, "train").exists() and not manifest_path(cfg, "dev").exists()

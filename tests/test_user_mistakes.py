@@ -67,6 +67,15 @@ def ds2_cases(w):
         (["manifest", "to-json", str(w / "notes.txt"), str(w / "out.json")], "unknown manifest type"),
         (["convert", str(w / "missing.pth")], "no file"),
         (["convert", str(w / "notes.txt"), "--output", str(w / "converted.ckpt")], "notes.txt"),
+        (["preprocess", "--splits", "tset"], "expected splits among train,dev,test"),
+        (["eval", "--alpha", "much"], "invalid float value"),
+        (["lm"] + data, "run `ds2 preprocess` (make preprocess) first"),
+        (["lm", "--order", "0"] + data, "lm.order: 0 is below the minimum 1"),
+        (["lm", "--official", "5-gram.arpa.gz"] + data, "choose from"),
+        (["lm", "--official", "--output", str(w / "x.arpa")] + data, "--output is for a model built from transcripts"),
+        (["tune-lm"] + data, "build it with ds2 lm (make lm)"),
+        (["tune-lm", "--alphas", "0,x"], "expected numbers separated by commas"),
+        (["tune-lm", "--no-lm"] + data, "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
     ]
 

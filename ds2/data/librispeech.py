@@ -97,8 +97,10 @@ def expected_md5(subset: str, archive: Path, given: Optional[str] = None) -> Tup
     return None, "nowhere"
 
 
-def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Path:
-    """Download url to dest, resuming a previous partial download; verify md5 when given."""
+def download(url: str, dest: Union[str, Path], md5: Optional[str] = None,
+             mirror_setting: str = "data.librispeech_url") -> Path:
+    """Download url to dest, resuming a previous partial download; verify md5 when given. A checksum
+    failure names mirror_setting, the setting that picks another mirror."""
     from ds2.progress import progress
 
     dest = Path(dest)
@@ -137,7 +139,7 @@ def download(url: str, dest: Union[str, Path], md5: Optional[str] = None) -> Pat
         if actual != md5.lower():
             part.unlink()  # a corrupt file would be resumed from forever; start over next time
             raise ChecksumError(f"{url}: MD5 {actual} does not match the expected {md5}; the download was deleted: "
-                                f"run again to download it afresh, or set data.librispeech_url to another mirror")
+                                f"run again to download it afresh, or set {mirror_setting} to another mirror")
     os.replace(part, dest)
     return dest
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 from ds2.config import Config
 from ds2.errors import UserError
 
 if TYPE_CHECKING:
     from ds2.batching import UtteranceSet
+    from ds2.data.manifest import Utterance
 
 SPLITS = ("train", "dev", "test")
 
@@ -34,26 +35,35 @@ def feature_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.data_dir) / "features"
 
 
-def load_sets(cfg: Config, splits: Sequence[str], drop_unalignable: bool = False) -> Dict[str, "UtteranceSet"]:
-    """{split: UtteranceSet} from the manifests `ds2 preprocess` wrote (or the configured ones)."""
-    from ds2.batching import UtteranceSet
+def read_split(cfg: Config, split: str) -> List["Utterance"]:
+    """The usable utterances of split's manifest (its problems printed to stderr)."""
     from ds2.data.manifest import read_manifest
+
+    path = manifest_path(cfg, split)
+    if not path.is_file():
+        raise UserError(f"no {split} manifest at {path}: run `ds2 preprocess` (make preprocess) first, with "
+                        f"the same --preset/--config/--set")
+    utterances, problems = read_manifest(path, cfg.model.labels)
+    if problems.total:
+        print(f"{split} manifest {path}: {problems}", file=sys.stderr)
+    if not utterances:
+        raise UserError(f"the {split} manifest {path} has no usable utterances; run `ds2 preprocess` again "
+                        f"and read its table of skipped utterances")
+    return utterances
+
+
+def load_sets(cfg: Config, splits: Sequence[str], drop_unalignable: bool = False,
+              limit: int = 0) -> Dict[str, "UtteranceSet"]:
+    """{split: UtteranceSet} from the manifests `ds2 preprocess` wrote (or the configured ones); with
+    limit, only the first `limit` utterances of each manifest."""
+    from ds2.batching import UtteranceSet
     from ds2.features import FeatureCache
 
     cache = FeatureCache(feature_cache_dir(cfg), cfg.features)
     sets = {}
     for split in splits:
-        path = manifest_path(cfg, split)
-        if not path.is_file():
-            raise UserError(f"no {split} manifest at {path}: run `ds2 preprocess` (make preprocess) first, with "
-                            f"the same --preset/--config/--set")
-        utterances, problems = read_manifest(path, cfg.model.labels)
-        if problems.total:
-            print(f"{split} manifest {path}: {problems}", file=sys.stderr)
-        if not utterances:
-            raise UserError(f"the {split} manifest {path} has no usable utterances; run `ds2 preprocess` again "
-                            f"and read its table of skipped utterances")
-        sets[split] = UtteranceSet(utterances, cfg, cache, drop_unalignable)
+        utterances = read_split(cfg, split)
+        sets[split] = UtteranceSet(utterances[:limit] if limit else utterances, cfg, cache, drop_unalignable)
         if sets[split].skipped_unalignable:
             print(f"{split}: {sets[split].skipped_unalignable} utterances skipped: more labels than "
                   f"output frames (CTC cannot align them)", file=sys.stderr)

@@ -46,6 +46,7 @@ IMPORTS: List[Tuple[str, str, Tuple[str, ...], float]] = [
     ("levenshtein", "Levenshtein", (EVAL,), 0.2),
     ("torch", "torch", (), 1.0),
     ("mindspore", "mindspore", (TRAIN, EVAL), 3.0),
+    ("flashlight", "flashlight.lib.text.decoder.kenlm", (EVAL,), 0.3),   # flashlight-text's KenLM decoder
 ]
 IMPORT_IDS = tuple("import." + key for key, _, _, _ in IMPORTS)
 TOGETHER_IDS = ("import.together", "import.together-reversed")

@@ -18,6 +18,14 @@ from envcheck import progress
 # Modules ds2 can run without; missing, they are INFO, not FAIL.
 OPTIONAL = {
     "torch": "only needed to convert deepspeech.pytorch checkpoints and for the PyTorch comparison benchmark",
+    "flashlight.lib.text.decoder.kenlm": "flashlight-text: only needed for beam search with a language model "
+                                         "(ds2 tune-lm, ds2 eval / transcribe with an LM); greedy decoding works",
+}
+# Optional modules that one feature needs: present but broken, they are a WARN (that feature will fail, the
+# stage itself can run), not a FAIL.
+FEATURE_ONLY = {
+    "flashlight.lib.text.decoder.kenlm": "beam search with a language model will fail; greedy decoding "
+                                         "(ds2 eval --no-lm) works",
 }
 
 
@@ -113,6 +121,25 @@ def _use_levenshtein(Levenshtein) -> str:
     return "distance ok"
 
 
+def _use_flashlight(kenlm) -> str:
+    from importlib import metadata
+
+    from flashlight.lib.text.dictionary import Dictionary
+
+    arpa = ("\\data\\\nngram 1=4\nngram 2=0\n\n\\1-grams:\n-1.0\t<unk>\t0\n-99\t<s>\t0\n-0.3\tHELLO\t0\n"
+            "-0.5\t</s>\t0\n\n\\2-grams:\n\n\\end\\\n")
+    with tempfile.TemporaryDirectory(prefix="envcheck-kenlm-") as work:
+        path = os.path.join(work, "unigram.arpa")
+        with open(path, "w") as f:
+            f.write(arpa)
+        words = Dictionary(["HELLO"])
+        model = kenlm.KenLM(path, words)
+        _, score = model.score(model.start(False), words.get_index("HELLO"))
+    if abs(score - -0.3) > 1e-4:
+        raise AssertionError(f"KenLM scores HELLO at log10 p = {score}, the ARPA file says -0.3")
+    return f"KenLM reads an ARPA model and scores a word (flashlight-text {metadata.version('flashlight-text')})"
+
+
 def _use_mindspore(mindspore) -> str:
     import numpy as np
     if float(mindspore.Tensor(np.arange(4, dtype=np.float32)).asnumpy().sum()) != 6.0:
@@ -129,7 +156,16 @@ USES = {
     "torch": _use_torch,
     "Levenshtein": _use_levenshtein,
     "mindspore": _use_mindspore,
+    "flashlight.lib.text.decoder.kenlm": _use_flashlight,
 }
+
+
+def _feature_only(name: str, failure: dict) -> dict:
+    """A failure of a module only one feature needs, as a WARN that says which feature."""
+    if name in FEATURE_ONLY:
+        failure["status"] = "warn"
+        failure["summary"] += f" ({FEATURE_ONLY[name]})"
+    return failure
 
 
 def run_import(settings: dict, name: str) -> dict:
@@ -144,7 +180,7 @@ def run_import(settings: dict, name: str) -> dict:
     try:
         module = importlib.import_module(name)
     except BaseException as exc:
-        return import_failure(name, exc)
+        return _feature_only(name, import_failure(name, exc))
     import_s = time.perf_counter() - start
     version = str(getattr(module, "__version__", "") or "")
     details = {"module": name, "version": version, "import_s": round(import_s, 3),
@@ -156,8 +192,8 @@ def run_import(settings: dict, name: str) -> dict:
         failure = import_failure(name, exc, summary_prefix=f"{name} {version} imports, but using it fails: ")
         failure["details"].update(details)
         failure["findings"] = ["use-error"]
-        return failure
-    return {"status": "pass", "summary": f"{name} {version}: imports in {import_s:.1f} s; {used}",
+        return _feature_only(name, failure)
+    return {"status": "pass", "summary": f"{name} {version}".rstrip() + f": imports in {import_s:.1f} s; {used}",
             "details": details}
 
 

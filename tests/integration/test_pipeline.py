@@ -31,14 +31,28 @@ def test_compose_up_train_then_eval(compose_env, runs_dir):
 
     ev = run(["docker", "compose", "run", "--rm", "eval"], env=compose_env, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-4000:]
-    summary = json.loads((runs_dir / "small" / "eval" / "test_summary.json").read_text())
-    lines = (runs_dir / "small" / "eval" / "test.jsonl").read_text().splitlines()
+    summary = json.loads((runs_dir / "small" / "eval" / "test_greedy_summary.json").read_text())
+    lines = (runs_dir / "small" / "eval" / "test_greedy.jsonl").read_text().splitlines()
     # Every test utterance scored; one epoch on 48 utterances learns little, so the error rates are high
     # but are rates: edits over reference characters and words.
     assert summary["utterances"] == len(lines) == 8 and summary["left_out"] == 0
     assert summary["cer"] == summary["char_edits"] / summary["chars"] and 0.3 < summary["cer"] <= 1.5
     assert summary["wer"] == summary["word_edits"] / summary["words"] and 0.5 < summary["wer"] <= 2.0
     assert f"CER {summary['cer']:.4f}" in ev.stdout
+
+    # make eval-pretrained takes that checkpoint as if it came from elsewhere: converted into a run of its
+    # own, the LM built from the training transcripts, the test set decoded greedy and with the LM.
+    source = runs_dir / "small" / "checkpoints" / "best.ckpt"
+    pre = run(["make", "-o", "image-cpu", "eval-pretrained", f"SOURCE={source}", f"RUNS={runs_dir}",
+               f"IMAGE_CPU={compose_env['DS2_IMAGE_CPU']}",
+               "SET=data.synth_train=48 data.synth_dev=8 data.synth_test=8"], timeout=900)
+    assert pre.returncode == 0, (pre.stdout + pre.stderr)[-4000:]
+    results = runs_dir / "pretrained" / "best" / "eval"
+    greedy = json.loads((results / "test_greedy_summary.json").read_text())
+    with_lm = json.loads((results / "test_lm_summary.json").read_text())
+    assert (greedy["wer"], greedy["cer"]) == (summary["wer"], summary["cer"])   # the same model, converted
+    assert with_lm["lm"] == "runs/data/lm/train-1gram.arpa" and with_lm["alpha_from"] == "default"
+    assert "every decoder evaluated" in pre.stdout and "wrote runs/pretrained/best/checkpoints" in pre.stdout
 
     # Everything the containers wrote belongs to the user who ran them, not to root.
     foreign = [p for p in runs_dir.rglob("*") if p.stat().st_uid != os.getuid()]
