@@ -90,7 +90,7 @@ preprocess: image-cpu ## corpus + manifests + feature cache (so the first epoch 
 train: image-cpu ## train on CPU (resumes when a checkpoint exists)
 	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume
 
-eval: image-cpu ## evaluate the best checkpoint on the test split: WER / CER
+eval: image-cpu ## WER / CER of the best checkpoint on the test split (with its tuned LM if any; SET=decode.lm=none: greedy)
 	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test
 
 lm: image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
@@ -134,8 +134,9 @@ eval-pretrained: image-cpu ## SOURCE=checkpoint [LM=arpa] [TUNE=1]: convert, get
 	  ds2 eval $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --split test --lm $(PRETRAINED_LM) \
 	    $(if $(ALPHA),--alpha $(ALPHA)) $(if $(BETA),--beta $(BETA))'
 
-# Prerequisites run left to right, each once: one image build, then the stages in order.
-train-cpu: image-cpu preprocess train eval ## the whole job on CPU: envcheck, preprocess, train, eval; prints WER / CER
+# Prerequisites run left to right, each once: one image build, then the stages in order. eval-lm adds about
+# 20 s to the greedy eval (README: Language model and beam search).
+train-cpu: image-cpu preprocess train eval-lm ## the whole job on CPU: preprocess, train, eval greedy and with a tuned LM
 
 train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
 	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache

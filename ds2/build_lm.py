@@ -13,8 +13,8 @@ higher orders measured worse on dev (README "Language model and beam search"). W
 
 Official (lm.official, the seed preset's default): downloaded into <data_dir>/lm/ from lm.url,
 by default the corpus mirror's OpenSLR resource 11 (LibriSpeech's LMs) beside its resource 12
-(the corpus), resumed after an interruption and MD5-checked like the corpus; a file already there
-is used as it is.
+(the corpus), resumed after an interruption and MD5-checked like the corpus (against lm.md5 when
+set, else the built-in table); a file already there is used as it is.
 
 Then it prints the model's perplexity on the dev transcripts and the share of dev words it does
 not know (the lexicon decoder cannot produce those at all), when a dev manifest exists.
@@ -48,7 +48,7 @@ def run(cfg: Config, args) -> int:
                             f"goes to {lm.lm_dir(cfg)}")
         path = lm.lm_dir(cfg) / cfg.lm.official
         found = path.is_file()
-        path = lm.download_official_lm(cfg.lm.official, lm.lm_dir(cfg), lm.official_lm_url(cfg))
+        path = lm.download_official_lm(cfg.lm.official, lm.lm_dir(cfg), lm.official_lm_url(cfg), cfg.lm.md5)
         how = "already there" if found else f"downloaded from {lm.official_lm_url(cfg)}, MD5 checked"
         print(f"LibriSpeech's official LM {cfg.lm.official}: {path} ({path.stat().st_size / 1e6:.1f} MB, {how})")
     else:

@@ -142,6 +142,7 @@ class LmConfig:
     order: int = setting(3, minimum=1)          # n-gram order of the model built from transcripts
     official: str = ""                          # e.g. 3-gram.pruned.1e-7.arpa.gz: download it instead
     url: str = ""                               # mirror of resource 11; empty: data.librispeech_url's, 12 -> 11
+    md5: str = ""                               # the official file's MD5, over ds2.lm.OFFICIAL_LM_MD5's
 
 
 @dataclass

@@ -128,7 +128,8 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
             raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and there is none: "
                             f"give one with --lm FILE, or tune one for {checkpoint_path} with ds2 tune-lm")
         if decode.beam > 0:
-            return Decoder(lm_decode.make_decoder(labels, beam=decode.beam), f"beam{decode.beam}", f"prefix beam search, {decode.beam} beams, no LM",
+            return Decoder(lm_decode.make_decoder(labels, beam=decode.beam), f"beam{decode.beam}",
+                           f"prefix beam search, {decode.beam} beams, no LM",
                            {"decoder": f"beam{decode.beam}", "beam": decode.beam})
         return greedy_decoder(labels)
 

@@ -359,13 +359,16 @@ def official_lm_url(cfg: Config) -> str:
                   f"(it does not end in /resources/12); set lm.url to the folder that holds {cfg.lm.official}")
 
 
-def download_official_lm(name: str, dest_dir: Union[str, Path], base_url: str = OPENSLR_LM_URL) -> Path:
-    """dest_dir/name: found there, or downloaded (resuming a partial download) and MD5-checked."""
+def download_official_lm(name: str, dest_dir: Union[str, Path], base_url: str = OPENSLR_LM_URL,
+                         md5: str = "") -> Path:
+    """dest_dir/name: found there, or downloaded (resuming a partial download) and checked against
+    md5, or OFFICIAL_LM_MD5's entry for name when md5 is empty."""
     from ds2.data.librispeech import download
 
-    if name not in OFFICIAL_LM_MD5:
-        raise LmError(f"unknown official LibriSpeech LM {name!r}; choose from {', '.join(OFFICIAL_LM_MD5)}")
+    if name not in OFFICIAL_LM_MD5 and not md5:
+        raise LmError(f"unknown official LibriSpeech LM {name!r}; choose from {', '.join(OFFICIAL_LM_MD5)} "
+                      f"(or give its MD5 in lm.md5)")
     dest = Path(dest_dir) / name
     if dest.is_file():
         return dest
-    return download(f"{base_url.rstrip('/')}/{name}", dest, OFFICIAL_LM_MD5[name], mirror_setting="lm.url")
+    return download(f"{base_url.rstrip('/')}/{name}", dest, md5 or OFFICIAL_LM_MD5[name], mirror_setting="lm.url")

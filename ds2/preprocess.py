@@ -15,7 +15,8 @@ divides the frame count by its time strides). A duration given in an input manif
 against the audio file's header and corrected (and counted) where they differ, because batching
 plans every batch from the durations. The kept utterances go to <data_dir>/manifests/<split>.json
 and .csv, with one normalised transcript file per utterance under <data_dir>/transcripts/<split>/.
-Train and eval find them with ds2.data.sets.manifest_path(cfg, split).
+Train and eval find them with ds2.data.sets.manifest_path(cfg, split). `--splits test` prepares only
+the splits named (make eval-pretrained: LibriSpeech's test-clean without its training data).
 """
 from __future__ import annotations
 

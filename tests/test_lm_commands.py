@@ -55,7 +55,8 @@ def summary(run_dir, name, split="test"):
 
 
 def hypotheses(run_dir, name, split="test"):
-    return {r["id"]: r["hyp"] for r in map(json.loads, (run_dir / "eval" / f"{split}_{name}.jsonl").read_text().splitlines())}
+    lines = (run_dir / "eval" / f"{split}_{name}.jsonl").read_text().splitlines()
+    return {record["id"]: record["hyp"] for record in map(json.loads, lines)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,9 +141,13 @@ def test_official_lm_comes_from_the_corpus_mirror_resumed_and_checked(corpus, mi
 
 def test_official_lm_with_a_wrong_checksum_is_refused(mirror, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(lm.OFFICIAL_LM_MD5, "3-gram.pruned.1e-7.arpa.gz", "0" * 32)
-    fails_with(capsys, main(["lm", "--official", "--set", f"data.data_dir={tmp_path}",
-                             "--set", f"lm.url={mirror['url']}/11"]), "set lm.url to another mirror")
+    args = ["lm", "--official", "--set", f"data.data_dir={tmp_path}", "--set", f"lm.url={mirror['url']}/11"]
+    fails_with(capsys, main(args), "set lm.url to another mirror")
     assert not (tmp_path / "lm" / "3-gram.pruned.1e-7.arpa.gz").exists()
+    # lm.md5 stands in for the built-in table (should OpenSLR's file ever differ from it).
+    md5 = hashlib.md5(mirror["archive"].read_bytes()).hexdigest()
+    assert main(args + ["--set", f"lm.md5={md5}"]) == 0
+    assert (tmp_path / "lm" / "3-gram.pruned.1e-7.arpa.gz").is_file()
 
 
 def test_official_lm_url_is_the_corpus_mirrors_resource_11():
