@@ -21,8 +21,6 @@ def dotenv(name):
     raise KeyError(f"{name} is not set in .env")
 
 
-IMAGE = os.environ.get("DS2_IMAGE") or dotenv("DS2_IMAGE_CPU")
-
 
 def pytest_collection_modifyitems(items):
     here = Path(__file__).parent
@@ -48,11 +46,12 @@ def docker_client():
 def image(docker_client):
     import docker
     try:
-        docker_client.images.get(IMAGE)
+        image = os.environ.get("DS2_IMAGE") or dotenv("DS2_IMAGE_CPU")
+        docker_client.images.get(image)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"The image {IMAGE} is missing. Build it with 'make image-cpu' (make test does this).",
+        pytest.fail(f"The image {image} is missing. Build it with 'make image-cpu' (make test does this).",
                     pytrace=False)
-    return IMAGE
+    return image
 
 
 @pytest.fixture
