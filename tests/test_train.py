@@ -79,6 +79,7 @@ def test_tiny_model_loss_decreases_on_a_fixed_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow
 def test_train_resume_continues_exactly(tmp_path):
     """Stop after 4 steps, resume to 8: same steps, LRs and (nearly) losses as one run of 8."""
     manifests = write_tone_corpus(tmp_path / "corpus")
@@ -134,6 +135,7 @@ def test_sigkill_mid_epoch_then_resume_has_no_gap_or_repeat(tmp_path):
         assert r["lr"] == pytest.approx(learning_rate(cfg, r["step"] - 1, r["epoch"]))
 
 
+@pytest.mark.slow
 def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_one(tmp_path, capsys):
     manifests = write_tone_corpus(tmp_path / "corpus")
     run_dir, data = tmp_path / "run", tmp_path / "data"
@@ -154,6 +156,7 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_starts_fresh_without_on
     assert steps == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_a_damaged_best_checkpoint_does_not_stop_resume(tmp_path, capsys):
     manifests = write_tone_corpus(tmp_path / "corpus")
     run_dir = tmp_path / "run"
