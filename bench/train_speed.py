@@ -25,7 +25,10 @@ and CTC loss. Each times `--steps` batches drawn at random from its own epoch pl
 untimed step per distinct shape (graph compile for MindSpore, allocator warm-up for PyTorch).
 
 Reported per run: seconds per step; throughput in audio seconds per wall second (timed steps'
-real audio / their wall time, input waits included); padding share (padded frames / computed
+real audio / their wall time, input waits included); the model's achieved GFLOP/s (the training FLOPs
+of the timed steps' real frames, ds2.shapes.training_flops, padding excluded, over their wall time) and
+its share of the machine's fp32 GEMM limit (the best of numpy's and MindSpore's matrix-product rates on
+GEMM_SHAPES, measured in a child of its own with the same threads before the runs); padding share (padded frames / computed
 frames over the whole epoch plan); stall share (time waiting for the loader / step time); peak
 resident memory, beside envcheck's estimate of MindSpore's for the shapes the run compiled; warm-up (compile) time; projected hours for one train-clean-100 epoch (100.6 h
 of audio / throughput). Results as a table and, with --json, a JSON file.
@@ -85,6 +88,44 @@ def padding_share(plan, frames: np.ndarray) -> float:
     computed = sum(len(indices) * width for indices, width in plan)
     real = sum(int(frames[indices].sum()) for indices, _ in plan)
     return 1.0 - real / computed
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine's limit: fp32 matrix products
+
+# (m, k, n): a square product, and one shaped like a BiLSTM layer's input projection over a batch.
+GEMM_SHAPES = ((2048, 2048, 2048), (4000, 2048, 4096))
+GEMM_REPEATS = 5
+
+
+def measure_gemm(spec: Dict) -> Dict:
+    """GFLOP/s of fp32 matrix products with numpy and with MindSpore: the best of GEMM_REPEATS per shape."""
+    import mindspore as ms
+    from mindspore import ops
+
+    from ds2.config import load_config
+    from ds2.runtime import configure_mindspore
+
+    cfg = load_config("small", overrides=[f"train.threads={spec['threads']}"])
+    configure_mindspore(cfg)
+    matmul = ms.jit(ops.matmul)
+    rng = np.random.default_rng(0)
+    rates: Dict[str, Dict[str, float]] = {"numpy": {}, "mindspore": {}}
+    for m, k, n in GEMM_SHAPES:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        a_ms, b_ms = ms.Tensor(a), ms.Tensor(b)
+        runs = {"numpy": lambda: a @ b, "mindspore": lambda: matmul(a_ms, b_ms).asnumpy()}
+        for name, run in runs.items():
+            run()   # warm-up: thread pools, kernel selection, graph compile
+            best = float("inf")
+            for _ in range(GEMM_REPEATS):
+                start = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - start)
+            rates[name][f"{m}x{k}x{n}"] = 2 * m * k * n / best / 1e9
+    limit = max(rate for by_shape in rates.values() for rate in by_shape.values())
+    return {"framework": "gemm", "threads": spec["threads"], "gflops": rates, "limit_gflops": limit}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +190,10 @@ def measure(spec: Dict) -> Dict:
     from ds2.batching import BatchSampler, Prefetcher, pad_batch
     from ds2.config import load_config
     from ds2.memory import estimate as memory_estimate
-    from ds2.shapes import input_frames, output_lengths
+    from ds2.shapes import input_frames, output_lengths, training_flops
+
+    if spec["framework"] == "gemm":
+        return measure_gemm(spec)
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"])
     n_bins = cfg.features.n_bins
@@ -219,6 +263,7 @@ def measure(spec: Dict) -> Dict:
             prefetch.close()
 
     throughput = sum(audio) / sum(step_seconds)
+    model_flops = sum(training_flops(int(frames[i]), cfg) for indices, _ in timed for i in indices)
     # For the shapes this run compiled (one graph each), not for every bucket of a whole epoch.
     estimate = memory_estimate(cfg, training=True, num_buckets=len(warmup) - 1)
     return {
@@ -227,6 +272,7 @@ def measure(spec: Dict) -> Dict:
         "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
         "audio_seconds_per_step": float(np.mean(audio)),
         "audio_seconds_per_second": throughput,
+        "model_gflops_per_second": model_flops / sum(step_seconds) / 1e9,
         "padding_share": padding_share(plan, frames),
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
@@ -257,7 +303,9 @@ def width_key(item):
 
 def run_child(spec: Dict, python: str) -> Dict:
     """One run in its own interpreter: its own peak memory and thread pools, one framework loaded."""
-    proc = subprocess.run([python, __file__, "--child", json.dumps(spec)], cwd=REPO,
+    threads = str(spec["threads"])  # numpy's BLAS reads these when it loads
+    env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    proc = subprocess.run([python, __file__, "--child", json.dumps(spec)], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark run {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -281,13 +329,14 @@ def environment() -> Dict:
 
 
 def table(results: List[Dict]) -> str:
-    header = ("preset", "framework", "thr", "batching", "s/step", "audio s/step", "audio s/s",
-              "padding", "stall", "peak GiB", "envcheck est.", "warm-up s", "epoch h (100.6 h)")
+    header = ("preset", "framework", "thr", "batching", "s/step", "audio s/step", "audio s/s", "model GFLOP/s",
+              "of GEMM limit", "padding", "stall", "peak GiB", "memory est.", "warm-up s", "epoch h (100.6 h)")
     rows = [header]
     for r in results:
         rows.append((r["preset"], f"{r['framework']} {r['framework_version']}", str(r["threads"]), r["batching"],
                      f"{r['seconds_per_step']:.2f}", f"{r['audio_seconds_per_step']:.1f}",
-                     f"{r['audio_seconds_per_second']:.2f}", f"{100 * r['padding_share']:.1f} %",
+                     f"{r['audio_seconds_per_second']:.2f}", f"{r['model_gflops_per_second']:.1f}",
+                     f"{100 * r['limit_share']:.0f} %", f"{100 * r['padding_share']:.1f} %",
                      f"{100 * r['stall_share']:.2f} %", f"{r['peak_memory_gib']:.2f}",
                      "-" if r["envcheck_memory_estimate_gib"] is None else f"{r['envcheck_memory_estimate_gib']:.2f}",
                      f"{r['warmup_seconds']:.1f}", f"{r['epoch_hours_train_clean_100']:.1f}"))
@@ -362,6 +411,10 @@ def main(argv: Sequence[str] = None) -> int:
         default_steps = {("seed", "mindspore"): 6, ("seed", "torch"): 2,
                          ("small", "mindspore"): 24, ("small", "torch"): 24}
 
+    limits = {}
+    for count in threads:
+        print(f"measuring the fp32 GEMM limit / {count} threads ...", file=sys.stderr, flush=True)
+        limits[count] = run_child({"framework": "gemm", "threads": count}, sys.executable)
     results = []
     for preset in presets:
         overrides = list(args.overrides)
@@ -377,20 +430,28 @@ def main(argv: Sequence[str] = None) -> int:
                 started = time.perf_counter()
                 print(f"running {preset} / {framework} / {count} threads ...", file=sys.stderr, flush=True)
                 python = args.torch_python if framework == "torch" else sys.executable
-                results.append(run_child(spec, python))
+                result = run_child(spec, python)
+                result["gemm_limit_gflops"] = limits[count]["limit_gflops"]
+                result["limit_share"] = result["model_gflops_per_second"] / result["gemm_limit_gflops"]
+                results.append(result)
                 print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     print(table(results))
     for line in ratios(results):
         print(line)
+    for count, limit in limits.items():
+        rates = ", ".join(f"{name} {shape} {rate:.0f}" for name, by_shape in limit["gflops"].items()
+                          for shape, rate in by_shape.items())
+        print(f"fp32 GEMM limit, {count} threads: {limit['limit_gflops']:.0f} GFLOP/s (best of: {rates}); "
+              f"model GFLOP/s = training FLOPs of the real frames (ds2.shapes.training_flops) / wall time")
     mean = results[0]["mean_duration"] if results else 0.0
     print(f"corpus: {CORPUS_SIZE} utterances, mean {mean:.2f} s; epoch hours = {TRAIN_CLEAN_100_HOURS} h "
           f"of audio / throughput")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "environment": environment(), "results": results},
-                                   indent=2) + "\n")
+        path.write_text(json.dumps({"command": sys.argv, "environment": environment(),
+                                    "gemm_limits": list(limits.values()), "results": results}, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

@@ -100,3 +100,34 @@ def parameter_count(cfg: ModelConfig, n_bins: int) -> int:
             size *= dim
         total += size
     return total
+
+
+# A backward pass costs about twice its forward pass (gradients for the inputs and for the weights).
+TRAINING_FLOPS_PER_FORWARD = 3
+
+
+def forward_flops(frames: int, cfg: Config) -> int:
+    """Multiply-add FLOPs (2 per multiply-add) of the forward pass over one utterance of `frames` input
+    frames, padding excluded: the two convolutions, every BiLSTM layer's input and recurrent products in
+    both directions, and the output layer. Element-wise work (BatchNorm, activations, gates) is left out:
+    it is a small share and not matrix products, which is what the machine's GEMM rate measures."""
+    model, n_bins = cfg.model, cfg.features.n_bins
+    t1 = int(conv_output_length(frames, model.conv1_kernel[1], model.conv1_stride[1]))
+    t2 = int(output_lengths(frames, model))
+    f1, f2 = conv1_bins(n_bins, model), output_bins(n_bins, model)
+    channels = model.conv_channels
+    conv = 2 * model.conv1_kernel[0] * model.conv1_kernel[1] * 1 * channels * f1 * t1
+    conv += 2 * model.conv2_kernel[0] * model.conv2_kernel[1] * channels * channels * f2 * t2
+    rnn_input, rnn_output = rnn_sizes(n_bins, model)
+    gates = 4 * model.rnn_hidden
+    rnn = 0
+    for layer in range(model.rnn_layers):
+        layer_input = rnn_input if layer == 0 else rnn_output
+        rnn += 2 * t2 * 2 * gates * (layer_input + model.rnn_hidden)   # 2 directions
+    output = 2 * t2 * rnn_output * len(model.labels)
+    return conv + rnn + output
+
+
+def training_flops(frames: int, cfg: Config) -> int:
+    """FLOPs of one training step's forward and backward passes over one utterance (see forward_flops)."""
+    return TRAINING_FLOPS_PER_FORWARD * forward_flops(frames, cfg)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from ds2.config import ModelConfig, load_config
-from ds2.shapes import (conv_output_length, duration_frames, input_frames, output_frames, output_lengths,
-                        parameter_count, trainable_shapes)
+from ds2.config import Config, FeatureConfig
+from ds2.shapes import (conv_output_length, duration_frames, forward_flops, input_frames, output_frames,
+                        output_lengths, parameter_count, trainable_shapes, training_flops)
 
 ms = pytest.importorskip("mindspore")
 
@@ -64,3 +65,22 @@ def test_trainable_shapes_follow_merge_and_batch_norm_settings():
     model_cfg = ModelConfig(conv_channels=3, rnn_hidden=6, rnn_layers=3, rnn_merge="concat", rnn_batch_norm=False)
     model = DeepSpeech2(model_cfg, n_bins=41)
     assert trainable_shapes(model_cfg, 41) == {p.name: tuple(p.shape) for p in model.trainable_params()}
+
+
+def test_forward_flops_counted_by_hand():
+    cfg = Config(features=FeatureConfig(n_fft=8, win_length=8),   # 5 frequency bins
+                 model=ModelConfig(conv_channels=2, conv1_kernel=(3, 3), conv1_stride=(2, 2), conv2_kernel=(3, 3),
+                                   conv2_stride=(1, 1), rnn_hidden=4, rnn_layers=2))
+    # 10 frames -> conv1: 5 frames x 3 rows, conv2: 5 x 3; BiLSTM input 2 x 3 = 6, output 4 (directions summed)
+    conv = 2 * 3 * 3 * 1 * 2 * 3 * 5 + 2 * 3 * 3 * 2 * 2 * 3 * 5
+    lstm = 2 * 5 * 2 * 16 * (6 + 4) + 2 * 5 * 2 * 16 * (4 + 4)
+    output = 2 * 5 * 4 * 29
+    assert forward_flops(10, cfg) == conv + lstm + output == 8540
+    assert training_flops(10, cfg) == 3 * 8540
+
+
+def test_seed_model_costs_about_ten_gflop_per_second_of_audio_forward():
+    seed = load_config("seed")
+    per_second = forward_flops(100, seed)
+    assert 9.5e9 < per_second < 10.0e9          # convolutions about 1.1, five BiLSTM layers about 8.6
+    assert forward_flops(1000, seed) == pytest.approx(10 * per_second, rel=0.01)   # linear in the frames
