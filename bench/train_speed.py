@@ -11,7 +11,8 @@ mix (1-35 s, mean about 12.7 s, like train-clean-100), labels at 15 characters p
 features stored as .npy files and read back by a background loader, as a feature cache is.
 
 - ds2 batches as `ds2 train` does: length buckets with a cap on audio seconds per batch
-  (train.max_batch_seconds), one compiled graph per (batch size, width) shape.
+  (train.max_batch_seconds); one compiled graph per (batch size, width) shape, or one for all of
+  them with train.shapes=dynamic (--shapes static,dynamic runs both, side by side).
 - PyTorch batches as deepspeech.pytorch does: shuffled utterances in batches of a fixed size
   (max_batch_seconds / mean duration, so both carry the same audio per step on average), padded
   to the longest, with packed LSTMs.
@@ -53,20 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-TRAIN_CLEAN_100_HOURS = 100.6
-CHARS_PER_SECOND = 15.0       # LibriSpeech transcripts: about 15 characters per second of speech
-CORPUS_SIZE = 2000            # utterances in the benchmark corpus (the epoch plan's padding is over all)
-
-
-def librispeech_like_durations(count: int, seed: int) -> np.ndarray:
-    """Seconds per utterance, shaped like train-clean-100's: most between 11 and 17 s, a tail of
-    short utterances down to 1 s, and a few long ones up to 35 s; mean about 12.7 s."""
-    rng = np.random.default_rng(seed)
-    kind = rng.choice(3, size=count, p=[0.78, 0.20, 0.02])
-    main = np.clip(rng.normal(14.0, 1.6, count), 10.0, 17.5)
-    short = rng.uniform(1.0, 12.0, count)
-    long = rng.uniform(17.5, 35.0, count)
-    return np.round(np.choose(kind, [main, short, long]), 2)
+from bench.corpus import CORPUS_SIZE, TRAIN_CLEAN_100_HOURS, librispeech_like_corpus  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +134,8 @@ def mindspore_stepper(cfg, n_bins: int, threads: int):
     configure_mindspore(cfg)
     model = DeepSpeech2(cfg.model, n_bins)
     optimizer = build_optimizer(model, cfg.train)
-    train_step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip)
+    train_step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
+                                 dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
 
@@ -190,7 +179,7 @@ def measure(spec: Dict) -> Dict:
     from ds2.batching import BatchSampler, Prefetcher, pad_batch
     from ds2.config import load_config
     from ds2.memory import estimate as memory_estimate
-    from ds2.shapes import input_frames, output_lengths, training_flops
+    from ds2.shapes import training_flops
 
     if spec["framework"] == "gemm":
         return measure_gemm(spec)
@@ -198,15 +187,11 @@ def measure(spec: Dict) -> Dict:
     cfg = load_config(spec["preset"], overrides=spec["overrides"])
     n_bins = cfg.features.n_bins
     frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
-    durations = librispeech_like_durations(CORPUS_SIZE, spec["seed"])
-    frames = np.array([input_frames(int(d * cfg.features.sample_rate), cfg.features) for d in durations])
     rng = np.random.default_rng(spec["seed"] + 1)
-    label_counts = np.minimum(np.round(durations * CHARS_PER_SECOND).astype(int),
-                              output_lengths(frames, cfg.model) // 2)
-    labels = [rng.integers(1, len(cfg.model.labels), size=max(1, n)).tolist() for n in label_counts]
+    durations, frames, labels = librispeech_like_corpus(cfg, spec["seed"], rng)
 
     if spec["framework"] == "mindspore":
-        batching = f"buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
+        batching = f"{cfg.train.num_buckets} buckets, <= {cfg.train.max_batch_seconds:g} s/batch, {cfg.train.shapes} shapes"
         sampler = BatchSampler.from_config(frames, cfg, spec["seed"])
         plan = ds2_plan(sampler)
         # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
@@ -268,6 +253,7 @@ def measure(spec: Dict) -> Dict:
     estimate = memory_estimate(cfg, training=True, num_buckets=len(warmup) - 1)
     return {
         "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
+        "shapes": cfg.train.shapes if spec["framework"] == "mindspore" else None,
         "batching": batching, "overrides": spec["overrides"],
         "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
         "audio_seconds_per_step": float(np.mean(audio)),
@@ -353,9 +339,15 @@ def ratios(results: List[Dict]) -> List[str]:
             continue
         for other in results:
             if other["framework"] == "torch" and (other["preset"], other["threads"]) == (r["preset"], r["threads"]):
-                lines.append(f"{r['preset']} ({r['threads']} threads): ds2 / PyTorch {other['framework_version']} "
-                             f"throughput = "
-                             f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x")
+                lines.append(f"{r['preset']} ({r['threads']} threads, {r['shapes']} shapes): ds2 / PyTorch "
+                             f"{other['framework_version']} throughput = "
+                             f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x, "
+                             f"peak memory = {r['peak_memory_gib'] / other['peak_memory_gib']:.2f}x")
+            if (other["framework"] == "mindspore" and (other["preset"], other["threads"]) == (r["preset"], r["threads"])
+                    and (r["shapes"], other["shapes"]) == ("dynamic", "static")):
+                lines.append(f"{r['preset']} ({r['threads']} threads): ds2 dynamic / static shapes: throughput "
+                             f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x, peak memory "
+                             f"{r['peak_memory_gib'] / other['peak_memory_gib']:.2f}x")
     return lines
 
 
@@ -381,6 +373,8 @@ def main(argv: Sequence[str] = None) -> int:
                         help="run PyTorch's LSTMs on the padded batch instead of packed sequences")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override for every run, e.g. train.max_batch_seconds=80")
+    parser.add_argument("--shapes", default="", metavar="MODE[,MODE]",
+                        help="ds2 runs with train.shapes static, dynamic or both (default: each preset's own)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -401,9 +395,10 @@ def main(argv: Sequence[str] = None) -> int:
     unknown = [p for p in presets if p not in PRESETS]
     frameworks = parse_list(args.frameworks)
     bad = [f for f in frameworks if f not in ("mindspore", "torch")]
-    if unknown or bad:
-        parser.error(f"unknown preset(s) {unknown} or framework(s) {bad}; "
-                     f"presets: {', '.join(PRESETS)}; frameworks: mindspore, torch")
+    shape_modes = parse_list(args.shapes)
+    if unknown or bad or any(m not in ("static", "dynamic") for m in shape_modes):
+        parser.error(f"unknown preset(s) {unknown}, framework(s) {bad} or shapes {args.shapes!r}; "
+                     f"presets: {', '.join(PRESETS)}; frameworks: mindspore, torch; shapes: static, dynamic")
     threads = parse_list(args.threads, int) or [usable_cpus()]
     if args.short:
         default_steps = {("seed", "mindspore"): 2, ("small", "mindspore"): 8, ("small", "torch"): 8}
@@ -420,15 +415,17 @@ def main(argv: Sequence[str] = None) -> int:
         overrides = list(args.overrides)
         if preset == "seed":
             overrides.insert(0, "train.max_batch_seconds=40")
+        runs = [(framework, [f"train.shapes={mode}"] if framework == "mindspore" else [])
+                for framework in frameworks for mode in (shape_modes if framework == "mindspore" and shape_modes else [""])]
         for count in threads:
-            for framework in frameworks:
+            for framework, shapes in runs:
                 steps = args.steps or default_steps.get((preset, framework), 0)
                 if steps == 0:  # --short: no PyTorch seed run
                     continue
                 spec = {"preset": preset, "framework": framework, "threads": count, "seed": args.seed,
-                        "steps": steps, "overrides": overrides, "torch_padded_lstm": args.torch_padded_lstm}
+                        "steps": steps, "overrides": overrides + shapes, "torch_padded_lstm": args.torch_padded_lstm}
                 started = time.perf_counter()
-                print(f"running {preset} / {framework} / {count} threads ...", file=sys.stderr, flush=True)
+                print(f"running {preset} / {framework} / {count} threads {' '.join(shapes)}...", file=sys.stderr, flush=True)
                 python = args.torch_python if framework == "torch" else sys.executable
                 result = run_child(spec, python)
                 result["gemm_limit_gflops"] = limits[count]["limit_gflops"]

@@ -119,6 +119,9 @@ class TrainConfig:
     max_batch_seconds: float = setting(160.0, above=0)  # audio seconds per batch (length-bucketed)
     max_batch_size: int = setting(32, minimum=1)
     num_buckets: int = setting(16, minimum=1)   # padded widths (see ds2.batching)
+    # static: one compiled graph per batch shape (memory grows with the shapes); dynamic: one graph
+    # for every shape (MindSpore dynamic shape). The README's "Memory and batch shapes" compares them.
+    shapes: str = setting("dynamic", choices=("static", "dynamic"))
     seed: int = 1
     checkpoint_every: int = setting(200, minimum=1)  # steps; a checkpoint is also written at each epoch end
     keep_last: int = setting(3, minimum=1)
@@ -207,6 +210,7 @@ def small_preset() -> Config:
     cfg.train.warmup_steps = 50
     cfg.train.grad_clip = 5.0
     cfg.train.max_batch_seconds = 64.0
+    cfg.train.shapes = "static"   # its steps are short: a graph per shape runs them faster
     cfg.train.checkpoint_every = 100
     cfg.lm.order = 1
     return cfg

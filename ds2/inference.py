@@ -49,6 +49,10 @@ def load_for_inference(cfg: Config, which: str, overrides: Sequence[str]) -> Loa
         raise UserError(f"{path} does not fit the model its config describes ({exc}); check it with "
                         f"python -m envcheck --checkpoint {path}") from None
     model.set_train(False)
+    if stored.train.shapes == "dynamic":    # one compiled graph for every batch shape, as in training
+        from ds2.step import dynamic_inputs
+        inputs = dynamic_inputs(stored.features.n_bins)
+        model.set_inputs(inputs["features"], inputs["frames"])
     run_dir = path.resolve().parent.parent if path.resolve().parent.name == "checkpoints" else Path(cfg.run_dir)
     return LoadedModel(model, stored, path, run_dir, meta)
 

@@ -15,13 +15,16 @@ The estimate (bytes) aims at the right order of magnitude, not precision:
                    2 directions x hidden x 4 bytes x 10 (gates, cell and hidden state, their gradients);
                    eval keeps no activations for a backward pass, counted as a third of that
     runtime        Python, MindSpore's libraries and graph compilation (RUNTIME_BYTES)
-    graphs         MindSpore compiles one graph per batch shape and each keeps its own activation
-                   memory: train.num_buckets + 1 shapes, each GRAPH_MEMORY_FACTOR x the activations
-                   above (calibrated on bench/train_speed.py's resident memory; the README has the figures)
+    graphs         train.shapes=static: MindSpore compiles one graph per batch shape and each keeps its
+                   own activation memory: train.num_buckets + 1 shapes, each GRAPH_MEMORY_FACTOR x the
+                   activations above. train.shapes=dynamic: one graph for every shape, whose memory
+                   follows the largest batch: DYNAMIC_MEMORY_FACTOR x the activations. Both factors are
+                   calibrated on bench/shape_memory.py's resident memory (the README has the figures).
 
-So the batch settings decide memory twice over: batch seconds (activations per graph) and buckets
-(graphs). fit() picks what ds2 train uses within the memory it has: the configured settings if they
-fit, else fewer buckets (more padding, less memory), then shorter batches. envcheck's memory probe and
+So with static shapes the batch settings decide memory twice over: batch seconds (activations per
+graph) and buckets (graphs); with dynamic shapes only batch seconds count. fit() picks what ds2 train
+uses within the memory it has: the configured settings if they fit, else (static) fewer buckets (more
+padding, less memory), then shorter batches. envcheck's memory probe and
 the benchmark report the same numbers. Standard library only: envcheck reads it in its own process.
 """
 from __future__ import annotations
@@ -37,6 +40,8 @@ from ds2.shapes import conv1_bins, output_bins, parameter_count
 GIB = 1024 ** 3
 RUNTIME_BYTES = 1 * GIB
 GRAPH_MEMORY_FACTOR = 5.0     # activation memory per compiled graph, measured / the formula's
+DYNAMIC_MEMORY_FACTOR = 5.0   # the one dynamic-shape graph's memory, measured / the formula's (errs high
+                              # for long batches, low for short ones: bench/shape_memory.py)
 HEADROOM = 0.9                # fit() plans within this share of the usable memory
 MIN_BUCKETS = 4               # fewer buckets pad LibriSpeech-like lengths by more than ~10 %
 MIN_BATCH_SECONDS = 10.0
@@ -85,7 +90,8 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
     params = parameter_count(model, features.n_bins)
     batch_seconds = cfg.train.max_batch_seconds if batch_seconds is None else batch_seconds
     num_buckets = cfg.train.num_buckets if num_buckets is None else num_buckets
-    graphs = num_buckets + 1
+    dynamic = cfg.train.shapes == "dynamic"
+    graphs = 1 if dynamic else num_buckets + 1
     frames = batch_seconds * features.sample_rate / features.hop_length
     t1 = frames / model.conv1_stride[1]
     t2 = t1 / model.conv2_stride[1]
@@ -96,7 +102,7 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
                    + t2 * model.rnn_layers * 2 * hidden * 4 * 10)
     if not training:
         activations /= 3
-    activations *= GRAPH_MEMORY_FACTOR * graphs
+    activations *= DYNAMIC_MEMORY_FACTOR if dynamic else GRAPH_MEMORY_FACTOR * graphs
     total = weights + activations + RUNTIME_BYTES
     return MemoryPlan(parameters=params, weights_bytes=int(weights), activation_bytes=int(activations),
                       runtime_bytes=RUNTIME_BYTES, total_bytes=int(total), batch_frames=int(frames),
@@ -111,7 +117,8 @@ def fit(cfg: Config, usable: int, training: bool = True) -> Optional[MemoryPlan]
     configured = estimate(cfg, training)
     if configured.total_bytes <= budget:
         return configured
-    fewest = min(MIN_BUCKETS, configured.num_buckets)
+    # With dynamic shapes fewer buckets save nothing: keep them, shorten the batches.
+    fewest = configured.num_buckets if cfg.train.shapes == "dynamic" else min(MIN_BUCKETS, configured.num_buckets)
     for buckets in range(configured.num_buckets - 1, fewest - 1, -1):
         need = estimate(cfg, training, num_buckets=buckets)
         if need.total_bytes <= budget:
@@ -126,5 +133,6 @@ def fit(cfg: Config, usable: int, training: bool = True) -> Optional[MemoryPlan]
 
 
 def smallest(cfg: Config) -> MemoryPlan:
-    """The plan fit() tries last: the fewest buckets and the shortest batches."""
-    return estimate(cfg, True, num_buckets=min(MIN_BUCKETS, cfg.train.num_buckets), batch_seconds=MIN_BATCH_SECONDS)
+    """The plan fit() tries last: the fewest buckets (static shapes) and the shortest batches."""
+    buckets = cfg.train.num_buckets if cfg.train.shapes == "dynamic" else min(MIN_BUCKETS, cfg.train.num_buckets)
+    return estimate(cfg, True, num_buckets=buckets, batch_seconds=MIN_BATCH_SECONDS)

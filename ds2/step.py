@@ -39,11 +39,24 @@ def build_optimizer(model, train_cfg: TrainConfig):
     return nn.Adam(groups, learning_rate=ms.Tensor(train_cfg.lr, ms.float32), eps=1e-8)
 
 
-def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1):
+def dynamic_inputs(n_bins: int) -> dict:
+    """The step's batch inputs with batch size, frames and label width left open: one compiled graph
+    serves every bucket (train.shapes=dynamic)."""
+    import mindspore as ms
+
+    return dict(features=ms.Tensor(shape=[None, 1, n_bins, None], dtype=ms.float32),
+                frames=ms.Tensor(shape=[None], dtype=ms.int32),
+                labels=ms.Tensor(shape=[None, None], dtype=ms.int32),
+                label_lengths=ms.Tensor(shape=[None], dtype=ms.int32))
+
+
+def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1, dynamic_n_bins: int = 0):
     """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).
 
     With world_size > 1 the loss and gradients are averaged over the workers before the norm is
     measured, so clipping, the finite check and the update are the same on every worker.
+    dynamic_n_bins > 0 compiles one graph for all batch shapes with that many feature bins; 0
+    compiles one graph per shape.
     """
     import mindspore as ms
     from mindspore import ops
@@ -67,4 +80,6 @@ def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1):
             loss = ops.depend(loss, optimizer(grads))
         return loss, grad_norm, applied
 
+    if dynamic_n_bins:
+        train_step = ms.enable_dynamic(**dynamic_inputs(dynamic_n_bins))(train_step)
     return train_step

@@ -50,8 +50,8 @@ def add_arguments(parser) -> None:
 def fit_batch_to_memory(cfg: Config) -> None:
     """Fewer buckets, then shorter batches, when the configured pair does not fit in memory.
 
-    MindSpore keeps one compiled graph per batch shape with its own activation memory, so memory
-    grows with train.max_batch_seconds and with train.num_buckets; ds2.memory holds the estimate and
+    Memory grows with train.max_batch_seconds and, with train.shapes=static (one compiled graph per
+    batch shape, each with its own activation memory), with train.num_buckets; ds2.memory holds the estimate and
     the choice (envcheck's memory probe reports the same). In a data-parallel job every worker must
     batch alike, so there the settings are only checked, never changed.
     """
@@ -178,7 +178,8 @@ def train(cfg: Config, args) -> int:
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
     network = TrainNetwork(model)
     optimizer = build_optimizer(model, cfg.train)
-    train_step = make_train_step(network, optimizer, cfg.train.grad_clip, cluster.world_size)
+    train_step = make_train_step(network, optimizer, cfg.train.grad_clip, cluster.world_size,
+                                 cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0)
     # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 
@@ -205,7 +206,8 @@ def train(cfg: Config, args) -> int:
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
     print(f"model: {count_parameters(model):,} parameters; train: {len(train_set)} utterances, "
-          f"{steps_per_epoch} batches/epoch{' per worker' if cluster.distributed else ''}, shapes (batch, frames) {sampler.shapes()}; "
+          f"{steps_per_epoch} batches/epoch{' per worker' if cluster.distributed else ''}, shapes (batch, frames) {sampler.shapes()} "
+          f"({'one compiled graph for all' if cfg.train.shapes == 'dynamic' else 'a compiled graph each'}); "
           f"dev: {len(dev_set)}; threads {threads}; {total_steps} steps")
 
     def save(metrics_now: Dict[str, Any]) -> Optional[Path]:

@@ -1,28 +1,28 @@
-"""bench/train_speed.py: the LibriSpeech-like mix, the two batch plans, and the PyTorch twin's shape.
+"""bench/corpus.py and bench/train_speed.py: the LibriSpeech-like mix, the two batch plans, and the PyTorch twin's shape.
 
 Figures (speed, memory) are the benchmark's output, never asserted here."""
 import numpy as np
 import pytest
 
-from bench import train_speed
+from bench import corpus, train_speed
 from ds2.batching import BatchSampler
 from ds2.config import load_config
 from ds2.shapes import input_frames
 
 
 def test_duration_mix_is_librispeech_like():
-    durations = train_speed.librispeech_like_durations(20000, seed=1)
+    durations = corpus.librispeech_like_durations(20000, seed=1)
     assert 12.4 < durations.mean() < 13.0          # train-clean-100: 100.6 h / 28,539 utterances
     assert durations.min() >= 1.0 and durations.max() <= 35.0
     assert 0.6 < np.mean((durations > 11) & (durations < 17.5)) < 0.9
     # deterministic per (count, seed): every run of the benchmark trains on the same corpus
-    assert np.array_equal(train_speed.librispeech_like_durations(50, 3), train_speed.librispeech_like_durations(50, 3))
+    assert np.array_equal(corpus.librispeech_like_durations(50, 3), corpus.librispeech_like_durations(50, 3))
 
 
 @pytest.fixture
 def corpus_frames():
     cfg = load_config("small")
-    durations = train_speed.librispeech_like_durations(1000, seed=2)
+    durations = corpus.librispeech_like_durations(1000, seed=2)
     return cfg, np.array([input_frames(int(d * 16000), cfg.features) for d in durations])
 
 

@@ -33,16 +33,27 @@ def test_eval_writes_per_utterance_results_and_summary(trained, capsys):
     assert "WER" in out and "utterances/s in the decoder" in out
 
 
-def model_log_probs(overrides, split):
+def model_log_probs(overrides, split, inference_overrides=()):
     """{utterance id: log-probabilities} of the last checkpoint's model on a split, decoded by nobody yet."""
     from ds2.config import load_config
     from ds2.data.sets import load_sets
     from ds2.inference import load_for_inference, log_probs_of
 
     cfg = load_config("small", overrides=[o for o in overrides if o != "--set"])
-    loaded = load_for_inference(cfg, "last", [])
+    loaded = load_for_inference(cfg, "last", list(inference_overrides))
     data = load_sets(loaded.cfg, [split])[split]
     return {data.utterances[i].id: lp for i, lp in log_probs_of(loaded.model, data, [])}, loaded.cfg
+
+
+def test_one_dynamic_shape_graph_computes_what_the_per_shape_graphs_compute(trained):
+    import numpy as np
+
+    _, _, overrides = trained
+    static, cfg = model_log_probs(overrides, "dev", ["train.shapes=static"])
+    dynamic, cfg = model_log_probs(overrides, "dev", ["train.shapes=dynamic"])
+    assert cfg.train.shapes == "dynamic" and static.keys() == dynamic.keys()
+    for utterance, log_probs in static.items():
+        np.testing.assert_allclose(dynamic[utterance], log_probs, rtol=1e-4, atol=1e-4)
 
 
 def test_eval_with_beam_search_writes_the_beam_search_transcripts(trained):

@@ -5,18 +5,20 @@ import pytest
 
 from ds2 import cgroup
 from ds2.config import load_config
-from ds2.memory import HEADROOM, MIN_BUCKETS, estimate, fit, meminfo
+from ds2.memory import HEADROOM, MIN_BATCH_SECONDS, MIN_BUCKETS, estimate, fit, meminfo, smallest
 from ds2.runtime import usable_cpus
 
 GIB = 1024 ** 3
 
 
 def test_preset_estimates_are_in_the_documented_range():
-    seed = estimate(load_config("seed"), training=True)
-    small = estimate(load_config("small"), training=True)
+    seed = estimate(load_config("seed"), training=True)                                  # dynamic shapes
+    seed_static = estimate(load_config("seed", overrides=["train.shapes=static"]), training=True)
+    small = estimate(load_config("small"), training=True)                                # static shapes
     assert 80e6 < seed.parameters < 95e6  # 5 x BiLSTM 1024 over 32 x 41 conv features
-    assert seed.graphs == 17 and 250 * GIB < seed.total_bytes < 320 * GIB
-    assert 6 * GIB < small.total_bytes < 8 * GIB
+    assert seed.graphs == 1 and 15 * GIB < seed.total_bytes < 22 * GIB
+    assert seed_static.graphs == 17 and 250 * GIB < seed_static.total_bytes < 320 * GIB
+    assert small.graphs == 17 and 6 * GIB < small.total_bytes < 8 * GIB
 
 
 def test_eval_needs_less_than_training():
@@ -25,7 +27,7 @@ def test_eval_needs_less_than_training():
 
 
 def test_fit_takes_buckets_away_first_then_batch_seconds():
-    seed = load_config("seed")
+    seed = load_config("seed", overrides=["train.shapes=static"])
     configured = estimate(seed, training=True)
     assert fit(seed, int(configured.total_bytes / HEADROOM) + 1) == configured   # fits: unchanged
     fewer = estimate(seed, training=True, num_buckets=8)
@@ -36,6 +38,18 @@ def test_fit_takes_buckets_away_first_then_batch_seconds():
     assert at_24.total_bytes <= 24 * GIB * HEADROOM
     assert estimate(seed, True, MIN_BUCKETS, at_24.batch_seconds + 1).total_bytes > 24 * GIB * HEADROOM
     assert fit(seed, 2 * GIB) is None                                               # nothing fits
+
+
+def test_dynamic_shapes_need_one_graph_and_fit_shortens_batches_only():
+    seed = load_config("seed", overrides=["train.shapes=dynamic"])
+    one_graph = estimate(seed, training=True)
+    assert one_graph.graphs == 1
+    assert estimate(seed, True, num_buckets=4).total_bytes == one_graph.total_bytes   # buckets cost nothing
+    static = load_config("seed", overrides=["train.shapes=static"])
+    assert one_graph.total_bytes < estimate(static, training=True).total_bytes / 4
+    shorter = fit(seed, int(one_graph.total_bytes / HEADROOM) - GIB)
+    assert shorter.num_buckets == 16 and MIN_BATCH_SECONDS <= shorter.batch_seconds < 160
+    assert smallest(seed).num_buckets == 16
 
 
 def test_meminfo_reads_bytes(tmp_path):

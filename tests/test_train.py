@@ -35,12 +35,12 @@ def test_learning_rate_warms_up_then_anneals():
     assert learning_rate(cfg, 100, 2) == pytest.approx(2.5e-4)
 
 
-def tiny_step():
+def tiny_step(dynamic: bool = False):
     cfg = ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5), rnn_hidden=8, rnn_layers=1)
     model = DeepSpeech2(cfg, 17)
     model.set_train(True)
     optimizer = build_optimizer(model, TrainConfig(weight_decay=0.0))
-    step = make_train_step(TrainNetwork(model), optimizer, grad_clip=1.0)
+    step = make_train_step(TrainNetwork(model), optimizer, grad_clip=1.0, dynamic_n_bins=17 if dynamic else 0)
     rng = np.random.default_rng(0)
     inputs = (rng.standard_normal((2, 1, 17, 24)).astype(np.float32), np.array([24, 20], np.int32),
               np.array([[3, 4, 5], [6, 7, 0]], np.int32), np.array([3, 2], np.int32))
@@ -71,6 +71,23 @@ def test_train_step_applies_the_given_lr_clips_and_skips_non_finite():
     assert change(1e-2)[0] > 3e-3
     moved, loss, _, applied = change(1e-3, (np.full_like(inputs[0], np.nan),) + inputs[1:])
     assert not applied and not np.isfinite(loss) and moved == 0.0
+
+
+def test_dynamic_shape_step_computes_what_the_per_shape_steps_compute():
+    model, dynamic_step, inputs = tiny_step(dynamic=True)
+    static_step = make_train_step(TrainNetwork(model), build_optimizer(model, TrainConfig(weight_decay=0.0)),
+                                  grad_clip=1.0)
+    rng = np.random.default_rng(1)
+    wider = (rng.standard_normal((3, 1, 17, 40)).astype(np.float32), np.array([40, 33, 28], np.int32),
+             np.array([[3, 4, 5, 6, 7], [6, 7, 0, 0, 0], [8, 9, 10, 11, 0]], np.int32), np.array([5, 2, 4], np.int32))
+    for batch in (inputs, wider, inputs):   # lr 0: the weights stay, so both see the same model
+        loss, norm, applied = run_step(dynamic_step, batch, 0.0)
+        assert applied
+        assert (loss, norm) == pytest.approx(run_step(static_step, batch, 0.0)[:2], rel=1e-5)
+    loss_before = run_step(dynamic_step, wider, 0.0)[0]
+    for _ in range(10):
+        run_step(dynamic_step, wider, 1e-2)
+    assert run_step(dynamic_step, wider, 0.0)[0] < loss_before  # its updates reach the weights
 
 
 def test_tiny_model_loss_decreases_on_a_fixed_batch():
@@ -199,11 +216,20 @@ def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
     from ds2.config import load_config
     from ds2.train import fit_batch_to_memory
 
-    cfg = load_config("seed")
+    cfg = load_config("seed", overrides=["train.shapes=static"])
     monkeypatch.setattr(memory, "usable_bytes", lambda: 24 * 1024 ** 3)
     fit_batch_to_memory(cfg)
     assert cfg.train.num_buckets == memory.MIN_BUCKETS and cfg.train.max_batch_seconds < 160
     assert "using train.num_buckets=4" in capsys.readouterr().err
+
+    one_graph = load_config("seed")    # dynamic shapes: the configured pair fits in 24 GiB
+    fit_batch_to_memory(one_graph)
+    assert (one_graph.train.num_buckets, one_graph.train.max_batch_seconds) == (16, 160.0)
+    monkeypatch.setattr(memory, "usable_bytes", lambda: 16 * 1024 ** 3)
+    fit_batch_to_memory(one_graph)     # less memory: the buckets stay, the batches shorten
+    assert one_graph.train.num_buckets == 16 and one_graph.train.max_batch_seconds < 160
+    assert "using train.num_buckets=16 train.max_batch_seconds=" in capsys.readouterr().err
+    monkeypatch.setattr(memory, "usable_bytes", lambda: 24 * 1024 ** 3)
 
     roomy = load_config("small")
     fit_batch_to_memory(roomy)

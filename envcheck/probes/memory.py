@@ -34,6 +34,8 @@ def run(settings: dict) -> dict:
     if stage != "eval" and usable:
         # What ds2 train computes at its start (memory.usable_bytes): free memory counts too.
         fitted = memory.fit(cfg, min(v for v in (usable, available) if v))
+        if available and available < need.total_bytes <= usable:
+            have += f", only {_gib(available)} available now"
         if fitted is None:
             smallest = memory.smallest(cfg)
             details["estimate_total"] = _gib(smallest.total_bytes)

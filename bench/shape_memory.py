@@ -1,0 +1,212 @@
+"""Resident memory against the number of batch shapes compiled: train.shapes=static against dynamic.
+
+    python bench/shape_memory.py --preset seed --set train.max_batch_seconds=40 --shapes 6
+    python bench/shape_memory.py --preset small --shapes 8 --json runs/bench/shape-memory.json
+
+The shapes are the distinct (batch size, padded width) pairs of a ds2.batching epoch plan over the
+benchmarks' LibriSpeech-like corpus (bench/corpus.py), the widest first (--order frequent: those with
+the most batches per epoch first). For each mode a child process
+of its own builds the model and the compiled step as `ds2 train` does, then:
+
+- pass 1: one step on each shape in turn; after each, its resident memory (VmRSS), its peak (VmHWM)
+  and the step's seconds (with train.shapes=static every new shape compiles a graph; with dynamic
+  only the first does);
+- pass 2: one more step on each shape (--repeat N: N more, their median), timed: the modes' speed
+  once nothing compiles.
+
+Printed: a row per shape count with both modes side by side, each mode's pass-2 throughput (audio
+seconds per wall second) and their ratio, and envcheck's estimate for the largest shape count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.corpus import librispeech_like_corpus  # noqa: E402
+
+MODES = ("static", "dynamic")
+
+
+def process_gib(key: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024 ** 2
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def plan_shapes(cfg, seed: int, count: int, order: str = "widest") -> List[Dict]:
+    """The first `count` distinct (batch size, width) shapes of epoch 0, the widest first (order
+    "widest") or the most frequent first ("frequent"), each with the utterances of one batch of that shape."""
+    from ds2.batching import BatchSampler
+
+    rng = np.random.default_rng(seed + 1)
+    _, frames, labels = librispeech_like_corpus(cfg, seed, rng)
+    sampler = BatchSampler.from_config(frames, cfg, seed)
+    label_width = sampler.label_width_of([len(l) for l in labels])
+    by_shape, batches_of = {}, {}
+    for batch in sampler.epoch(0):
+        shape = (len(batch.indices), batch.width)
+        by_shape.setdefault(shape, batch.indices)
+        batches_of[shape] = batches_of.get(shape, 0) + 1
+    if order == "frequent":
+        key = lambda item: (-batches_of[item[0]], -item[0][1])  # noqa: E731
+    else:
+        key = lambda item: (-item[0][1], -item[0][0])  # noqa: E731
+    chosen = sorted(by_shape.items(), key=key)[:count]
+    return [{"batch": size, "width": width, "frames": [int(frames[i]) for i in indices],
+             "labels": [labels[i] for i in indices], "label_width": label_width[width]}
+            for (size, width), indices in chosen]
+
+
+def measure(spec: Dict) -> Dict:
+    """One mode in this process: pass 1 (memory after each new shape) and pass 2 (step times)."""
+    import mindspore as ms
+
+    from ds2.batching import pad_batch
+    from ds2.config import load_config
+    from ds2.model import DeepSpeech2, TrainNetwork
+    from ds2.runtime import configure_mindspore
+    from ds2.step import build_optimizer, make_train_step
+
+    cfg = load_config(spec["preset"], overrides=spec["overrides"] + [f"train.shapes={spec['mode']}"])
+    configure_mindspore(cfg)
+    n_bins = cfg.features.n_bins
+    frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
+    rng = np.random.default_rng(spec["seed"])
+    batches = []
+    for shape in spec["shapes"]:
+        features = [rng.standard_normal((n_bins, f), dtype=np.float32) for f in shape["frames"]]
+        padded = pad_batch(range(len(features)), shape["width"], features, shape["labels"], n_bins,
+                           shape["label_width"], frame_seconds)
+        batches.append((padded.audio_seconds, [ms.Tensor(a) for a in (padded.features, padded.frames,
+                                                                      padded.labels, padded.label_lengths)]))
+    model = DeepSpeech2(cfg.model, n_bins)
+    optimizer = build_optimizer(model, cfg.train)
+    step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
+                           dynamic_n_bins=n_bins if spec["mode"] == "dynamic" else 0)
+    model.set_train(True)
+    lr = ms.Tensor(cfg.train.lr, ms.float32)
+    start_gib = process_gib("VmRSS")
+
+    def run(inputs) -> float:
+        begin = time.perf_counter()
+        loss, _, _ = step(*inputs, lr)
+        loss.asnumpy()
+        return time.perf_counter() - begin
+
+    first = []
+    for number, (_, inputs) in enumerate(batches, 1):
+        seconds = run(inputs)
+        first.append({"shapes": number, "first_step_s": seconds, "rss_gib": process_gib("VmRSS"),
+                      "peak_gib": process_gib("VmHWM")})
+        print(f"  {spec['mode']}: shape {number} of {len(batches)}: {seconds:.1f} s, "
+              f"{first[-1]['rss_gib']:.2f} GiB resident", file=sys.stderr, flush=True)
+    # pass 2, repeated: each shape's median step time
+    second = [float(np.median([run(inputs) for _ in range(spec["repeat"])])) for _, inputs in batches]
+    audio = sum(seconds for seconds, _ in batches)
+    return {"mode": spec["mode"], "start_rss_gib": start_gib, "pass1": first, "pass2_step_s": second,
+            "audio_seconds": audio, "audio_seconds_per_second": audio / sum(second),
+            "final_rss_gib": process_gib("VmRSS"), "peak_gib": process_gib("VmHWM")}
+
+
+def run_child(spec: Dict) -> Dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO,
+                          stdout=subprocess.PIPE, text=True)
+    *other, last = proc.stdout.strip().splitlines() or [""]
+    if other:   # e.g. oneDNN's verbose lines (DNNL_VERBOSE=1) for bench/onednn_profile.py
+        print("\n".join(other), flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"shape_memory: the {spec['mode']} run failed (exit {proc.returncode}); "
+                         f"its messages are above")
+    return json.loads(last)
+
+
+def table(shapes: List[Dict], results: Dict[str, Dict]) -> str:
+    header = f"{'shapes':>6} {'batch x width':>14}"
+    for mode in results:
+        header += f" | {mode + ' resident':>16} {mode + ' peak':>13} {'1st step s':>10} {'step s':>7}"
+    lines = [header, "-" * len(header)]
+    for i, shape in enumerate(shapes):
+        line = f"{i + 1:>6} {str(shape['batch']) + ' x ' + str(shape['width']):>14}"
+        for result in results.values():
+            row = result["pass1"][i]
+            line += (f" | {row['rss_gib']:>12.2f} GiB {row['peak_gib']:>9.2f} GiB {row['first_step_s']:>10.1f}"
+                     f" {result['pass2_step_s'][i]:>7.1f}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--shapes", type=int, default=6, help="how many distinct batch shapes (default 6)")
+    parser.add_argument("--modes", default=",".join(MODES), help="static,dynamic (default: both)")
+    parser.add_argument("--order", choices=("widest", "frequent"), default="widest",
+                        help="which shapes come first: the widest, or those with the most batches per epoch")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="pass 2 steps each shape N times and takes the median (default 1)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))), flush=True)
+        return 0
+
+    from ds2.config import load_config
+    from ds2.errors import UserError
+    from ds2.memory import GIB, estimate
+
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes takes static, dynamic or both, not {args.modes!r}")
+    try:
+        cfg = load_config(args.preset, overrides=args.overrides)
+    except UserError as exc:
+        parser.error(str(exc))
+    shapes = plan_shapes(cfg, args.seed, args.shapes, args.order)
+    print(f"{args.preset}: {len(shapes)} shapes (batch x width frames), {args.order} first; "
+          f"train.max_batch_seconds={cfg.train.max_batch_seconds:g}, train.num_buckets={cfg.train.num_buckets}",
+          file=sys.stderr, flush=True)
+    results = {}
+    for mode in modes:
+        print(f"running train.shapes={mode} ...", file=sys.stderr, flush=True)
+        results[mode] = run_child({"preset": args.preset, "overrides": args.overrides, "mode": mode,
+                                   "seed": args.seed, "shapes": shapes, "repeat": max(1, args.repeat)})
+    print(table(shapes, results))
+    for mode, result in results.items():
+        planned = estimate(load_config(args.preset, overrides=args.overrides + [f"train.shapes={mode}"]),
+                           training=True, num_buckets=len(shapes) - 1)
+        print(f"{mode}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
+              f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
+              f"{planned.total_bytes / GIB:.2f} GiB")
+    if len(results) == 2:
+        static, dynamic = results["static"], results["dynamic"]
+        print(f"dynamic / static: speed {dynamic['audio_seconds_per_second'] / static['audio_seconds_per_second']:.2f}x, "
+              f"peak memory {dynamic['peak_gib'] / static['peak_gib']:.2f}x")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "overrides": args.overrides,
+                                    "shapes": [{k: s[k] for k in ("batch", "width")} for s in shapes],
+                                    "load_average_1_5_15_min": os.getloadavg(), "results": results}, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
