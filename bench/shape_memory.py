@@ -5,17 +5,19 @@
 
 The shapes are the distinct (batch size, padded width) pairs of a ds2.batching epoch plan over the
 benchmarks' LibriSpeech-like corpus (bench/corpus.py), the widest first (--order frequent: those with
-the most batches per epoch first). For each mode a child process
-of its own builds the model and the compiled step as `ds2 train` does, then:
+the most batches per epoch first). For each variant (train.shapes static, then dynamic; or the
+--variant settings) a child process of its own builds the model and the compiled step as `ds2 train`
+does, then:
 
 - pass 1: one step on each shape in turn; after each, its resident memory (VmRSS), its peak (VmHWM)
   and the step's seconds (with train.shapes=static every new shape compiles a graph; with dynamic
   only the first does);
-- pass 2: one more step on each shape (--repeat N: N more, their median), timed: the modes' speed
+- pass 2: one more step on each shape (--repeat N: N more, their median), timed: the variants' speed
   once nothing compiles.
 
-Printed: a row per shape count with both modes side by side, each mode's pass-2 throughput (audio
+Printed: a row per shape count with the variants side by side, each one's pass-2 throughput (audio
 seconds per wall second) and their ratio, and envcheck's estimate for the largest shape count.
+--variant compares other settings the same way (e.g. train.recompute_rnn=false / true).
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def plan_shapes(cfg, seed: int, count: int, order: str = "widest") -> List[Dict]
 
 
 def measure(spec: Dict) -> Dict:
-    """One mode in this process: pass 1 (memory after each new shape) and pass 2 (step times)."""
+    """One variant in this process: pass 1 (memory after each new shape) and pass 2 (step times)."""
     import mindspore as ms
 
     from ds2.batching import pad_batch
@@ -81,7 +83,7 @@ def measure(spec: Dict) -> Dict:
     from ds2.runtime import configure_mindspore
     from ds2.step import build_optimizer, make_train_step
 
-    cfg = load_config(spec["preset"], overrides=spec["overrides"] + [f"train.shapes={spec['mode']}"])
+    cfg = load_config(spec["preset"], overrides=spec["overrides"] + spec["variant"])
     configure_mindspore(cfg)
     n_bins = cfg.features.n_bins
     frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
@@ -96,7 +98,8 @@ def measure(spec: Dict) -> Dict:
     model = DeepSpeech2(cfg.model, n_bins)
     optimizer = build_optimizer(model, cfg.train)
     step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
-                           dynamic_n_bins=n_bins if spec["mode"] == "dynamic" else 0)
+                           dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0,
+                           recompute_rnn=cfg.train.recompute_rnn)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
     start_gib = process_gib("VmRSS")
@@ -112,12 +115,12 @@ def measure(spec: Dict) -> Dict:
         seconds = run(inputs)
         first.append({"shapes": number, "first_step_s": seconds, "rss_gib": process_gib("VmRSS"),
                       "peak_gib": process_gib("VmHWM")})
-        print(f"  {spec['mode']}: shape {number} of {len(batches)}: {seconds:.1f} s, "
+        print(f"  {spec['name']}: shape {number} of {len(batches)}: {seconds:.1f} s, "
               f"{first[-1]['rss_gib']:.2f} GiB resident", file=sys.stderr, flush=True)
     # pass 2, repeated: each shape's median step time
     second = [float(np.median([run(inputs) for _ in range(spec["repeat"])])) for _, inputs in batches]
     audio = sum(seconds for seconds, _ in batches)
-    return {"mode": spec["mode"], "start_rss_gib": start_gib, "pass1": first, "pass2_step_s": second,
+    return {"variant": spec["name"], "overrides": spec["variant"], "start_rss_gib": start_gib, "pass1": first, "pass2_step_s": second,
             "audio_seconds": audio, "audio_seconds_per_second": audio / sum(second),
             "final_rss_gib": process_gib("VmRSS"), "peak_gib": process_gib("VmHWM")}
 
@@ -129,15 +132,15 @@ def run_child(spec: Dict) -> Dict:
     if other:   # e.g. oneDNN's verbose lines (DNNL_VERBOSE=1) for bench/onednn_profile.py
         print("\n".join(other), flush=True)
     if proc.returncode != 0:
-        raise SystemExit(f"shape_memory: the {spec['mode']} run failed (exit {proc.returncode}); "
+        raise SystemExit(f"shape_memory: the {spec['name']} run failed (exit {proc.returncode}); "
                          f"its messages are above")
     return json.loads(last)
 
 
 def table(shapes: List[Dict], results: Dict[str, Dict]) -> str:
     header = f"{'shapes':>6} {'batch x width':>14}"
-    for mode in results:
-        header += f" | {mode + ' resident':>16} {mode + ' peak':>13} {'1st step s':>10} {'step s':>7}"
+    for name in results:
+        header += f" | {name + ' resident':>16} {name + ' peak':>13} {'1st step s':>10} {'step s':>7}"
     lines = [header, "-" * len(header)]
     for i, shape in enumerate(shapes):
         line = f"{i + 1:>6} {str(shape['batch']) + ' x ' + str(shape['width']):>14}"
@@ -153,7 +156,11 @@ def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--shapes", type=int, default=6, help="how many distinct batch shapes (default 6)")
-    parser.add_argument("--modes", default=",".join(MODES), help="static,dynamic (default: both)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="train.shapes of each run: static,dynamic (default: both)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="instead of --modes: one run per --variant with these settings, e.g. "
+                             "--variant train.recompute_rnn=false --variant train.recompute_rnn=true")
     parser.add_argument("--order", choices=("widest", "frequent"), default="widest",
                         help="which shapes come first: the widest, or those with the most batches per epoch")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
@@ -174,6 +181,10 @@ def main(argv: Sequence[str] = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes static, dynamic or both, not {args.modes!r}")
+    if args.variant:
+        variants = {text: [kv for kv in text.split(",") if kv] for text in args.variant}
+    else:
+        variants = {mode: [f"train.shapes={mode}"] for mode in modes}
     try:
         cfg = load_config(args.preset, overrides=args.overrides)
     except UserError as exc:
@@ -183,21 +194,27 @@ def main(argv: Sequence[str] = None) -> int:
           f"train.max_batch_seconds={cfg.train.max_batch_seconds:g}, train.num_buckets={cfg.train.num_buckets}",
           file=sys.stderr, flush=True)
     results = {}
-    for mode in modes:
-        print(f"running train.shapes={mode} ...", file=sys.stderr, flush=True)
-        results[mode] = run_child({"preset": args.preset, "overrides": args.overrides, "mode": mode,
-                                   "seed": args.seed, "shapes": shapes, "repeat": max(1, args.repeat)})
+    for name, variant in variants.items():
+        try:
+            load_config(args.preset, overrides=args.overrides + variant)
+        except UserError as exc:
+            parser.error(str(exc))
+    for name, variant in variants.items():
+        print(f"running {' '.join(variant)} ...", file=sys.stderr, flush=True)
+        results[name] = run_child({"preset": args.preset, "overrides": args.overrides, "variant": variant,
+                                   "name": name, "seed": args.seed, "shapes": shapes,
+                                   "repeat": max(1, args.repeat)})
     print(table(shapes, results))
-    for mode, result in results.items():
-        planned = estimate(load_config(args.preset, overrides=args.overrides + [f"train.shapes={mode}"]),
+    for name, result in results.items():
+        planned = estimate(load_config(args.preset, overrides=args.overrides + variants[name]),
                            training=True, num_buckets=len(shapes) - 1)
-        print(f"{mode}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
+        print(f"{name}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
               f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
               f"{planned.total_bytes / GIB:.2f} GiB")
     if len(results) == 2:
-        static, dynamic = results["static"], results["dynamic"]
-        print(f"dynamic / static: speed {dynamic['audio_seconds_per_second'] / static['audio_seconds_per_second']:.2f}x, "
-              f"peak memory {dynamic['peak_gib'] / static['peak_gib']:.2f}x")
+        (first, a), (second, b) = results.items()
+        print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
+              f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

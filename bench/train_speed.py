@@ -135,7 +135,8 @@ def mindspore_stepper(cfg, n_bins: int, threads: int):
     model = DeepSpeech2(cfg.model, n_bins)
     optimizer = build_optimizer(model, cfg.train)
     train_step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
-                                 dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0)
+                                 dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0,
+                                 recompute_rnn=cfg.train.recompute_rnn)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
 

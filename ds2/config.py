@@ -122,6 +122,9 @@ class TrainConfig:
     # static: one compiled graph per batch shape (memory grows with the shapes); dynamic: one graph
     # for every shape (MindSpore dynamic shape). The README's "Memory and batch shapes" compares them.
     shapes: str = setting("dynamic", choices=("static", "dynamic"))
+    # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
+    # activations: less memory, more time (README "Training speed" has both figures).
+    recompute_rnn: bool = False
     seed: int = 1
     checkpoint_every: int = setting(200, minimum=1)  # steps; a checkpoint is also written at each epoch end
     keep_last: int = setting(3, minimum=1)

@@ -50,17 +50,22 @@ def dynamic_inputs(n_bins: int) -> dict:
                 label_lengths=ms.Tensor(shape=[None], dtype=ms.int32))
 
 
-def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1, dynamic_n_bins: int = 0):
+def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1, dynamic_n_bins: int = 0,
+                    recompute_rnn: bool = False):
     """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).
 
     With world_size > 1 the loss and gradients are averaged over the workers before the norm is
     measured, so clipping, the finite check and the update are the same on every worker.
     dynamic_n_bins > 0 compiles one graph for all batch shapes with that many feature bins; 0
-    compiles one graph per shape.
+    compiles one graph per shape. recompute_rnn: the backward pass recomputes each BiLSTM layer's
+    forward instead of keeping its activations (train.recompute_rnn).
     """
     import mindspore as ms
     from mindspore import ops
 
+    if recompute_rnn:
+        for layer in network.model.rnns:
+            layer.recompute()
     grad_fn = ms.value_and_grad(network, None, optimizer.parameters)
     clip = ms.Tensor(grad_clip, ms.float32)
     gradient_mean = distributed.make_gradient_mean(optimizer.parameters, world_size)

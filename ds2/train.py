@@ -179,7 +179,8 @@ def train(cfg: Config, args) -> int:
     network = TrainNetwork(model)
     optimizer = build_optimizer(model, cfg.train)
     train_step = make_train_step(network, optimizer, cfg.train.grad_clip, cluster.world_size,
-                                 cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0)
+                                 cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
+                                 cfg.train.recompute_rnn)
     # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 

@@ -90,6 +90,15 @@ def test_dynamic_shape_step_computes_what_the_per_shape_steps_compute():
     assert run_step(dynamic_step, wider, 0.0)[0] < loss_before  # its updates reach the weights
 
 
+def test_recomputing_the_lstm_layers_changes_no_number():
+    model, plain_step, inputs = tiny_step()
+    plain = run_step(plain_step, inputs, 0.0)[:2]   # compiled before the layers are marked
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.0))
+    recomputing = make_train_step(TrainNetwork(model), optimizer, grad_clip=1.0, recompute_rnn=True)
+    loss, norm, _ = run_step(recomputing, inputs, 0.0)
+    assert (loss, norm) == pytest.approx(plain, rel=1e-5)
+
+
 def test_tiny_model_loss_decreases_on_a_fixed_batch():
     _, step, inputs = tiny_step()
     losses = [run_step(step, inputs, 1e-2)[0] for _ in range(40)]
