@@ -30,7 +30,7 @@ def run(settings: dict) -> dict:
                    usable=_gib(usable) if usable else "unknown")
     what = f"{'eval' if stage == 'eval' else 'training'} needs about {_gib(need.total_bytes)} " \
            f"({need.parameters / 1e6:.1f} M parameters, {need.batch_frames} frames per batch, " \
-           f"{need.graphs} compiled shapes)"
+           f"{'one compiled graph for every batch shape' if need.graphs == 1 else f'{need.graphs} compiled shapes'})"
     if stage != "eval" and usable:
         # What ds2 train computes at its start (memory.usable_bytes): free memory counts too.
         fitted = memory.fit(cfg, min(v for v in (usable, available) if v))
