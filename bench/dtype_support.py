@@ -15,6 +15,15 @@ import tempfile
 import numpy as np
 
 
+def output_dtype(run) -> str:
+    """The dtype of run()'s result, or FAIL and the first two lines of MindSpore's refusal."""
+    try:
+        return str(run().dtype)
+    except Exception as exc:  # noqa: BLE001
+        lines = [l for l in str(exc).splitlines() if l.strip() and not l.startswith("-")]
+        return "FAIL: " + " | ".join(lines[:2])[:220]
+
+
 def main() -> None:
     import mindspore as ms
     from mindspore import nn, ops
@@ -101,17 +110,8 @@ def main() -> None:
             args = [ms.Tensor(rng.standard_normal(s).astype(np.float32)).astype(dtype) for s in shapes]
             record = {"op": name, "dtype": str(dtype)}
             net = make()
-            try:
-                record["forward"] = str(net(*args).dtype)
-            except Exception as exc:  # noqa: BLE001
-                lines = [l for l in str(exc).splitlines() if l.strip() and not l.startswith("-")]
-                record["forward"] = "FAIL: " + " | ".join(lines[:2])[:220]
-            try:
-                grads = ms.jit(ms.grad(Loss(net), grad_position=0))(*args)
-                record["backward"] = str(grads.dtype)
-            except Exception as exc:  # noqa: BLE001
-                lines = [l for l in str(exc).splitlines() if l.strip() and not l.startswith("-")]
-                record["backward"] = "FAIL: " + " | ".join(lines[:2])[:220]
+            record["forward"] = output_dtype(lambda: net(*args))
+            record["backward"] = output_dtype(lambda: ms.jit(ms.grad(Loss(net), grad_position=0))(*args))
             print(f"{name:20} {record['dtype']:9} forward: {record['forward']}\n{'':30} backward: {record['backward']}",
                   flush=True)
 

@@ -81,7 +81,7 @@ def measure(spec: Dict) -> Dict:
     from ds2.config import load_config
     from ds2.model import DeepSpeech2, TrainNetwork
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, make_train_step
+    from ds2.step import build_optimizer, configured_train_step
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"] + spec["variant"])
     configure_mindspore(cfg)
@@ -97,9 +97,7 @@ def measure(spec: Dict) -> Dict:
                                                                       padded.labels, padded.label_lengths)]))
     model = DeepSpeech2(cfg.model, n_bins)
     optimizer = build_optimizer(model, cfg.train)
-    step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
-                           dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0,
-                           recompute_rnn=cfg.train.recompute_rnn)
+    step = configured_train_step(TrainNetwork(model), optimizer, cfg)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
     start_gib = process_gib("VmRSS")

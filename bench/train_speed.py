@@ -128,15 +128,13 @@ def mindspore_stepper(cfg, n_bins: int, threads: int):
     import mindspore as ms
     from ds2.model import DeepSpeech2, TrainNetwork
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, make_train_step
+    from ds2.step import build_optimizer, configured_train_step
 
     cfg.train.threads = threads
     configure_mindspore(cfg)
     model = DeepSpeech2(cfg.model, n_bins)
     optimizer = build_optimizer(model, cfg.train)
-    train_step = make_train_step(TrainNetwork(model), optimizer, cfg.train.grad_clip,
-                                 dynamic_n_bins=n_bins if cfg.train.shapes == "dynamic" else 0,
-                                 recompute_rnn=cfg.train.recompute_rnn)
+    train_step = configured_train_step(TrainNetwork(model), optimizer, cfg)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
 

@@ -109,16 +109,22 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
                       graphs=graphs, num_buckets=num_buckets, batch_seconds=batch_seconds)
 
 
+def fewest_buckets(cfg: Config) -> int:
+    """The fewest buckets fit() goes down to. With dynamic shapes fewer buckets save nothing: all of them."""
+    if cfg.train.shapes == "dynamic":
+        return cfg.train.num_buckets
+    return min(MIN_BUCKETS, cfg.train.num_buckets)
+
+
 def fit(cfg: Config, usable: int, training: bool = True) -> Optional[MemoryPlan]:
     """The plan for the batch settings ds2 train uses within HEADROOM x usable bytes: the configured
-    ones if they fit; else fewer buckets (down to MIN_BUCKETS); else, at that many buckets, the longest
+    ones if they fit; else fewer buckets (down to fewest_buckets); else, at that many buckets, the longest
     batch (down to MIN_BATCH_SECONDS, in whole seconds) that fits. None if nothing fits."""
     budget = usable * HEADROOM
     configured = estimate(cfg, training)
     if configured.total_bytes <= budget:
         return configured
-    # With dynamic shapes fewer buckets save nothing: keep them, shorten the batches.
-    fewest = configured.num_buckets if cfg.train.shapes == "dynamic" else min(MIN_BUCKETS, configured.num_buckets)
+    fewest = fewest_buckets(cfg)
     for buckets in range(configured.num_buckets - 1, fewest - 1, -1):
         need = estimate(cfg, training, num_buckets=buckets)
         if need.total_bytes <= budget:
@@ -134,5 +140,4 @@ def fit(cfg: Config, usable: int, training: bool = True) -> Optional[MemoryPlan]
 
 def smallest(cfg: Config) -> MemoryPlan:
     """The plan fit() tries last: the fewest buckets (static shapes) and the shortest batches."""
-    buckets = cfg.train.num_buckets if cfg.train.shapes == "dynamic" else min(MIN_BUCKETS, cfg.train.num_buckets)
-    return estimate(cfg, True, num_buckets=buckets, batch_seconds=MIN_BATCH_SECONDS)
+    return estimate(cfg, True, num_buckets=fewest_buckets(cfg), batch_seconds=MIN_BATCH_SECONDS)

@@ -50,6 +50,13 @@ def dynamic_inputs(n_bins: int) -> dict:
                 label_lengths=ms.Tensor(shape=[None], dtype=ms.int32))
 
 
+def configured_train_step(network, optimizer, cfg, world_size: int = 1):
+    """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn."""
+    return make_train_step(network, optimizer, cfg.train.grad_clip, world_size,
+                           dynamic_n_bins=cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
+                           recompute_rnn=cfg.train.recompute_rnn)
+
+
 def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1, dynamic_n_bins: int = 0,
                     recompute_rnn: bool = False):
     """Compiled step: (features, frames, labels, label_lengths, lr) -> (loss, grad_norm, applied).

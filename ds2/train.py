@@ -132,7 +132,7 @@ def train(cfg: Config, args) -> int:
     from ds2.plot import plot_curves
     from ds2.progress import progress
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, learning_rate, make_train_step
+    from ds2.step import build_optimizer, configured_train_step, learning_rate
 
     run_dir = Path(cfg.run_dir)
     resume_from: Optional[Path] = None
@@ -178,9 +178,7 @@ def train(cfg: Config, args) -> int:
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
     network = TrainNetwork(model)
     optimizer = build_optimizer(model, cfg.train)
-    train_step = make_train_step(network, optimizer, cfg.train.grad_clip, cluster.world_size,
-                                 cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
-                                 cfg.train.recompute_rnn)
+    train_step = configured_train_step(network, optimizer, cfg, cluster.world_size)
     # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 
