@@ -1,6 +1,6 @@
 """Training speed: ds2 (MindSpore) against the same DeepSpeech2 in PyTorch, on a LibriSpeech-like mix.
 
-    python bench/train_speed.py                 # seed and small presets, both frameworks (~10 min)
+    python bench/train_speed.py                 # seed and small presets, both frameworks (~25 min)
     python bench/train_speed.py --short         # the regression check (make bench): ~75 s on 2 cores
     python bench/train_speed.py --presets small --threads 1,2 --json runs/bench/speed.json
     python bench/train_speed.py --torch-python /opt/torch-new/bin/python   # another torch build
@@ -13,13 +13,16 @@ features stored as .npy files and read back by a background loader, as a feature
 - ds2 batches as `ds2 train` does: length buckets with a cap on audio seconds per batch
   (train.max_batch_seconds); one compiled graph per (batch size, width) shape, or one for all of
   them with train.shapes=dynamic (--shapes static,dynamic runs both, side by side).
-- PyTorch batches as deepspeech.pytorch does: shuffled utterances in batches of a fixed size
-  (max_batch_seconds / mean duration, so both carry the same audio per step on average), padded
-  to the longest, with packed LSTMs.
+- PyTorch trains the very batches ds2 trains (the same utterances, padded widths and labels), so
+  peak memory and throughput compare at the same batches; its LSTMs run on the padded batch.
+  --torch-batches pad-to-longest batches as deepspeech.pytorch does instead: shuffled utterances
+  in batches of a fixed size (max_batch_seconds / mean duration, the same audio per step on
+  average), padded to the longest; --torch-packed-lstm runs its LSTMs on packed sequences as
+  deepspeech.pytorch does (the pinned torch 1.7.1 is several times slower that way on CPU).
 
-The seed preset runs at 40 s of audio per batch (train.max_batch_seconds=40, shown in the table)
-rather than its 160 s: a pinned-torch seed step at 160 s takes many minutes on 2 cores. --short
-leaves out the PyTorch seed run (minutes per step): about 75 s.
+Every preset runs at its configured batches (seed: 16 buckets of <= 160 s). --short, the quick
+regression check, runs the seed preset at 40 s batches (train.max_batch_seconds=40, shown in the
+table) and leaves out the PyTorch seed run: about 75 s.
 
 Both take the same loader thread (ds2.batching.Prefetcher), the same thread count, Adam, clipping,
 and CTC loss. Each times `--steps` batches drawn at random from its own epoch plan, after one
@@ -146,7 +149,7 @@ def mindspore_stepper(cfg, n_bins: int, threads: int):
     return step
 
 
-def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = True):
+def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = False):
     import torch
     from bench.torch_ds2 import TorchDeepSpeech2
 
@@ -189,8 +192,11 @@ def measure(spec: Dict) -> Dict:
     rng = np.random.default_rng(spec["seed"] + 1)
     durations, frames, labels = librispeech_like_corpus(cfg, spec["seed"], rng)
 
-    if spec["framework"] == "mindspore":
-        batching = f"{cfg.train.num_buckets} buckets, <= {cfg.train.max_batch_seconds:g} s/batch, {cfg.train.shapes} shapes"
+    same_batches = spec["framework"] == "mindspore" or spec.get("torch_batches", "ds2") == "ds2"
+    if same_batches:
+        batching = f"{cfg.train.num_buckets} buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
+        if spec["framework"] == "mindspore":
+            batching += f", {cfg.train.shapes} shapes"
         sampler = BatchSampler.from_config(frames, cfg, spec["seed"])
         plan = ds2_plan(sampler)
         # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
@@ -200,15 +206,16 @@ def measure(spec: Dict) -> Dict:
         batching = f"pad to longest, {batch_size}/batch"
         plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
         label_width = None  # PyTorch pads labels to the longest in each batch
-    timed = [plan[i] for i in rng.choice(len(plan), size=min(spec["steps"], len(plan)), replace=False)]
+    # The same draw for every framework: with the same batches, the same timed steps.
+    timed = [plan[i] for i in rng.permutation(len(plan))[:spec["steps"]]]   # fewer steps: a prefix of the same draw
     warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
 
     if spec["framework"] == "mindspore":
         step = mindspore_stepper(cfg, n_bins, spec["threads"])
     else:
-        step = torch_stepper(cfg, n_bins, spec["threads"], packed=not spec.get("torch_padded_lstm", False))
-        if spec.get("torch_padded_lstm"):
-            batching += ", unpacked LSTM"
+        packed = spec.get("torch_packed_lstm", False)
+        step = torch_stepper(cfg, n_bins, spec["threads"], packed=packed)
+        batching += ", packed LSTM" if packed else ", LSTM on the padded batch"
 
     with tempfile.TemporaryDirectory(prefix="ds2-bench-") as store:
         needed = sorted({i for indices, _ in warmup + timed for i in indices})
@@ -253,7 +260,7 @@ def measure(spec: Dict) -> Dict:
     return {
         "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
         "shapes": cfg.train.shapes if spec["framework"] == "mindspore" else None,
-        "batching": batching, "overrides": spec["overrides"],
+        "batching": batching, "same_batches_as_ds2": same_batches, "overrides": spec["overrides"],
         "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
         "audio_seconds_per_step": float(np.mean(audio)),
         "audio_seconds_per_second": throughput,
@@ -338,8 +345,9 @@ def ratios(results: List[Dict]) -> List[str]:
             continue
         for other in results:
             if other["framework"] == "torch" and (other["preset"], other["threads"]) == (r["preset"], r["threads"]):
+                which = "the same batches" if other["same_batches_as_ds2"] else "its own pad-to-longest batches"
                 lines.append(f"{r['preset']} ({r['threads']} threads, {r['shapes']} shapes): ds2 / PyTorch "
-                             f"{other['framework_version']} throughput = "
+                             f"{other['framework_version']} on {which}: throughput = "
                              f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x, "
                              f"peak memory = {r['peak_memory_gib'] / other['peak_memory_gib']:.2f}x")
             if (other["framework"] == "mindspore" and (other["preset"], other["threads"]) == (r["preset"], r["threads"])
@@ -348,6 +356,18 @@ def ratios(results: List[Dict]) -> List[str]:
                              f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x, peak memory "
                              f"{r['peak_memory_gib'] / other['peak_memory_gib']:.2f}x")
     return lines
+
+
+def planned_runs(frameworks: Sequence[str], shape_modes: Sequence[str]) -> List:
+    """(framework, extra overrides) per run: ds2 once per train.shapes mode asked for (none asked: the
+    preset's own setting), PyTorch once."""
+    runs = []
+    for framework in frameworks:
+        if framework == "mindspore" and shape_modes:
+            runs += [(framework, [f"train.shapes={mode}"]) for mode in shape_modes]
+        else:
+            runs.append((framework, []))
+    return runs
 
 
 def parse_list(text: str, kind=str) -> List:
@@ -368,8 +388,11 @@ def main(argv: Sequence[str] = None) -> int:
                              "torch; it needs numpy, soundfile and pyyaml besides torch")
     parser.add_argument("--threads", default="", metavar="N[,N..]",
                         help="thread counts to run (default: the cores this process may use)")
-    parser.add_argument("--torch-padded-lstm", action="store_true",
-                        help="run PyTorch's LSTMs on the padded batch instead of packed sequences")
+    parser.add_argument("--torch-batches", choices=("ds2", "pad-to-longest"), default="ds2",
+                        help="PyTorch trains ds2's batches (default: the same batches, so memory and speed "
+                             "compare like for like) or deepspeech.pytorch's fixed-size pad-to-longest ones")
+    parser.add_argument("--torch-packed-lstm", action="store_true",
+                        help="run PyTorch's LSTMs on packed sequences (deepspeech.pytorch) instead of the padded batch")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override for every run, e.g. train.max_batch_seconds=80")
     parser.add_argument("--shapes", default="", metavar="MODE[,MODE]",
@@ -412,17 +435,17 @@ def main(argv: Sequence[str] = None) -> int:
     results = []
     for preset in presets:
         overrides = list(args.overrides)
-        if preset == "seed":
+        if preset == "seed" and args.short:
             overrides.insert(0, "train.max_batch_seconds=40")
-        runs = [(framework, [f"train.shapes={mode}"] if framework == "mindspore" else [])
-                for framework in frameworks for mode in (shape_modes if framework == "mindspore" and shape_modes else [""])]
+        runs = planned_runs(frameworks, shape_modes)
         for count in threads:
             for framework, shapes in runs:
                 steps = args.steps or default_steps.get((preset, framework), 0)
                 if steps == 0:  # --short: no PyTorch seed run
                     continue
                 spec = {"preset": preset, "framework": framework, "threads": count, "seed": args.seed,
-                        "steps": steps, "overrides": overrides + shapes, "torch_padded_lstm": args.torch_padded_lstm}
+                        "steps": steps, "overrides": overrides + shapes,
+                        "torch_batches": args.torch_batches, "torch_packed_lstm": args.torch_packed_lstm}
                 started = time.perf_counter()
                 print(f"running {preset} / {framework} / {count} threads {' '.join(shapes)}...", file=sys.stderr, flush=True)
                 python = args.torch_python if framework == "torch" else sys.executable

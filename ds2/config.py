@@ -125,6 +125,10 @@ class TrainConfig:
     # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
     # activations: less memory, more time (README "Training speed" has both figures).
     recompute_rnn: bool = False
+    # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
+    # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
+    # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.
+    compact_host_memory: bool = True
     seed: int = 1
     checkpoint_every: int = setting(200, minimum=1)  # steps; a checkpoint is also written at each epoch end
     keep_last: int = setting(3, minimum=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional
 
 from ds2 import cgroup
 from ds2.config import Config
@@ -47,5 +48,59 @@ def configure_mindspore(cfg: Config) -> int:
         ms.device_context.cpu.op_tuning.threads_num(threads)
     except RuntimeError:
         pass
+    if cfg.train.compact_host_memory and cfg.train.device == "CPU":
+        compact_host_memory()
     ms.set_seed(cfg.train.seed)
     return threads
+
+
+# glibc mallopt parameters (malloc.h): fixed thresholds also switch off glibc's dynamic mmap threshold,
+# which otherwise rises to 32 MiB after the first large free and keeps later buffers on the heap.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def memory_pool_init_size(usable: Optional[int]) -> Optional[str]:
+    """MindSpore's set_memory init_size for one pool block as large as the usable memory, whole GiB
+    (MindSpore's format); None when the usable memory is unknown or under 2 GiB (keep the default)."""
+    if not usable or usable < 2 * 1024 ** 3:
+        return None
+    return f"{usable // 1024 ** 3}GB"
+
+
+def compact_host_memory() -> dict:
+    """train.compact_host_memory on CPU: one MindSpore pool block instead of 1 GiB blocks (its best-fit
+    allocator then reuses freed ranges across the whole step instead of leaving holes in each block), and
+    glibc mmap / trim thresholds fixed at 128 KiB so freed large buffers go back to the system.
+    Returns what was set; settings MindSpore already fixed in this process (a second stage in one
+    interpreter) are left as they are."""
+    import mindspore as ms
+
+    from ds2.memory import usable_bytes
+
+    done = {}
+    init_size = memory_pool_init_size(usable_bytes())
+    if init_size:
+        try:
+            ms.runtime.set_memory(init_size=init_size)
+            done["memory_pool_init_size"] = init_size
+        except RuntimeError:   # "can not be set repeatedly"
+            pass
+    if return_freed_buffers():
+        done["malloc_threshold_bytes"] = MMAP_THRESHOLD_BYTES
+    return done
+
+
+def return_freed_buffers() -> bool:
+    """glibc: buffers of MMAP_THRESHOLD_BYTES or more get pages of their own, unmapped when freed, and the
+    heap's top is trimmed past that size. False where the C library is not glibc (nothing to tune)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                    and libc.mallopt(M_TRIM_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False

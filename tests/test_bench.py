@@ -66,3 +66,10 @@ def test_torch_twin_has_the_same_parameters_as_ds2(preset):
         from ds2.shapes import output_lengths
         assert lengths.tolist() == [output_lengths(203, cfg.model), output_lengths(150, cfg.model)]
         assert log_probs.shape == (output_lengths(203, cfg.model), 2, len(cfg.model.labels))
+
+
+def test_planned_runs_leave_the_presets_shapes_alone_unless_asked():
+    # A run without --shapes once passed "train.shapes=" (empty) to ds2 and `make bench` failed.
+    assert train_speed.planned_runs(["mindspore", "torch"], []) == [("mindspore", []), ("torch", [])]
+    assert train_speed.planned_runs(["mindspore", "torch"], ["static", "dynamic"]) == [
+        ("mindspore", ["train.shapes=static"]), ("mindspore", ["train.shapes=dynamic"]), ("torch", [])]

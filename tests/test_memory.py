@@ -103,3 +103,54 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota_rounded_up(tmp_path, qu
     self_cgroup.write_text("0::/job\n")
     affinity = len(os.sched_getaffinity(0))
     assert usable_cpus(str(root), str(self_cgroup)) == (affinity if expected is None else min(affinity, expected))
+
+
+def test_memory_pool_init_size_is_the_usable_memory_in_whole_gib():
+    from ds2.runtime import memory_pool_init_size
+    assert memory_pool_init_size(int(21.7 * GIB)) == "21GB"
+    assert memory_pool_init_size(2 * GIB) == "2GB"
+    assert memory_pool_init_size(GIB) is None        # too little to matter: MindSpore's default
+    assert memory_pool_init_size(None) is None
+
+
+# A process that frees large buffers between allocations the way oneDNN's kernels do every step
+# (weight copies re-made at each resize) while small allocations stay alive between them.
+FREED_BUFFERS = """
+import ctypes, sys
+sys.path.insert(0, {repo!r})
+if {tuned}:
+    from ds2.runtime import return_freed_buffers
+    assert return_freed_buffers()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+big = libc.malloc(24 << 20); libc.free(big)     # raises glibc's dynamic mmap threshold to 24 MiB
+before = rss()
+buffers, pins = [], []
+for _ in range(16):
+    buffer = libc.malloc(16 << 20)
+    ctypes.memset(buffer, 1, 16 << 20)
+    buffers.append(buffer)
+    pins.append(libc.malloc(4096))               # a live allocation after each buffer
+for buffer in buffers:
+    libc.free(buffer)
+print(rss() - before)
+"""
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_return_freed_buffers_gives_freed_large_buffers_back(tuned):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", FREED_BUFFERS.format(repo=repo, tuned=tuned)],
+                         capture_output=True, text=True, check=True)
+    retained = int(out.stdout.strip())
+    if tuned:
+        assert retained < 16 * 2 ** 20       # the buffers' pages went back to the system
+    else:
+        assert retained > 200 * 2 ** 20      # glibc's default keeps all 256 MiB resident
