@@ -56,9 +56,12 @@ def configure_mindspore(cfg: Config) -> int:
 
 # glibc mallopt parameters (malloc.h): fixed thresholds also switch off glibc's dynamic mmap threshold,
 # which otherwise rises to 32 MiB after the first large free and keeps later buffers on the heap.
+# Buffers under 4 MiB stay on the heap: a small model's many small per-step buffers then cost no
+# mmap / munmap (a 128 KiB threshold slowed the small preset: README "Training speed"), while the
+# seed model's LSTM weight copies (16 MiB and more) still go back to the system when freed.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 128 * 1024
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
 def memory_pool_init_size(usable: Optional[int]) -> Optional[str]:
@@ -72,7 +75,7 @@ def memory_pool_init_size(usable: Optional[int]) -> Optional[str]:
 def compact_host_memory() -> dict:
     """train.compact_host_memory on CPU: one MindSpore pool block instead of 1 GiB blocks (its best-fit
     allocator then reuses freed ranges across the whole step instead of leaving holes in each block), and
-    glibc mmap / trim thresholds fixed at 128 KiB so freed large buffers go back to the system.
+    glibc mmap / trim thresholds fixed at MMAP_THRESHOLD_BYTES so freed large buffers go back to the system.
     Returns what was set; settings MindSpore already fixed in this process (a second stage in one
     interpreter) are left as they are."""
     import mindspore as ms
