@@ -150,7 +150,7 @@ train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS wo
 	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
 	  --abort-on-container-failure dist-scheduler dist-worker
 
-bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~75 s; BENCH= : full run, ~25 min)
+bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~75 s; BENCH= : full run, ~15 min)
 	$(RUN_CPU) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) --json /work/runs/bench/train_speed.json
 
 # Real installs of mindspore x numpy x numba in throwaway Python 3.9 venvs (uv from host.lock, one wheel

@@ -1,6 +1,6 @@
 """Training speed: ds2 (MindSpore) against the same DeepSpeech2 in PyTorch, on a LibriSpeech-like mix.
 
-    python bench/train_speed.py                 # seed and small presets, both frameworks (~25 min)
+    python bench/train_speed.py                 # seed and small presets, both frameworks (~15 min)
     python bench/train_speed.py --short         # the regression check (make bench): ~75 s on 2 cores
     python bench/train_speed.py --presets small --threads 1,2 --json runs/bench/speed.json
     python bench/train_speed.py --torch-python /opt/torch-new/bin/python   # another torch build
