@@ -33,33 +33,15 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="ds2-dtype-support-"))
     rng = np.random.default_rng(0)
 
-    class MatMul(nn.Cell):
-        def __init__(self):
+    class Op(nn.Cell):
+        """One operator with the inputs as they come: MatMul, matmul (MatMulExt), BatchMatMul, Conv2D."""
+
+        def __init__(self, op):
             super().__init__()
-            self.op = ops.MatMul()
+            self.op = op
 
-        def construct(self, a, b):
-            return self.op(a, b)
-
-    class MatMulExt(nn.Cell):
-        def construct(self, a, b):
-            return ops.matmul(a, b)
-
-    class BatchMatMul(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.op = ops.BatchMatMul()
-
-        def construct(self, a, b):
-            return self.op(a, b)
-
-    class Conv(nn.Cell):
-        def __init__(self):
-            super().__init__()
-            self.op = ops.Conv2D(8, (3, 3), pad_mode="pad", pad=1)
-
-        def construct(self, x, w):
-            return self.op(x, w)
+        def construct(self, *args):
+            return self.op(*args)
 
     class Lstm(nn.Cell):
         def __init__(self):
@@ -99,9 +81,10 @@ def main() -> None:
         def construct(self, *args):
             return self.net(*args).astype(ms.float32).sum()
 
-    cases = [("MatMul", MatMul, [(4, 16), (16, 8)]), ("matmul (MatMulExt)", MatMulExt, [(4, 16), (16, 8)]),
-             ("BatchMatMul", BatchMatMul, [(2, 4, 16), (2, 16, 8)]),
-             ("Conv2D", Conv, [(2, 1, 8, 8), (8, 1, 3, 3)]),
+    cases = [("MatMul", lambda: Op(ops.MatMul()), [(4, 16), (16, 8)]),
+             ("matmul (MatMulExt)", lambda: Op(ops.matmul), [(4, 16), (16, 8)]),
+             ("BatchMatMul", lambda: Op(ops.BatchMatMul()), [(2, 4, 16), (2, 16, 8)]),
+             ("Conv2D", lambda: Op(ops.Conv2D(8, (3, 3), pad_mode="pad", pad=1)), [(2, 1, 8, 8), (8, 1, 3, 3)]),
              ("LSTM", Lstm, [(5, 2, 16), (1, 2, 8), (1, 2, 8), (4 * 8 * (16 + 8) + 4 * 8, 1, 1)]),
              ("tanh", lambda: Unary("tanh"), [(4, 16)]), ("sigmoid", lambda: Unary("sigmoid"), [(4, 16)]),
              ("log_softmax", lambda: Unary("log_softmax"), [(4, 16)]), ("mul", lambda: Unary("mul"), [(4, 16)])]

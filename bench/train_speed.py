@@ -25,8 +25,9 @@ regression check, runs the seed preset at 40 s batches (train.max_batch_seconds=
 table) and leaves out the PyTorch seed run: about 75 s.
 
 Both take the same loader thread (ds2.batching.Prefetcher), the same thread count, Adam, clipping,
-and CTC loss. Each times `--steps` batches drawn at random from its own epoch plan, after one
-untimed step per distinct shape (graph compile for MindSpore, allocator warm-up for PyTorch).
+and CTC loss. Each times `--steps` batches drawn at random from its epoch plan (PyTorch on ds2's
+batches: the first of ds2's draw), after one untimed step per distinct shape (graph compile for
+MindSpore, allocator warm-up for PyTorch).
 
 Reported per run: seconds per step; throughput in audio seconds per wall second (timed steps'
 real audio / their wall time, input waits included); the model's achieved GFLOP/s (the training FLOPs

@@ -14,6 +14,7 @@ from typing import Optional
 from ds2 import cgroup
 from ds2.config import Config
 from ds2.errors import UserError, first_line
+from ds2.memory import GIB, usable_bytes
 
 
 def usable_cpus(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int:
@@ -67,32 +68,25 @@ MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 def memory_pool_init_size(usable: Optional[int]) -> Optional[str]:
     """MindSpore's set_memory init_size for one pool block as large as the usable memory, whole GiB
     (MindSpore's format); None when the usable memory is unknown or under 2 GiB (keep the default)."""
-    if not usable or usable < 2 * 1024 ** 3:
+    if not usable or usable < 2 * GIB:
         return None
-    return f"{usable // 1024 ** 3}GB"
+    return f"{usable // GIB}GB"
 
 
-def compact_host_memory() -> dict:
+def compact_host_memory() -> None:
     """train.compact_host_memory on CPU: one MindSpore pool block instead of 1 GiB blocks (its best-fit
     allocator then reuses freed ranges across the whole step instead of leaving holes in each block), and
     glibc mmap / trim thresholds fixed at MMAP_THRESHOLD_BYTES so freed large buffers go back to the system.
-    Returns what was set; settings MindSpore already fixed in this process (a second stage in one
-    interpreter) are left as they are."""
+    Settings MindSpore already fixed in this process (a second stage in one interpreter) stay as they are."""
     import mindspore as ms
 
-    from ds2.memory import usable_bytes
-
-    done = {}
     init_size = memory_pool_init_size(usable_bytes())
     if init_size:
         try:
             ms.runtime.set_memory(init_size=init_size)
-            done["memory_pool_init_size"] = init_size
         except RuntimeError:   # "can not be set repeatedly"
             pass
-    if return_freed_buffers():
-        done["malloc_threshold_bytes"] = MMAP_THRESHOLD_BYTES
-    return done
+    return_freed_buffers()
 
 
 def return_freed_buffers() -> bool:
