@@ -48,6 +48,16 @@ def time_mask(lengths: ms.Tensor, max_length: int, dtype=ms.float32) -> ms.Tenso
     return (steps.view(1, -1) < lengths.view(-1, 1)).astype(dtype)
 
 
+def full_mask(mask: ms.Tensor, shape) -> ms.Tensor:
+    """`mask` broadcast to `shape` as a tensor of its own, a constant for autodiff.
+
+    Multiplying by the full mask keeps every Mul (forward and gradient) same-shaped: MindSpore's
+    CPU kernels for a broadcasting Mul keep an index vector of 8 bytes per output element for as
+    long as the kernel lives, one per Mul and per gradient Mul, which cost more than the mask.
+    """
+    return ops.stop_gradient(ops.broadcast_to(mask, shape))
+
+
 class Activation(nn.Cell):
     """tanh (the MindSpore reference) or hardtanh(0, 20) (deepspeech.pytorch)."""
 
@@ -86,8 +96,8 @@ class ConvBlock(nn.Cell):
         """x [B, C, F, T], lengths [B] (input frames) -> ([B, C', F', T'], output frames)."""
         x = self.act(self.bn(self.conv(x)))
         lengths = conv_output_length(lengths, self.kernel[1], self.stride[1])
-        mask = time_mask(lengths, x.shape[3], x.dtype)
-        return x * mask.view(mask.shape[0], 1, 1, mask.shape[1]), lengths
+        mask = time_mask(lengths, x.shape[3], x.dtype).view(x.shape[0], 1, 1, x.shape[3])
+        return x * full_mask(mask, x.shape), lengths
 
 
 def _torch_default_init(fan_in: int, shape: Tuple[int, ...]):
@@ -177,6 +187,7 @@ class DeepSpeech2(nn.Cell):
             ConvBlock(channels, channels, cfg.conv2_kernel, cfg.conv2_stride, cfg.activation),
         ])
         rnn_input, rnn_output = rnn_sizes(n_bins, cfg)
+        self.rnn_output = rnn_output
         layers = []
         for i in range(cfg.rnn_layers):
             layers.append(RNNLayer(rnn_input if i == 0 else rnn_output, cfg.rnn_hidden,
@@ -191,13 +202,15 @@ class DeepSpeech2(nn.Cell):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""
         # Whatever the padding holds, the first convolution must see zeros there, as it would
         # past the end of the unpadded utterance.
-        mask = time_mask(frames, features.shape[3], features.dtype)
-        x = features * mask.view(mask.shape[0], 1, 1, mask.shape[1])
+        mask = time_mask(frames, features.shape[3], features.dtype).view(features.shape[0], 1, 1, features.shape[3])
+        x = features * full_mask(mask, features.shape)
         x, lengths = self.conv[0](x, frames)
         x, lengths = self.conv[1](x, lengths)
         batch, channels, rows, steps = x.shape
         x = x.view(batch, channels * rows, steps).transpose(2, 0, 1)       # [T', B, C*F']
-        mask = time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2)  # [T', B, 1]
+        # One [T', B, rnn_output] mask for every layer's output.
+        mask = full_mask(time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2),
+                         (steps, batch, self.rnn_output))
         for rnn in self.rnns:
             x = rnn(x, lengths, mask)
         logits = self.fc(sequence_batch_norm(self.fc_bn, x).view(steps * batch, -1)).view(steps, batch, -1)
