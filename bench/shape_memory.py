@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -73,8 +73,9 @@ def plan_shapes(cfg, seed: int, count: int, order: str = "widest") -> List[Dict]
             for (size, width), indices in chosen]
 
 
-def measure(spec: Dict) -> Dict:
-    """One variant in this process: pass 1 (memory after each new shape) and pass 2 (step times)."""
+def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> Dict:
+    """One variant in this process: pass 1 (memory after each new shape) and pass 2 (step times).
+    after_step(n), if given, runs after pass 1's step on the n-th shape (bench/heap_trace.py)."""
     import mindspore as ms
 
     from ds2.batching import pad_batch
@@ -115,6 +116,8 @@ def measure(spec: Dict) -> Dict:
                       "peak_gib": process_gib("VmHWM")})
         print(f"  {spec['name']}: shape {number} of {len(batches)}: {seconds:.1f} s, "
               f"{first[-1]['rss_gib']:.2f} GiB resident", file=sys.stderr, flush=True)
+        if after_step is not None:
+            after_step(number)
     # pass 2, repeated: each shape's median step time
     second = [float(np.median([run(inputs) for _ in range(spec["repeat"])])) for _, inputs in batches]
     audio = sum(seconds for seconds, _ in batches)

@@ -125,6 +125,10 @@ class TrainConfig:
     # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
     # activations: less memory, more time (README "Training speed" has both figures).
     recompute_rnn: bool = False
+    # Convolutions with time stride 1 (the seed's second) run over windows of this many frames
+    # folded into the batch: the same result with a fraction of oneDNN's scratch memory, which
+    # otherwise grows with the batch's width (ds2.model.ConvBlock.set_time_window). 0: whole batch.
+    conv_time_window: int = setting(64, minimum=0)
     # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
     # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
     # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.
@@ -380,6 +384,10 @@ def validate(cfg: Config) -> Config:
     if cfg.features.win_length > cfg.features.n_fft:
         raise ConfigError(f"config key features.win_length: {cfg.features.win_length} is longer than "
                           f"features.n_fft={cfg.features.n_fft}; make it at most n_fft")
+    kernel = max(cfg.model.conv1_kernel[1], cfg.model.conv2_kernel[1])
+    if 0 < cfg.train.conv_time_window < kernel:
+        raise ConfigError(f"config key train.conv_time_window: {cfg.train.conv_time_window} frames is narrower "
+                          f"than the convolutions' time kernel ({kernel}); use 0 or at least {kernel}")
     try:
         check_labels(cfg.model.labels)
     except ValueError as exc:

@@ -91,10 +91,55 @@ class ConvBlock(nn.Cell):
                                                             (out_channels,)))
         self.bn = nn.BatchNorm2d(out_channels, momentum=0.9)
         self.act = Activation(activation)
+        self.time_window = 0    # set_time_window
+
+    def windowable(self) -> bool:
+        """Whether the convolution can run over time windows exactly: time stride 1, odd time kernel."""
+        return self.stride[1] == 1 and self.kernel[1] % 2 == 1
+
+    def set_time_window(self, frames: int):
+        """Run the convolution over windows of `frames` time steps folded into the batch (0: whole).
+
+        The result is the same; what changes is oneDNN's scratch memory. MindSpore's CPU Conv2D
+        takes plain NCHW, so oneDNN convolves through im2col, and each convolution primitive
+        (forward, backward data, backward weights) keeps a buffer of one whole image's im2col
+        (in_channels x kernel area x output positions) for as long as it lives. Windows make the
+        image W + kernel - 1 frames wide, whatever the batch's width.
+        """
+        if frames and not self.windowable():
+            raise ValueError("time windows need a time stride of 1 and an odd time kernel")
+        if frames and frames < self.kernel[1]:
+            raise ValueError(f"a time window of {frames} frames is narrower than the kernel's {self.kernel[1]}")
+        self.time_window = frames
+
+    def windowed_conv(self, x):
+        """self.conv(x) computed over time windows of self.time_window frames, each with the
+        kernel - 1 neighbouring frames it reads, as one convolution over B x windows images."""
+        width, halo = self.time_window, self.kernel[1] - 1
+        left = halo // 2
+        batch, channels, rows, steps = x.shape
+        windows = (steps + width - 1) // width
+        # Zeros as the convolution's own time padding, then enough to give the last window its halo.
+        padded = ops.concat((ops.zeros((batch, channels, rows, left), x.dtype), x,
+                             ops.zeros((batch, channels, rows, (windows + 1) * width - steps - left), x.dtype)),
+                            axis=3)
+        body = padded[:, :, :, :windows * width].view(batch, channels, rows, windows, width)
+        tail = padded[:, :, :, width:(windows + 1) * width].view(batch, channels, rows, windows, width)
+        images = ops.concat((body, tail[:, :, :, :, :halo]), axis=4).transpose(0, 3, 1, 2, 4)
+        pad_f = self.kernel[0] // 2
+        y = ops.conv2d(images.view(batch * windows, channels, rows, width + halo), self.conv.weight,
+                       self.conv.bias, stride=self.stride, pad_mode="pad", padding=(pad_f, 0))
+        out_channels, out_rows = y.shape[1], y.shape[2]
+        y = y.view(batch, windows, out_channels, out_rows, width).transpose(0, 2, 3, 1, 4)
+        return y.view(batch, out_channels, out_rows, windows * width)[:, :, :, :steps]
 
     def construct(self, x, lengths):
         """x [B, C, F, T], lengths [B] (input frames) -> ([B, C', F', T'], output frames)."""
-        x = self.act(self.bn(self.conv(x)))
+        if self.time_window > 0:
+            x = self.windowed_conv(x)
+        else:
+            x = self.conv(x)
+        x = self.act(self.bn(x))
         lengths = conv_output_length(lengths, self.kernel[1], self.stride[1])
         mask = time_mask(lengths, x.shape[3], x.dtype).view(x.shape[0], 1, 1, x.shape[3])
         return x * full_mask(mask, x.shape), lengths
@@ -197,6 +242,12 @@ class DeepSpeech2(nn.Cell):
         self.fc = nn.Dense(rnn_output, len(cfg.labels), has_bias=False,
                            weight_init=_torch_default_init(rnn_output, (len(cfg.labels), rnn_output)))
         self.log_softmax = nn.LogSoftmax(axis=-1)
+
+    def set_conv_time_window(self, frames: int):
+        """ConvBlock.set_time_window on every convolution that can run over time windows."""
+        for block in self.conv:
+            if block.windowable():
+                block.set_time_window(frames)
 
     def construct(self, features, frames):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""

@@ -51,7 +51,9 @@ def dynamic_inputs(n_bins: int) -> dict:
 
 
 def configured_train_step(network, optimizer, cfg, world_size: int = 1):
-    """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn."""
+    """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn,
+    train.conv_time_window."""
+    network.model.set_conv_time_window(cfg.train.conv_time_window)
     return make_train_step(network, optimizer, cfg.train.grad_clip, world_size,
                            dynamic_n_bins=cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
                            recompute_rnn=cfg.train.recompute_rnn)

@@ -73,3 +73,25 @@ def test_planned_runs_leave_the_presets_shapes_alone_unless_asked():
     assert train_speed.planned_runs(["mindspore", "torch"], []) == [("mindspore", []), ("torch", [])]
     assert train_speed.planned_runs(["mindspore", "torch"], ["static", "dynamic"]) == [
         ("mindspore", ["train.shapes=static"]), ("mindspore", ["train.shapes=dynamic"]), ("torch", [])]
+
+
+def test_heap_trace_names_each_blocks_owner_from_its_stack():
+    from bench.heap_trace import parse_report, summarize
+    report = "\n".join([
+        "BLOCK 1073741824 104857600",
+        "libmindspore_memory_pool.so(_ZN9mindspore6device21DynamicMemPoolBestFit10InitializeEmmm+0x1e3)[0x1]",
+        "BLOCK 645922816 128974848",
+        "libdnnl.so.2(+0x2d2ea2)[0x2]", "libdnnl.so.2(dnnl_primitive_create+0x23e)[0x3]",
+        "BLOCK 645922816 128974848",
+        "libdnnl.so.2(+0x2d2ea2)[0x2]", "libdnnl.so.2(dnnl_primitive_create+0x23e)[0x3]",
+        "BLOCK 16777216 16777216", "libdnnl.so.2(+0x12)[0x4]", "libmindspore_ops_cpu.so(+0x128fde2)[0x5]",
+        "BLOCK 64339968 64339968", "libmindspore_ms_backend.so(_ZNSt6vectorImSaImEE17_M_default_appendEm+0xee)[0x6]",
+        "BLOCK 16777216 16777216", "_multiarray_umath.cpython-39-x86_64-linux-gnu.so(+0x2c06f)[0x7]",
+        "BLOCK 2097152 0", "python(PyObject_Malloc+0xcb)[0x8]",
+    ])
+    summary = summarize(parse_report(report))
+    owners = {name: (row["blocks"], row["resident"]) for name, row in summary["owners"].items()}
+    assert owners == {"memory pool": (1, 104857600), "oneDNN scratchpads": (2, 2 * 128974848),
+                      "oneDNN other": (1, 16777216), "index vectors": (1, 64339968),
+                      "NumPy arrays": (1, 16777216), "other": (1, 0)}
+    assert summary["scratchpads_mib"] == [{"count": 2, "mib": 616, "resident_mib": 123}]

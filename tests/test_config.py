@@ -43,6 +43,8 @@ def test_lists_tuples_and_mappings_from_every_source(tmp_path):
     ("data.source=youtube", "not one of synth, librispeech, manifest"),
     ("model.labels=ABC", "model.labels: labels must start with the CTC blank"),
     ("features.win_length=400", "longer than features.n_fft=320"),
+    ("train.conv_time_window=5", "train.conv_time_window: 5 frames is narrower than the convolutions' time "
+                                 "kernel \\(11\\); use 0 or at least 11"),
     ("train=1", "is a section"),
     ("train.lr", "not of the form section.key=value"),
     ("zzz=1", "known:"),

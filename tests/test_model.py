@@ -5,7 +5,7 @@ import pytest
 ms = pytest.importorskip("mindspore")
 
 from ds2.config import ModelConfig, seed_preset  # noqa: E402
-from ds2.model import BiLSTM, CTCLoss, DeepSpeech2, TrainNetwork  # noqa: E402
+from ds2.model import BiLSTM, ConvBlock, CTCLoss, DeepSpeech2, TrainNetwork  # noqa: E402
 from ds2.shapes import output_lengths  # noqa: E402
 
 N_BINS = 33
@@ -57,6 +57,50 @@ def test_padding_does_not_change_an_utterance_outputs(merge):
     n = int(alone_len.asnumpy()[0])
     assert int(lengths.asnumpy()[1]) == n
     np.testing.assert_allclose(together.asnumpy()[:n, 1], alone.asnumpy()[:n, 0], atol=1e-5)
+
+
+def test_convolution_over_time_windows_equals_the_whole_convolution_and_its_gradients():
+    # Compiled with dynamic shapes, as training runs it: widths below, at and across the window.
+    whole = ConvBlock(3, 4, (5, 11), (2, 1), "hardtanh")
+    windowed = ConvBlock(3, 4, (5, 11), (2, 1), "hardtanh")
+    windowed.conv.weight.set_data(whole.conv.weight.data.copy())
+    windowed.conv.bias.set_data(whole.conv.bias.data.copy())
+    windowed.set_time_window(16)
+
+    class SquaredOutput(ms.nn.Cell):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def construct(self, x, lengths):
+            return (self.block(x, lengths)[0] ** 2).sum()
+
+    def compiled(block):
+        loss = SquaredOutput(block)
+        loss.set_inputs(ms.Tensor(shape=[None, 3, 9, None], dtype=ms.float32), ms.Tensor(shape=[None], dtype=ms.int32))
+        return ms.jit(ms.value_and_grad(loss, 0, block.trainable_params()))
+
+    run_whole, run_windowed = compiled(whole), compiled(windowed)
+    rng = np.random.default_rng(5)
+    for batch, width in ((2, 13), (1, 16), (3, 37), (2, 48)):
+        x = ms.Tensor(rng.standard_normal((batch, 3, 9, width)).astype(np.float32))
+        lengths = ms.Tensor(np.full((batch,), width - 2, np.int32))
+        (loss_a, (dx_a, dw_a)), (loss_b, (dx_b, dw_b)) = run_whole(x, lengths), run_windowed(x, lengths)
+        np.testing.assert_allclose(loss_b.asnumpy(), loss_a.asnumpy(), rtol=1e-5)
+        np.testing.assert_allclose(dx_b.asnumpy(), dx_a.asnumpy(), rtol=1e-4, atol=1e-5)
+        for a, b in zip(dw_a, dw_b):
+            np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_time_windows_apply_only_where_the_convolution_allows_them():
+    cfg = tiny_config(conv1_kernel=(5, 7), conv1_stride=(2, 2), conv2_kernel=(5, 11), conv2_stride=(2, 1))
+    model = DeepSpeech2(cfg, N_BINS)
+    model.set_conv_time_window(32)
+    assert [block.time_window for block in model.conv] == [0, 32]
+    with pytest.raises(ValueError, match="narrower than the kernel"):
+        model.conv[1].set_time_window(8)
+    with pytest.raises(ValueError, match="time stride of 1"):
+        model.conv[0].set_time_window(32)
 
 
 def test_bilstm_matches_pytorch_gate_order_and_reversal():
