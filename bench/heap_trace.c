@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -69,7 +70,8 @@ static void remember(void *address, size_t bytes) {
 }
 
 static void forget(void *address) {
-  if (!address) return;
+  /* Most frees are of small blocks, which were never in the table: skip the search for them. */
+  if (!address || malloc_usable_size(address) < TRACE_MIN_BYTES) return;
   lock();
   for (int i = 0; i < MAX_BLOCKS; i++) {
     if (blocks[i].address == address) {

@@ -126,6 +126,15 @@ def main(argv: Sequence[str] = None) -> int:
         cfg = load_config(args.preset, overrides=args.overrides)
     except UserError as exc:
         parser.error(str(exc))
+    output = Path(args.json) if args.json else None
+    if output is not None:
+        try:   # before the steps, which take minutes
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.touch()
+        except OSError as exc:
+            print(f"heap_trace: cannot write {output} ({exc.strerror}); choose another --json path",
+                  file=sys.stderr)
+            return 2
     shapes = shape_memory.plan_shapes(cfg, args.seed, args.shapes, args.order)
     summaries = []
 
@@ -144,12 +153,10 @@ def main(argv: Sequence[str] = None) -> int:
                                        "name": args.preset, "seed": args.seed, "shapes": shapes, "repeat": 1},
                                       after_step=after_step)
     print(f"peak VmHWM {result['peak_gib']:.2f} GiB")
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "overrides": args.overrides, "steps": summaries,
-                                    "peak_gib": result["peak_gib"]}, indent=2) + "\n")
-        print(f"wrote {path}")
+    if output is not None:
+        output.write_text(json.dumps({"command": sys.argv, "overrides": args.overrides, "steps": summaries,
+                                      "peak_gib": result["peak_gib"]}, indent=2) + "\n")
+        print(f"wrote {output}")
     return 0
 
 

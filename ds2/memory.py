@@ -7,8 +7,10 @@ batch settings `ds2 train` picks to fit.
 
 The estimate (bytes) aims at the right order of magnitude, not precision:
 
-    weights        trainable parameters (ds2.shapes) x 4 bytes, x 4 when training (weights, gradients,
-                   Adam's two moments)
+    weights        trainable parameters (ds2.shapes) x 4 bytes, x WEIGHT_COPIES: when training the
+                   weights, gradients, Adam's two moments and oneDNN's copies of the LSTM weights in the
+                   forward and backward kernels (bench/heap_trace.py: "oneDNN other", 3x the weights);
+                   in eval the weights and the forward kernels' copy
     frames         train.max_batch_seconds x sample_rate / hop_length: input frames in one batch
     activations    conv: frames after conv1's time stride x its frequency rows x channels x 4 bytes x 3
                    (conv, BatchNorm, activation), and again after conv2; LSTM: output frames x layers x
@@ -40,8 +42,9 @@ from ds2.shapes import conv1_bins, output_bins, parameter_count
 GIB = 1024 ** 3
 RUNTIME_BYTES = 1 * GIB
 GRAPH_MEMORY_FACTOR = 5.0     # activation memory per compiled graph, measured / the formula's
-DYNAMIC_MEMORY_FACTOR = 5.0   # the one dynamic-shape graph's memory, measured / the formula's (errs high
-                              # for long batches, low for short ones: bench/shape_memory.py)
+DYNAMIC_MEMORY_FACTOR = 3.15  # the one dynamic-shape graph's memory, measured / the formula's, fitted to
+                              # the seed preset's peaks at 40 s and 160 s batches (README "Training speed")
+WEIGHT_COPIES = {True: 7, False: 2}   # training, eval: see "weights" above
 HEADROOM = 0.9                # fit() plans within this share of the usable memory
 MIN_BUCKETS = 4               # fewer buckets pad LibriSpeech-like lengths by more than ~10 %
 MIN_BATCH_SECONDS = 10.0
@@ -96,7 +99,7 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
     t1 = frames / model.conv1_stride[1]
     t2 = t1 / model.conv2_stride[1]
     channels, hidden = model.conv_channels, model.rnn_hidden
-    weights = params * 4 * (4 if training else 1)
+    weights = params * 4 * WEIGHT_COPIES[training]
     activations = (t1 * conv1_bins(features.n_bins, model) * channels * 4 * 3
                    + t2 * output_bins(features.n_bins, model) * channels * 4 * 3
                    + t2 * model.rnn_layers * 2 * hidden * 4 * 10)

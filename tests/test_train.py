@@ -234,7 +234,7 @@ def test_batch_settings_are_fitted_to_memory(monkeypatch, capsys):
     one_graph = load_config("seed")    # dynamic shapes: the configured pair fits in 24 GiB
     fit_batch_to_memory(one_graph)
     assert (one_graph.train.num_buckets, one_graph.train.max_batch_seconds) == (16, 160.0)
-    monkeypatch.setattr(memory, "usable_bytes", lambda: 16 * 1024 ** 3)
+    monkeypatch.setattr(memory, "usable_bytes", lambda: 12 * 1024 ** 3)
     fit_batch_to_memory(one_graph)     # less memory: the buckets stay, the batches shorten
     assert one_graph.train.num_buckets == 16 and one_graph.train.max_batch_seconds < 160
     assert "using train.num_buckets=16 train.max_batch_seconds=" in capsys.readouterr().err
