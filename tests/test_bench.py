@@ -95,3 +95,18 @@ def test_heap_trace_names_each_blocks_owner_from_its_stack():
                       "oneDNN other": (1, 16777216), "index vectors": (1, 64339968),
                       "NumPy arrays": (1, 16777216), "other": (1, 0)}
     assert summary["scratchpads_mib"] == [{"count": 2, "mib": 616, "resident_mib": 123}]
+
+
+def test_op_profile_reads_the_profilers_type_table_and_sums_the_rest(tmp_path):
+    from bench.op_profile import format_table, read_op_types
+    table = tmp_path / "run_ascend_ms" / "FRAMEWORK" / "cpu_op_type_info_0.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("op_type,type_occurrences,execution_frequency(per-step),total_compute_time,avg_time(ms),percent\n"
+                     "Mul,138,138,150.0,1.08,0.004\nLSTMGrad,10,10,1600.0,160.0,0.45\nLSTM,10,10,800.0,80.0,0.25\n"
+                     "Adam,59,59,50.0,0.84,0.004\n")
+    rows = read_op_types(tmp_path)
+    assert [r["op"] for r in rows] == ["LSTMGrad", "LSTM", "Mul", "Adam"]
+    text = format_table(rows, wall_seconds=3.0, top=2)
+    assert "LSTMGrad" in text and "61.5 %" in text                      # 1600 of 2600 ms
+    assert "2 other types" in text and "197" in text and "200" in text  # Mul + Adam: 197 calls, 200 ms
+    assert "operators' sum 2.60 s of 3.00 s wall" in text
