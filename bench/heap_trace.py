@@ -105,11 +105,7 @@ def format_summary(step: int, shape: Dict, summary: Dict, rss_gib: float) -> str
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="seed")
-    parser.add_argument("--shapes", type=int, default=1, help="how many distinct batch shapes (default 1)")
-    parser.add_argument("--order", choices=("widest", "frequent"), default="frequent")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--seed", type=int, default=7)
+    shape_memory.add_step_options(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the summaries here as JSON")
     args = parser.parse_args(argv)
     try:
@@ -120,12 +116,6 @@ def main(argv: Sequence[str] = None) -> int:
         return 2
     report.argtypes = [ctypes.c_char_p]
 
-    from ds2.config import load_config
-    from ds2.errors import UserError
-    try:
-        cfg = load_config(args.preset, overrides=args.overrides)
-    except UserError as exc:
-        parser.error(str(exc))
     output = Path(args.json) if args.json else None
     if output is not None:
         try:   # before the steps, which take minutes
@@ -135,7 +125,7 @@ def main(argv: Sequence[str] = None) -> int:
             print(f"heap_trace: cannot write {output} ({exc.strerror}); choose another --json path",
                   file=sys.stderr)
             return 2
-    shapes = shape_memory.plan_shapes(cfg, args.seed, args.shapes, args.order)
+    shapes = shape_memory.planned_steps(parser, args)
     summaries = []
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -55,22 +55,12 @@ def format_table(rows: List[Dict], wall_seconds: float, top: int) -> str:
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="seed")
-    parser.add_argument("--shapes", type=int, default=1, help="how many distinct batch shapes (default 1)")
-    parser.add_argument("--order", choices=("widest", "frequent"), default="frequent")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--seed", type=int, default=7)
+    shape_memory.add_step_options(parser)
     parser.add_argument("--top", type=int, default=15, help="rows before the rest is summed (default 15)")
     parser.add_argument("--out", metavar="DIR", help="keep the profiler's files here (default: a temporary folder)")
     args = parser.parse_args(argv)
 
-    from ds2.config import load_config
-    from ds2.errors import UserError
-    try:
-        cfg = load_config(args.preset, overrides=args.overrides)
-    except UserError as exc:
-        parser.error(str(exc))
-    shapes = shape_memory.plan_shapes(cfg, args.seed, args.shapes, args.order)
+    shapes = shape_memory.planned_steps(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(args.out) if args.out else Path(tmp)
         profiler = []

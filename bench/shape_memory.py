@@ -73,6 +73,28 @@ def plan_shapes(cfg, seed: int, count: int, order: str = "widest") -> List[Dict]
             for (size, width), indices in chosen]
 
 
+def add_step_options(parser: argparse.ArgumentParser, preset: str = "seed", shapes: int = 1,
+                     order: str = "frequent") -> None:
+    """The options that choose the steps measure() trains: --preset --shapes --order --set --seed."""
+    parser.add_argument("--preset", default=preset)
+    parser.add_argument("--shapes", type=int, default=shapes, help=f"how many distinct batch shapes (default {shapes})")
+    parser.add_argument("--order", choices=("widest", "frequent"), default=order,
+                        help="which shapes come first: the widest, or those with the most batches per epoch")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--seed", type=int, default=7)
+
+
+def planned_steps(parser: argparse.ArgumentParser, args) -> List[Dict]:
+    """The shapes add_step_options chose (a config mistake is the parser's one-line error)."""
+    from ds2.config import load_config
+    from ds2.errors import UserError
+    try:
+        cfg = load_config(args.preset, overrides=args.overrides)
+    except UserError as exc:
+        parser.error(str(exc))
+    return plan_shapes(cfg, args.seed, args.shapes, args.order)
+
+
 def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> Dict:
     """One variant in this process: pass 1 (memory after each new shape) and pass 2 (step times).
     after_step(n), if given, runs after pass 1's step on the n-th shape (bench/heap_trace.py)."""
@@ -155,19 +177,14 @@ def table(shapes: List[Dict], results: Dict[str, Dict]) -> str:
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--shapes", type=int, default=6, help="how many distinct batch shapes (default 6)")
+    add_step_options(parser, preset="small", shapes=6, order="widest")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="train.shapes of each run: static,dynamic (default: both)")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="instead of --modes: one run per --variant with these settings, e.g. "
                              "--variant train.recompute_rnn=false --variant train.recompute_rnn=true")
-    parser.add_argument("--order", choices=("widest", "frequent"), default="widest",
-                        help="which shapes come first: the widest, or those with the most batches per epoch")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="pass 2 steps each shape N times and takes the median (default 1)")
-    parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
