@@ -125,7 +125,7 @@ class TrainConfig:
     # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
     # activations: less memory, more time (README "Training speed" has both figures).
     recompute_rnn: bool = False
-    # Convolutions with time stride 1 (the seed's second) run over windows of this many frames
+    # CPU: convolutions with time stride 1 (the seed's second) run over windows of this many frames
     # folded into the batch: the same result with a fraction of oneDNN's scratch memory, which
     # otherwise grows with the batch's width (ds2.model.ConvBlock.set_time_window). 0: whole batch.
     conv_time_window: int = setting(64, minimum=0)

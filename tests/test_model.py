@@ -103,6 +103,14 @@ def test_time_windows_apply_only_where_the_convolution_allows_them():
         model.conv[0].set_time_window(32)
 
 
+def test_the_training_step_windows_convolutions_on_cpu_only():
+    from ds2.config import load_config
+    from ds2.step import conv_time_window
+    assert conv_time_window(load_config("seed")) == 64
+    assert conv_time_window(load_config("seed", overrides=["train.conv_time_window=0"])) == 0
+    assert conv_time_window(load_config("seed", overrides=["train.device=GPU"])) == 0   # measured on oneDNN only
+
+
 def test_bilstm_matches_pytorch_gate_order_and_reversal():
     torch = pytest.importorskip("torch")
     lstm = BiLSTM(input_size=6, hidden_size=5)
