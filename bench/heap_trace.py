@@ -87,9 +87,11 @@ def summarize(blocks: List[Dict]) -> Dict:
                                 for (size, resident), n in sorted(scratchpads.items(), key=lambda kv: -kv[0][1] * kv[1])]}
 
 
-def format_summary(step: int, shape: Dict, summary: Dict, rss_gib: float) -> str:
-    lines = [f"after the step on shape {step} ({shape['batch']} x {shape['width']} frames): "
-             f"VmRSS {rss_gib:.2f} GiB",
+def format_summary(summary: Dict) -> str:
+    """One step's summary (summarize() with its step, shape and rss_gib) as the printed table."""
+    shape = summary["shape"]
+    lines = [f"after the step on shape {summary['step']} ({shape['batch']} x {shape['width']} frames): "
+             f"VmRSS {summary['rss_gib']:.2f} GiB",
              f"  {'owner':<20} {'blocks':>6} {'reserved GiB':>12} {'resident GiB':>12}"]
     total = 0
     for name, row in summary["owners"].items():
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] = None) -> int:
             print(f"heap_trace: cannot write {output} ({exc.strerror}); choose another --json path",
                   file=sys.stderr)
             return 2
-    shapes = shape_memory.planned_steps(parser, args)
+    spec = shape_memory.planned_steps(parser, args)
     summaries = []
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,14 +136,12 @@ def main(argv: Sequence[str] = None) -> int:
             if report(str(path).encode()) != 0:
                 raise SystemExit(f"heap_trace: the tracer could not write {path}")
             summary = summarize(parse_report(path.read_text()))
-            summary.update(step=number, shape={k: shapes[number - 1][k] for k in ("batch", "width")},
+            summary.update(step=number, shape={k: spec["shapes"][number - 1][k] for k in ("batch", "width")},
                            rss_gib=shape_memory.process_gib("VmRSS"))
             summaries.append(summary)
-            print(format_summary(number, summary["shape"], summary, summary["rss_gib"]), flush=True)
+            print(format_summary(summary), flush=True)
 
-        result = shape_memory.measure({"preset": args.preset, "overrides": args.overrides, "variant": [],
-                                       "name": args.preset, "seed": args.seed, "shapes": shapes, "repeat": 1},
-                                      after_step=after_step)
+        result = shape_memory.measure(spec, after_step=after_step)
     print(f"peak VmHWM {result['peak_gib']:.2f} GiB")
     if output is not None:
         output.write_text(json.dumps({"command": sys.argv, "overrides": args.overrides, "steps": summaries,

@@ -60,7 +60,8 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--out", metavar="DIR", help="keep the profiler's files here (default: a temporary folder)")
     args = parser.parse_args(argv)
 
-    shapes = shape_memory.planned_steps(parser, args)
+    spec = shape_memory.planned_steps(parser, args)
+    shapes = spec["shapes"]
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(args.out) if args.out else Path(tmp)
         profiler = []
@@ -70,9 +71,7 @@ def main(argv: Sequence[str] = None) -> int:
                 from mindspore import Profiler
                 profiler.append(Profiler(output_path=str(output)))
 
-        result = shape_memory.measure({"preset": args.preset, "overrides": args.overrides, "variant": [],
-                                       "name": args.preset, "seed": args.seed, "shapes": shapes, "repeat": 1},
-                                      after_step=after_step)
+        result = shape_memory.measure(spec, after_step=after_step)
         profiler[0].analyse()
         sizes = ", ".join(f"{s['batch']} x {s['width']}" for s in shapes)
         print(f"{args.preset}: {sizes} frames; {result['audio_seconds_per_second']:.2f} audio s/s in the "

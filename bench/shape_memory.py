@@ -84,15 +84,17 @@ def add_step_options(parser: argparse.ArgumentParser, preset: str = "seed", shap
     parser.add_argument("--seed", type=int, default=7)
 
 
-def planned_steps(parser: argparse.ArgumentParser, args) -> List[Dict]:
-    """The shapes add_step_options chose (a config mistake is the parser's one-line error)."""
+def planned_steps(parser: argparse.ArgumentParser, args) -> Dict:
+    """measure()'s spec for the steps add_step_options chose, one timed step per shape in pass 2
+    (a config mistake is the parser's one-line error)."""
     from ds2.config import load_config
     from ds2.errors import UserError
     try:
         cfg = load_config(args.preset, overrides=args.overrides)
     except UserError as exc:
         parser.error(str(exc))
-    return plan_shapes(cfg, args.seed, args.shapes, args.order)
+    return {"preset": args.preset, "overrides": args.overrides, "variant": [], "name": args.preset,
+            "seed": args.seed, "shapes": plan_shapes(cfg, args.seed, args.shapes, args.order), "repeat": 1}
 
 
 def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> Dict:
