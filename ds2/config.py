@@ -125,10 +125,10 @@ class TrainConfig:
     # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
     # activations: less memory, more time (README "Training speed" has both figures).
     recompute_rnn: bool = False
-    # CPU: convolutions with time stride 1 (the seed's second) run over windows of this many frames
-    # folded into the batch: the same result with a fraction of oneDNN's scratch memory, which
-    # otherwise grows with the batch's width (ds2.model.ConvBlock.set_time_window). 0: whole batch.
-    conv_time_window: int = setting(64, minimum=0)
+    # CPU: convolutions with time stride 1 (the seed's second) run as a convolution with a time kernel
+    # of 1 and one output channel per time tap, then the taps shifted and summed: the same result,
+    # faster and with a fraction of oneDNN's scratch memory (ds2.model.ConvBlock.tap_conv).
+    conv_time_taps: bool = True
     # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
     # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
     # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.
@@ -384,10 +384,6 @@ def validate(cfg: Config) -> Config:
     if cfg.features.win_length > cfg.features.n_fft:
         raise ConfigError(f"config key features.win_length: {cfg.features.win_length} is longer than "
                           f"features.n_fft={cfg.features.n_fft}; make it at most n_fft")
-    kernel = max(cfg.model.conv1_kernel[1], cfg.model.conv2_kernel[1])
-    if 0 < cfg.train.conv_time_window < kernel:
-        raise ConfigError(f"config key train.conv_time_window: {cfg.train.conv_time_window} frames is narrower "
-                          f"than the convolutions' time kernel ({kernel}); use 0 or at least {kernel}")
     try:
         check_labels(cfg.model.labels)
     except ValueError as exc:
@@ -395,8 +391,15 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# Keys that earlier versions had, and what replaced them. Stored configs (checkpoints, a run's
+# config.yaml) that hold them still load, without them; a user who sets one is told what to use.
+RETIRED_KEYS = {"train.conv_time_window": "train.conv_time_taps"}
+
+
 def _set(cfg: Config, dotted: str, value: Any) -> None:
     """Set the value at 'section.key' (or a top-level 'key'), typed as the field declares."""
+    if dotted in RETIRED_KEYS:
+        raise ConfigError(f"config key {dotted} no longer exists; remove it (see {RETIRED_KEYS[dotted]})")
     target: Any = cfg
     *path, name = dotted.strip().split(".")
     for part in path:
@@ -413,12 +416,14 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     setattr(target, name, _coerce(value, kind, dotted))
 
 
-def _apply_mapping(cfg: Config, values: Dict[str, Any], prefix: str = "") -> None:
-    """Apply a nested mapping (a YAML file, a stored config) key by key."""
+def _apply_mapping(cfg: Config, values: Dict[str, Any], prefix: str = "", stored: bool = False) -> None:
+    """Apply a nested mapping (a YAML file, or a stored config: stored=True skips RETIRED_KEYS) key by key."""
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and not _is_mapping_field(dotted):
-            _apply_mapping(cfg, value, dotted + ".")
+            _apply_mapping(cfg, value, dotted + ".", stored)
+        elif stored and dotted in RETIRED_KEYS:
+            continue
         else:
             _set(cfg, dotted, value)
 
@@ -487,7 +492,7 @@ def to_dict(cfg: Config) -> Dict[str, Any]:
 def from_dict(values: Dict[str, Any]) -> Config:
     """Rebuild a Config from to_dict() output (e.g. stored in a checkpoint)."""
     cfg = Config()
-    _apply_mapping(cfg, values)
+    _apply_mapping(cfg, values, stored=True)
     return validate(cfg)
 
 
@@ -498,7 +503,7 @@ def with_overrides(stored: Dict[str, Any], overrides: Sequence[str]) -> Config:
     run's own settings, plus what the user asked to change now (another manifest, another device).
     """
     cfg = Config()
-    _apply_mapping(cfg, stored)
+    _apply_mapping(cfg, stored, stored=True)
     for override in overrides:
         apply_override(cfg, override)
     return validate(cfg)

@@ -91,52 +91,52 @@ class ConvBlock(nn.Cell):
                                                             (out_channels,)))
         self.bn = nn.BatchNorm2d(out_channels, momentum=0.9)
         self.act = Activation(activation)
-        self.time_window = 0    # set_time_window
+        self.time_taps = False    # set_time_taps
+        self.batch_matmul = ops.BatchMatMul()   # the primitive: ops.matmul expands to transposes
 
-    def windowable(self) -> bool:
-        """Whether the convolution can run over time windows exactly: time stride 1, odd time kernel."""
-        return self.stride[1] == 1 and self.kernel[1] % 2 == 1
+    def tappable(self) -> bool:
+        """Whether tap_conv can compute this convolution: a time stride of 1."""
+        return self.stride[1] == 1
 
-    def set_time_window(self, frames: int):
-        """Run the convolution over windows of `frames` time steps folded into the batch (0: whole).
+    def set_time_taps(self, on: bool):
+        """Compute the convolution with tap_conv (True) or MindSpore's Conv2D (False): same result."""
+        if on and not self.tappable():
+            raise ValueError("time taps need a time stride of 1")
+        self.time_taps = on
 
-        The result is the same; what changes is oneDNN's scratch memory. MindSpore's CPU Conv2D
-        takes plain NCHW, so oneDNN convolves through im2col, and each convolution primitive
-        (forward, backward data, backward weights) keeps a buffer of one whole image's im2col
-        (in_channels x kernel area x output positions) for as long as it lives. Windows make the
-        image W + kernel - 1 frames wide, whatever the batch's width.
+    def tap_conv(self, x):
+        """self.conv(x) as one convolution with a time kernel of 1 and kt times the output channels
+        (row o * kt + k holds output channel o's time tap k), then the taps shifted and summed.
+
+        Why: MindSpore's CPU Conv2D takes plain NCHW, so oneDNN convolves through im2col with a
+        GEMM of only out_channels rows, and keeps one image's whole im2col (in_channels x kernel
+        area x output positions) as scratch memory per primitive. With a time kernel of 1 the GEMM
+        has kt times the rows and the im2col is kt times smaller.
         """
-        if frames and not self.windowable():
-            raise ValueError("time windows need a time stride of 1 and an odd time kernel")
-        if frames and frames < self.kernel[1]:
-            raise ValueError(f"a time window of {frames} frames is narrower than the kernel's {self.kernel[1]}")
-        self.time_window = frames
-
-    def windowed_conv(self, x):
-        """self.conv(x) computed over time windows of self.time_window frames, each with the
-        kernel - 1 neighbouring frames it reads, as one convolution over B x windows images."""
-        width, halo = self.time_window, self.kernel[1] - 1
-        left = halo // 2
-        batch, channels, rows, steps = x.shape
-        windows = (steps + width - 1) // width
-        # Zeros as the convolution's own time padding, then enough to give the last window its halo.
-        padded = ops.concat((ops.zeros((batch, channels, rows, left), x.dtype), x,
-                             ops.zeros((batch, channels, rows, (windows + 1) * width - steps - left), x.dtype)),
-                            axis=3)
-        body = padded[:, :, :, :windows * width].view(batch, channels, rows, windows, width)
-        tail = padded[:, :, :, width:(windows + 1) * width].view(batch, channels, rows, windows, width)
-        images = ops.concat((body, tail[:, :, :, :, :halo]), axis=4).transpose(0, 3, 1, 2, 4)
-        pad_f = self.kernel[0] // 2
-        y = ops.conv2d(images.view(batch * windows, channels, rows, width + halo), self.conv.weight,
-                       self.conv.bias, stride=self.stride, pad_mode="pad", padding=(pad_f, 0))
-        out_channels, out_rows = y.shape[1], y.shape[2]
-        y = y.view(batch, windows, out_channels, out_rows, width).transpose(0, 2, 3, 1, 4)
-        return y.view(batch, out_channels, out_rows, windows * width)[:, :, :, :steps]
+        kf, kt = self.kernel
+        batch, channels = x.shape[0], x.shape[1]
+        out_channels = self.conv.weight.shape[0]
+        taps = self.conv.weight.transpose(0, 3, 1, 2).reshape(out_channels * kt, channels, kf, 1)
+        z = ops.conv2d(x, taps, None, stride=(self.stride[0], 1), pad_mode="pad", padding=(kf // 2, kt // 2))
+        rows, span = z.shape[2], z.shape[3]        # span: the padded width, each tap at every step
+        plane = rows * span
+        # y[o, r, t] = sum_k z[o * kt + k, r, t + k]. Flattened per output channel, z's tap k
+        # starts at k * plane; with the flat taps padded to kt * (plane + 1) and read as kt rows of
+        # plane + 1, row k starts k elements later: every row is aligned with its own tap's shift.
+        # The rows are summed before anything is sliced (the slices copy 11x less), and summed as
+        # a product with ones: MindSpore's CPU ReduceSum over a middle axis is far slower (README).
+        flat = ops.concat((z.view(batch, out_channels, kt * plane),
+                           ops.zeros((batch, out_channels, kt), z.dtype)), axis=2)
+        aligned = flat.view(batch * out_channels, kt, plane + 1)
+        summed = self.batch_matmul(ops.ones((batch * out_channels, 1, kt), z.dtype), aligned)
+        y = summed.view(batch, out_channels, plane + 1)[:, :, :plane].view(batch, out_channels, rows, span)
+        y = y[:, :, :, :span - kt + 1]
+        return ops.bias_add(y, self.conv.bias)
 
     def construct(self, x, lengths):
         """x [B, C, F, T], lengths [B] (input frames) -> ([B, C', F', T'], output frames)."""
-        if self.time_window > 0:
-            x = self.windowed_conv(x)
+        if self.time_taps:
+            x = self.tap_conv(x)
         else:
             x = self.conv(x)
         x = self.act(self.bn(x))
@@ -243,11 +243,11 @@ class DeepSpeech2(nn.Cell):
                            weight_init=_torch_default_init(rnn_output, (len(cfg.labels), rnn_output)))
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
-    def set_conv_time_window(self, frames: int):
-        """ConvBlock.set_time_window on every convolution that can run over time windows."""
+    def set_conv_time_taps(self, on: bool):
+        """ConvBlock.set_time_taps on every convolution that tap_conv can compute."""
         for block in self.conv:
-            if block.windowable():
-                block.set_time_window(frames)
+            if block.tappable():
+                block.set_time_taps(on)
 
     def construct(self, features, frames):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""

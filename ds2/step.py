@@ -50,15 +50,15 @@ def dynamic_inputs(n_bins: int) -> dict:
                 label_lengths=ms.Tensor(shape=[None], dtype=ms.int32))
 
 
-def conv_time_window(cfg) -> int:
-    """train.conv_time_window where it applies: on CPU, where oneDNN convolves through im2col."""
-    return cfg.train.conv_time_window if cfg.train.device == "CPU" else 0
+def conv_time_taps(cfg) -> bool:
+    """train.conv_time_taps where it applies: on CPU, where oneDNN convolves through im2col."""
+    return cfg.train.conv_time_taps and cfg.train.device == "CPU"
 
 
 def configured_train_step(network, optimizer, cfg, world_size: int = 1):
     """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn,
-    train.conv_time_window."""
-    network.model.set_conv_time_window(conv_time_window(cfg))
+    train.conv_time_taps."""
+    network.model.set_conv_time_taps(conv_time_taps(cfg))
     return make_train_step(network, optimizer, cfg.train.grad_clip, world_size,
                            dynamic_n_bins=cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
                            recompute_rnn=cfg.train.recompute_rnn)

@@ -59,13 +59,14 @@ def test_padding_does_not_change_an_utterance_outputs(merge):
     np.testing.assert_allclose(together.asnumpy()[:n, 1], alone.asnumpy()[:n, 0], atol=1e-5)
 
 
-def test_convolution_over_time_windows_equals_the_whole_convolution_and_its_gradients():
-    # Compiled with dynamic shapes, as training runs it: widths below, at and across the window.
-    whole = ConvBlock(3, 4, (5, 11), (2, 1), "hardtanh")
-    windowed = ConvBlock(3, 4, (5, 11), (2, 1), "hardtanh")
-    windowed.conv.weight.set_data(whole.conv.weight.data.copy())
-    windowed.conv.bias.set_data(whole.conv.bias.data.copy())
-    windowed.set_time_window(16)
+@pytest.mark.parametrize("time_kernel", [11, 4])
+def test_convolution_by_time_taps_equals_conv2d_and_its_gradients(time_kernel):
+    # Compiled with dynamic shapes, as training runs it, at several widths; an even kernel too.
+    direct = ConvBlock(3, 4, (5, time_kernel), (2, 1), "hardtanh")
+    tapped = ConvBlock(3, 4, (5, time_kernel), (2, 1), "hardtanh")
+    tapped.conv.weight.set_data(direct.conv.weight.data.copy())
+    tapped.conv.bias.set_data(direct.conv.bias.data.copy())
+    tapped.set_time_taps(True)
 
     class SquaredOutput(ms.nn.Cell):
         def __init__(self, block):
@@ -80,35 +81,33 @@ def test_convolution_over_time_windows_equals_the_whole_convolution_and_its_grad
         loss.set_inputs(ms.Tensor(shape=[None, 3, 9, None], dtype=ms.float32), ms.Tensor(shape=[None], dtype=ms.int32))
         return ms.jit(ms.value_and_grad(loss, 0, block.trainable_params()))
 
-    run_whole, run_windowed = compiled(whole), compiled(windowed)
+    run_direct, run_tapped = compiled(direct), compiled(tapped)
     rng = np.random.default_rng(5)
-    for batch, width in ((2, 13), (1, 16), (3, 37), (2, 48)):
+    for batch, width in ((2, 13), (1, 16), (3, 37), (2, 4)):
         x = ms.Tensor(rng.standard_normal((batch, 3, 9, width)).astype(np.float32))
         lengths = ms.Tensor(np.full((batch,), width - 2, np.int32))
-        (loss_a, (dx_a, dw_a)), (loss_b, (dx_b, dw_b)) = run_whole(x, lengths), run_windowed(x, lengths)
+        (loss_a, (dx_a, dw_a)), (loss_b, (dx_b, dw_b)) = run_direct(x, lengths), run_tapped(x, lengths)
         np.testing.assert_allclose(loss_b.asnumpy(), loss_a.asnumpy(), rtol=1e-5)
         np.testing.assert_allclose(dx_b.asnumpy(), dx_a.asnumpy(), rtol=1e-4, atol=1e-5)
         for a, b in zip(dw_a, dw_b):
             np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_time_windows_apply_only_where_the_convolution_allows_them():
+def test_time_taps_apply_only_to_convolutions_with_time_stride_1():
     cfg = tiny_config(conv1_kernel=(5, 7), conv1_stride=(2, 2), conv2_kernel=(5, 11), conv2_stride=(2, 1))
     model = DeepSpeech2(cfg, N_BINS)
-    model.set_conv_time_window(32)
-    assert [block.time_window for block in model.conv] == [0, 32]
-    with pytest.raises(ValueError, match="narrower than the kernel"):
-        model.conv[1].set_time_window(8)
+    model.set_conv_time_taps(True)
+    assert [block.time_taps for block in model.conv] == [False, True]
     with pytest.raises(ValueError, match="time stride of 1"):
-        model.conv[0].set_time_window(32)
+        model.conv[0].set_time_taps(True)
 
 
-def test_the_training_step_windows_convolutions_on_cpu_only():
+def test_the_training_step_uses_time_taps_on_cpu_only():
     from ds2.config import load_config
-    from ds2.step import conv_time_window
-    assert conv_time_window(load_config("seed")) == 64
-    assert conv_time_window(load_config("seed", overrides=["train.conv_time_window=0"])) == 0
-    assert conv_time_window(load_config("seed", overrides=["train.device=GPU"])) == 0   # measured on oneDNN only
+    from ds2.step import conv_time_taps
+    assert conv_time_taps(load_config("seed"))
+    assert not conv_time_taps(load_config("seed", overrides=["train.conv_time_taps=false"]))
+    assert not conv_time_taps(load_config("seed", overrides=["train.device=GPU"]))   # measured on oneDNN only
 
 
 def test_bilstm_matches_pytorch_gate_order_and_reversal():
