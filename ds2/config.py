@@ -398,10 +398,11 @@ RETIRED_KEYS = {"train.conv_time_window": "train.conv_time_taps"}
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
     """Set the value at 'section.key' (or a top-level 'key'), typed as the field declares."""
-    if dotted in RETIRED_KEYS:
-        raise ConfigError(f"config key {dotted} no longer exists; remove it (see {RETIRED_KEYS[dotted]})")
+    key = dotted.strip()
+    if key in RETIRED_KEYS:
+        raise ConfigError(f"config key {key} no longer exists; remove it (see {RETIRED_KEYS[key]})")
     target: Any = cfg
-    *path, name = dotted.strip().split(".")
+    *path, name = key.split(".")
     for part in path:
         if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)} \
                 or not dataclasses.is_dataclass(getattr(target, part)):
