@@ -13,7 +13,8 @@ does, then:
   and the step's seconds (with train.shapes=static every new shape compiles a graph; with dynamic
   only the first does);
 - pass 2: one more step on each shape (--repeat N: N more, their median), timed: the variants' speed
-  once nothing compiles.
+  once nothing compiles, and per step the process's minor page faults (memory it touched fresh:
+  buffers the kernels free and allocate again each step) and the CPU time spent in the kernel.
 
 Printed: a row per shape count with the variants side by side, each one's pass-2 throughput (audio
 seconds per wall second) and their ratio, and envcheck's estimate for the largest shape count.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -143,11 +145,24 @@ def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> D
         if after_step is not None:
             after_step(number)
     # pass 2, repeated: each shape's median step time
+    before = resource.getrusage(resource.RUSAGE_SELF)
     second = [float(np.median([run(inputs) for _ in range(spec["repeat"])])) for _, inputs in batches]
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    steps = len(batches) * spec["repeat"]
     audio = sum(seconds for seconds, _ in batches)
     return {"variant": spec["name"], "overrides": spec["variant"], "start_rss_gib": start_gib, "pass1": first, "pass2_step_s": second,
+            "pass2_minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+            "pass2_system_cpu_s_per_step": (after.ru_stime - before.ru_stime) / steps,
             "audio_seconds": audio, "audio_seconds_per_second": audio / sum(second),
             "final_rss_gib": process_gib("VmRSS"), "peak_gib": process_gib("VmHWM")}
+
+
+def fault_summary(result: Dict) -> str:
+    """Pass 2's minor page faults (and the memory they touched fresh) and kernel CPU time, per step."""
+    faults = result["pass2_minor_faults_per_step"]
+    fresh_gib = faults * resource.getpagesize() / 1024 ** 3
+    return (f"{faults / 1e6:.2f} M minor page faults ({fresh_gib:.2f} GiB touched fresh), "
+            f"{result['pass2_system_cpu_s_per_step']:.2f} s CPU in the kernel")
 
 
 def run_child(spec: Dict) -> Dict:
@@ -230,7 +245,7 @@ def main(argv: Sequence[str] = None) -> int:
                            training=True, num_buckets=len(shapes) - 1)
         print(f"{name}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
               f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
-              f"{planned.total_bytes / GIB:.2f} GiB")
+              f"{planned.total_bytes / GIB:.2f} GiB; per pass-2 step {fault_summary(result)}")
     if len(results) == 2:
         (first, a), (second, b) = results.items()
         print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "

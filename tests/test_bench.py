@@ -110,3 +110,11 @@ def test_op_profile_reads_the_profilers_type_table_and_sums_the_rest(tmp_path):
     assert "LSTMGrad" in text and "61.5 %" in text                      # 1600 of 2600 ms
     assert "2 other types" in text and "197" in text and "200" in text  # Mul + Adam: 197 calls, 200 ms
     assert "operators' sum 2.60 s of 3.00 s wall" in text
+
+
+def test_shape_memory_turns_page_faults_into_memory_touched_fresh(monkeypatch):
+    import resource
+    from bench.shape_memory import fault_summary
+    monkeypatch.setattr(resource, "getpagesize", lambda: 4096)
+    text = fault_summary({"pass2_minor_faults_per_step": 1_100_000.0, "pass2_system_cpu_s_per_step": 4.25})
+    assert text == "1.10 M minor page faults (4.20 GiB touched fresh), 4.25 s CPU in the kernel"
