@@ -220,11 +220,9 @@ def main(argv: Sequence[str] = None) -> int:
         variants = {text: [kv for kv in text.split(",") if kv] for text in args.variant}
     else:
         variants = {mode: [f"train.shapes={mode}"] for mode in modes}
-    try:
-        cfg = load_config(args.preset, overrides=args.overrides)
-    except UserError as exc:
-        parser.error(str(exc))
-    shapes = plan_shapes(cfg, args.seed, args.shapes, args.order)
+    spec = planned_steps(parser, args)
+    shapes = spec["shapes"]
+    cfg = load_config(args.preset, overrides=args.overrides)   # planned_steps has checked it
     print(f"{args.preset}: {len(shapes)} shapes (batch x width frames), {args.order} first; "
           f"train.max_batch_seconds={cfg.train.max_batch_seconds:g}, train.num_buckets={cfg.train.num_buckets}",
           file=sys.stderr, flush=True)
@@ -236,9 +234,7 @@ def main(argv: Sequence[str] = None) -> int:
             parser.error(str(exc))
     for name, variant in variants.items():
         print(f"running {' '.join(variant)} ...", file=sys.stderr, flush=True)
-        results[name] = run_child({"preset": args.preset, "overrides": args.overrides, "variant": variant,
-                                   "name": name, "seed": args.seed, "shapes": shapes,
-                                   "repeat": max(1, args.repeat)})
+        results[name] = run_child({**spec, "variant": variant, "name": name, "repeat": max(1, args.repeat)})
     print(table(shapes, results))
     for name, result in results.items():
         planned = estimate(load_config(args.preset, overrides=args.overrides + variants[name]),
