@@ -23,6 +23,8 @@ COMMANDS = {
     "transcribe": ("ds2.transcribe", "transcribe audio files with a checkpoint"),
     "manifest": ("ds2.data.manifest", "convert manifests between the JSON and CSV forms"),
     "convert": ("ds2.convert", "convert a model-zoo or deepspeech.pytorch checkpoint into a ds2 checkpoint"),
+    "export": ("ds2.export", "export a checkpoint's model as a MindIR graph (verified against the checkpoint)"),
+    "serve": ("ds2.serve", "serve a checkpoint over HTTP: OpenAI's transcription API and a web page"),
 }
 
 

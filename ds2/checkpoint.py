@@ -80,6 +80,13 @@ def cpu_model() -> str:
     return ""
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(str(directory), os.O_RDONLY)
     try:
@@ -104,6 +111,9 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
     os.close(handle)
     try:
         ms.save_checkpoint(entries, tmp_name, append_dict={META_KEY: json.dumps(meta)})
+        # MindSpore leaves the file readable by its owner alone (0400); a checkpoint gets the permissions
+        # any file the user writes gets, so a server running as another user (ds2 serve) can read it.
+        os.chmod(tmp_name, 0o666 & ~current_umask())
         with open(tmp_name, "rb") as written:
             os.fsync(written.fileno())
         # The checksum goes first: a crash between the two renames leaves a sidecar without its

@@ -40,12 +40,13 @@ class ConfigError(UserError, ValueError):
     """A config key or value that cannot be used."""
 
 
-def setting(default=None, *, factory=None, choices: Sequence[str] = (), minimum=None, above=None):
+def setting(default=None, *, factory=None, choices: Sequence[str] = (), minimum=None, above=None, maximum=None):
     """A config field: its default and the values it accepts (checked by `validate`).
 
-    minimum is inclusive, above exclusive; choices match case-insensitively and are stored as written here.
+    minimum and maximum are inclusive, above exclusive; choices match case-insensitively and are stored as
+    written here.
     """
-    metadata = {"choices": tuple(choices), "minimum": minimum, "above": above}
+    metadata = {"choices": tuple(choices), "minimum": minimum, "above": above, "maximum": maximum}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -176,6 +177,25 @@ class DecodeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`ds2 serve`: where it listens, how it batches requests, and what uploads it accepts.
+
+    Requests waiting together are run as one batch of similar lengths (ds2.serving.batcher): the first
+    waits up to max_wait_ms for others to join it.
+    """
+    host: str = "127.0.0.1"                     # 0.0.0.0 to listen on every interface (the image does)
+    port: int = setting(8000, minimum=1, maximum=65535)
+    model_name: str = ""                        # the model id clients name; empty: ds2-<config name>
+    max_batch_size: int = setting(16, minimum=1)
+    max_batch_seconds: float = setting(320.0, above=0)  # padded audio seconds in one batch
+    max_wait_ms: float = setting(10.0, minimum=0)
+    max_queue: int = setting(64, minimum=1)     # requests waiting; more are answered 503 with Retry-After
+    max_upload_mb: float = setting(25.0, above=0)       # larger uploads: 413 (OpenAI's limit is 25 MB)
+    max_audio_seconds: float = setting(300.0, above=0)  # longer audio: 413
+    drain_seconds: float = setting(30.0, minimum=0)     # on SIGTERM, how long requests in flight may finish
+
+
+@dataclass
 class Config:
     name: str = "default"
     run_dir: str = "runs/default"               # checkpoints, metrics, plots, eval results
@@ -185,6 +205,7 @@ class Config:
     train: TrainConfig = setting(factory=TrainConfig)
     lm: LmConfig = setting(factory=LmConfig)
     decode: DecodeConfig = setting(factory=DecodeConfig)
+    serve: ServeConfig = setting(factory=ServeConfig)
 
 
 def seed_preset() -> Config:
@@ -364,6 +385,8 @@ def _check_field(value: Any, f: dataclasses.Field, key: str) -> Any:
             raise ConfigError(f"config key {key}: {value!r} is below the minimum {meta['minimum']}")
         if meta.get("above") is not None and number <= meta["above"]:
             raise ConfigError(f"config key {key}: {value!r} must be greater than {meta['above']}")
+        if meta.get("maximum") is not None and number > meta["maximum"]:
+            raise ConfigError(f"config key {key}: {value!r} is above the maximum {meta['maximum']}")
     return value
 
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 import soundfile
@@ -47,10 +47,12 @@ class EmptyAudioError(AudioError):
     """Decodes, but holds no samples."""
 
 
-def load_audio(path: Union[str, Path], sample_rate: int) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at sample_rate (resampled if the file's rate differs)."""
+def load_audio(path: Union[str, Path, BinaryIO], sample_rate: int) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] at sample_rate (resampled if the file's rate differs). `path` may
+    also be an open binary file (ds2 serve reads uploads from memory)."""
     try:
-        audio, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        audio, file_rate = soundfile.read(path if hasattr(path, "read") else str(path), dtype="float32",
+                                          always_2d=True)
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         raise UnreadableAudioError(f"cannot read audio {path}: {exc}") from exc
     if audio.shape[0] == 0:
