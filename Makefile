@@ -51,7 +51,7 @@ TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
 	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
-	test-integration clean compat-matrix
+	test-integration clean compat-matrix export serve bench-serve
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -152,6 +152,25 @@ train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS wo
 
 bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~75 s; BENCH= : full run, ~15 min)
 	$(RUN_CPU) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) --json /work/runs/bench/train_speed.json
+
+export: image-cpu ## the best checkpoint as a MindIR graph beside it (best.mindir + .json), verified against it on test
+	$(RUN_CPU) ds2-stage eval ds2 export $(CONFIG_ARGS) --checkpoint best
+
+# The server runs as the image's non-root user with the runs folder read-only, published on this machine
+# only (SERVE_ADDRESS=0.0.0.0: every interface). Ctrl-C lets the requests in flight finish.
+SERVE_PORT ?= 8000
+SERVE_ADDRESS ?= 127.0.0.1
+serve: image-cpu ## serve the best checkpoint: OpenAI's transcription API and a page on http://localhost:SERVE_PORT
+	mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user ds2 -p $(SERVE_ADDRESS):$(SERVE_PORT):8000 \
+	  -v $(RUNS):/work/runs:ro $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
+	  -e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU) \
+	  ds2-stage eval ds2 serve $(CONFIG_ARGS) --checkpoint best --host 0.0.0.0 --port 8000
+
+# The server and its clients in one container, side by side in one run (docs/serving.md: Benchmark).
+BENCH_SERVE ?=
+bench-serve: image-cpu ## serving throughput and latency: 16 concurrent clients against one at a time (~3 min)
+	$(RUN_CPU) ds2-stage eval python /opt/ds2/bench/serve_bench.py $(CONFIG_ARGS) \
+	  --json /work/runs/bench/serve_bench.json $(BENCH_SERVE)
 
 # Real installs of mindspore x numpy x numba in throwaway Python 3.9 venvs (uv from host.lock, one wheel
 # cache outside the checkout), probed by envcheck; resumes where it stopped. The heat map is drawn in the image.

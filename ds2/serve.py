@@ -16,6 +16,7 @@ connections and lets the requests in flight finish (serve.drain_seconds at most)
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -60,6 +61,14 @@ def model_id(cfg: Config, stored: Config) -> str:
 
 
 def run(cfg: Config, args) -> int:
+    sock = listening_socket(cfg.serve.host, cfg.serve.port)
+    try:
+        return serve(cfg, args, sock)
+    finally:
+        sock.close()
+
+
+def serve(cfg: Config, args, sock: socket.socket) -> int:
     import uvicorn
 
     from ds2.inference import build_decoder, greedy_decoder, load_for_inference
@@ -70,7 +79,6 @@ def run(cfg: Config, args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     settings = cfg.serve
-    sock = listening_socket(settings.host, settings.port)
     configure_mindspore(cfg)
     # One compiled graph for every batch shape, whatever the run trained with.
     loaded = load_for_inference(cfg, args.checkpoint, list(args.overrides) + ["train.shapes=dynamic"])
@@ -115,7 +123,14 @@ def run(cfg: Config, args) -> int:
              "once the graph is compiled)", service.model_id, loaded.path, loaded.meta["step"], default.description,
              shown_host, settings.port)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-    server.run(sockets=[sock])
+    # uvicorn handles SIGINT / SIGTERM while it runs and raises the signal again once it has drained, to
+    # the handler that was there before: a handler that does nothing lets ds2 serve end cleanly (exit 0).
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     batcher.stop()
     if failure:
         from ds2.errors import first_line

@@ -75,3 +75,20 @@ def save_training_state(path, model, optimizer, power_shape, with_global_step):
     ms.save_checkpoint([{"name": name, "data": ms.Parameter(ms.Tensor(value), name=name)}
                         for name, value in stored.items()], str(path))
     return stored
+
+
+def save_untrained_checkpoint(overrides, step=4):
+    """A checkpoint of a freshly initialised model of the run the overrides describe (no training needed
+    to compare two ways of running the same weights)."""
+    import mindspore as ms
+
+    from ds2 import checkpoint
+    from ds2.config import load_config, to_dict
+    from ds2.model import DeepSpeech2
+
+    cfg = load_config("small", overrides=[o for o in overrides if o != "--set"])
+    ms.set_seed(3)
+    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
+    path = checkpoint.step_path(cfg.run_dir, step)
+    checkpoint.save(path, model, None, {"config": to_dict(cfg), "step": step})
+    return path

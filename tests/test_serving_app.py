@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.serve_bench import multipart
 from ds2.config import FeatureConfig, ServeConfig
 from ds2.serving.app import Service, create_app
 from ds2.serving.batcher import Batcher
@@ -250,14 +251,6 @@ def live(service):
     yield sock.getsockname()
     server.should_exit = True
     thread.join(10)
-
-
-def multipart(fields, boundary="ds2boundary"):
-    parts = []
-    for name, value, filename in fields:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-        parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def raw_request(address, body, content_type, send=None):

@@ -1,6 +1,7 @@
 """Every command fed wrong input answers with one line that names the fix and a non-zero exit, never a
 traceback: missing files, wrong types, unknown keys, empty and broken manifests, damaged checkpoints."""
 import json
+import socket
 import stat
 from pathlib import Path
 
@@ -29,7 +30,16 @@ def work(tmp_path_factory):
     return root
 
 
-def ds2_cases(w):
+@pytest.fixture(scope="module")
+def busy_port():
+    """A port another program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def ds2_cases(w, busy_port=0):
     """(command line, what the one line must say)."""
     data = ["--set", f"data.data_dir={w / 'data'}", "--set", f"run_dir={w / 'run'}"]
     manifest_source = data + ["--set", "data.source=manifest"]
@@ -76,6 +86,17 @@ def ds2_cases(w):
         (["tune-lm"] + data, "build it with ds2 lm (make lm)"),
         (["tune-lm", "--alphas", "0,x"], "expected numbers separated by commas"),
         (["tune-lm", "--no-lm"] + data, "unrecognized arguments"),
+        (["export", "--checkpoint", str(w / "missing.ckpt")] + data, "no checkpoint at"),
+        (["export", "--checkpoint", str(w / "garbage.ckpt")] + data, "MindSpore cannot read it"),
+        (["export", "--format", "tflite"], "invalid choice"),
+        (["export", "--verify", "all"], "expected a whole number"),
+        (["serve", "--checkpoint", str(w / "missing.ckpt")] + data, "no checkpoint at"),
+        (["serve"] + data, "train first"),
+        (["serve", "--port", "70000"], "serve.port: 70000 is above the maximum 65535"),
+        (["serve", "--port", "http"], "serve.port: expected an integer"),
+        (["serve", "--port", str(busy_port)], f"cannot listen on 127.0.0.1:{busy_port}"),
+        (["serve", "--set", "serve.max_wait_ms=-5"], "below the minimum 0"),
+        (["serve", "--set", "serve.max_batch_size=0"], "below the minimum 1"),
         (["frobnicate"], "invalid choice"),
     ]
 
@@ -103,8 +124,8 @@ def one_line_error(capsys, code, expected):
     assert len(lines) == 1 and expected in lines[0], f"stderr:\n{err}\nstdout (tail):\n{out[-2000:]}"
 
 
-def test_every_ds2_command_answers_wrong_input_with_one_line(work, capsys):
-    for argv, expected in ds2_cases(work):
+def test_every_ds2_command_answers_wrong_input_with_one_line(work, busy_port, capsys):
+    for argv, expected in ds2_cases(work, busy_port):
         try:
             code = ds2_main(argv)
         except SystemExit as exc:  # argparse's usage errors
