@@ -157,14 +157,15 @@ export: image-cpu ## the best checkpoint as a MindIR graph beside it (best.mindi
 	$(RUN_CPU) ds2-stage eval ds2 export $(CONFIG_ARGS) --checkpoint best
 
 # The server runs as the image's non-root user with the runs folder read-only, published on this machine
-# only (SERVE_ADDRESS=0.0.0.0: every interface). Ctrl-C lets the requests in flight finish.
+# only (SERVE_ADDRESS=0.0.0.0: every interface); not through ds2-stage, whose eval check wants the runs
+# folder writable (the server writes nothing). Ctrl-C lets the requests in flight finish.
 SERVE_PORT ?= 8000
 SERVE_ADDRESS ?= 127.0.0.1
 serve: image-cpu ## serve the best checkpoint: OpenAI's transcription API and a page on http://localhost:SERVE_PORT
 	mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user ds2 -p $(SERVE_ADDRESS):$(SERVE_PORT):8000 \
 	  -v $(RUNS):/work/runs:ro $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	  -e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU) \
-	  ds2-stage eval ds2 serve $(CONFIG_ARGS) --checkpoint best --host 0.0.0.0 --port 8000
+	  -e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_CPU) \
+	  ds2 serve $(CONFIG_ARGS) --checkpoint best --host 0.0.0.0 --port 8000
 
 # The server and its clients in one container, side by side in one run (docs/serving.md: Benchmark).
 BENCH_SERVE ?=
