@@ -113,7 +113,7 @@ def export_mindir(model, cfg: Config, stem: Path) -> Path:
     readable by its owner alone)."""
     import mindspore as ms
 
-    from ds2.checkpoint import current_umask
+    from ds2.checkpoint.storage import current_umask
 
     ms.export(model, *model_inputs(cfg), file_name=str(stem), file_format="MINDIR")
     graph = stem.with_suffix(".mindir")
@@ -163,7 +163,7 @@ def verify(graph_path: Path, loaded, utterances: int) -> str:
 def sidecar(graph: Path, destination: Path, loaded) -> Dict[str, Any]:
     import mindspore as ms
 
-    from ds2.checkpoint import file_sha256
+    from ds2.checkpoint.storage import file_sha256
     from ds2.config import to_dict
 
     cfg = loaded.cfg
@@ -185,7 +185,7 @@ def sidecar(graph: Path, destination: Path, loaded) -> Dict[str, Any]:
 def publish(graph: Path, destination: Path, description: Dict[str, Any]) -> None:
     """The sidecar, then the graph, each renamed into place from the same folder (a crash leaves the old
     files or the new ones, never part of one)."""
-    from ds2.checkpoint import current_umask
+    from ds2.checkpoint.storage import current_umask
 
     side = graph.with_name(graph.name + ".json")
     side.write_text(json.dumps(description, indent=2) + "\n")

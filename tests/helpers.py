@@ -1,5 +1,5 @@
 """Helpers shared by several test files: a tiny tone corpus with its run overrides, and a training-state
-checkpoint as MindSpore's ModelCheckpoint writes one."""
+checkpoint as MindSpore's ModelCheckpoint writes one, and a pickle that runs a command when it is loaded."""
 import json
 from pathlib import Path
 
@@ -82,13 +82,24 @@ def save_untrained_checkpoint(overrides, step=4):
     to compare two ways of running the same weights)."""
     import mindspore as ms
 
-    from ds2 import checkpoint
+    from ds2.checkpoint import storage
     from ds2.config import load_config, to_dict
     from ds2.model import DeepSpeech2
 
     cfg = load_config("small", overrides=[o for o in overrides if o != "--set"])
     ms.set_seed(3)
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    path = checkpoint.step_path(cfg.run_dir, step)
-    checkpoint.save(path, model, None, {"config": to_dict(cfg), "step": step})
+    path = storage.step_path(cfg.run_dir, step)
+    storage.save(path, model, None, {"config": to_dict(cfg), "step": step})
     return path
+
+
+class RunsACommand:
+    """Unpickling this calls os.system: what a malicious torch checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)

@@ -21,7 +21,7 @@ def run(tmp_path_factory):
 
 
 def test_export_writes_a_verified_graph_and_its_sidecar(run, capsys):
-    from ds2.checkpoint import file_sha256
+    from ds2.checkpoint.storage import file_sha256
 
     checkpoint_path, _, overrides = run
     assert main(["export", "--checkpoint", str(checkpoint_path)] + overrides) == 0
