@@ -16,6 +16,7 @@ connections and lets the requests in flight finish (serve.drain_seconds at most)
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -71,6 +72,7 @@ def run(cfg: Config, args) -> int:
 def serve(cfg: Config, args, sock: socket.socket) -> int:
     import uvicorn
 
+    from ds2.errors import UserError
     from ds2.inference import build_decoder, greedy_decoder, load_for_inference
     from ds2.runtime import configure_mindspore
     from ds2.serving.app import Service, create_app
@@ -81,7 +83,12 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
     settings = cfg.serve
     configure_mindspore(cfg)
     # One compiled graph for every batch shape, whatever the run trained with.
-    loaded = load_for_inference(cfg, args.checkpoint, list(args.overrides) + ["train.shapes=dynamic"])
+    try:
+        loaded = load_for_inference(cfg, args.checkpoint, list(args.overrides) + ["train.shapes=dynamic"])
+    except PermissionError as exc:
+        raise UserError(f"cannot read {exc.filename} as uid {os.getuid()}: make the runs "
+                        f"folder readable to it (chmod -R a+rX runs; make serve and Compose run the server as the "
+                        f"image's user ds2)") from None
     labels = loaded.cfg.model.labels
     default = build_decoder(cfg, labels, loaded.path, loaded.meta["step"])
     decoders = {default.name: default}

@@ -43,6 +43,7 @@ def health_of(env) -> str:
 def served(image, tmp_path_factory):
     """(base URL, {host audio path: eval's greedy transcript}, compose env) of a running `serve` service."""
     runs_dir = tmp_path_factory.mktemp("serve-runs")
+    runs_dir.chmod(0o755)   # pytest makes it private; the server runs as the image's user, as in a checkout
     port = free_port()
     env = {**os.environ, "DS2_RUNS": str(runs_dir), "DS2_IMAGE_CPU": image, "DS2_ARGS": TINY,
            "COMPOSE_PROJECT_NAME": f"ds2serve{os.getpid()}", "DS2_SERVE_PORT": str(port)}
