@@ -80,6 +80,8 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
     from ds2.serving.recognizer import Recognizer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    # The form parser's own complaints about a malformed upload: the request's log line has its 400.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     settings = cfg.serve
     configure_mindspore(cfg)
     # One compiled graph for every batch shape, whatever the run trained with.

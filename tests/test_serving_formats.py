@@ -66,6 +66,12 @@ def test_srt_and_vtt_cues_are_the_segments():
                    f"{timestamp(second.start, '.')} --> {timestamp(second.end, '.')}\nGOOD DAY\n\n")
 
 
+def test_no_word_ends_after_the_audio():
+    path, _ = spelled("HI", lead=0, gap=0)    # the last letter fills the last frame
+    transcription = timed("HI", path_log_probs(path), LABELS, FRAME, len(path) * FRAME - 0.01)
+    assert transcription.words[-1].end == transcription.duration == len(path) * FRAME - 0.01
+
+
 def test_timestamps():
     assert timestamp(0, ",") == "00:00:00,000"
     assert timestamp(3723.4567, ".") == "01:02:03.457"

@@ -51,7 +51,8 @@ def timed(text: str, log_probs: np.ndarray, labels: str, frame_seconds: float, d
     spans = align(log_probs, targets)
     if spans is None:   # fewer frames than the text needs: cannot come from these log-probabilities
         raise ValueError(f"{len(targets)} labels do not fit in {log_probs.shape[0]} output frames")
-    words = word_times(text, spans, frame_seconds)
+    # The last output frame may reach past the end of the audio (frames are whole): no time past the end.
+    words = [Word(w.word, min(w.start, duration), min(w.end, duration)) for w in word_times(text, spans, frame_seconds)]
     # First label of each word: the word's position in text (words are split at single spaces).
     starts, position = [], 0
     for word in words:

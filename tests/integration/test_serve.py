@@ -142,9 +142,13 @@ def test_bad_inputs_get_their_4xx_and_the_server_serves_on(served, tmp_path):
         out.writeframes(bytes(2 * 301 * 8000))
     assert status({"file": ("long.wav", silence.read_bytes())}, {"model": MODEL}) == 413
     # A client that leaves in the middle of its upload.
+    head = (f'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n{MODEL}\r\n--b\r\n'
+            f'Content-Disposition: form-data; name="file"; filename="a.flac"\r\n\r\n').encode()
     conn = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-    conn.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
-                 b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n" + bytes(1000))
+    length = len(head) + len(audio) + len(b"\r\n--b--\r\n")
+    conn.sendall(f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                 f"Content-Type: multipart/form-data; boundary=b\r\n\r\n".encode() + head + audio[:len(audio) // 2])
+    time.sleep(0.5)
     conn.close()
     answer = requests.post(endpoint, files={"file": ("a.flac", audio)}, data={"model": MODEL}, timeout=120)
     assert answer.status_code == 200 and answer.json() == {"text": text}
