@@ -76,6 +76,7 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
     from ds2.inference import build_decoder, greedy_decoder, load_for_inference
     from ds2.runtime import configure_mindspore
     from ds2.serving.app import Service, create_app
+    from ds2.serving import intake
     from ds2.serving.batcher import Batcher
     from ds2.serving.recognizer import Recognizer
 
@@ -117,6 +118,7 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
     def warm_up():
         started = time.monotonic()
         try:
+            intake.warm_up(loaded.cfg.features)
             recognizer.warm_up()
         except Exception as exc:  # the model cannot run here: stop the server, say why
             failure.append(exc)
@@ -124,8 +126,8 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
             return
         batcher.start()
         service.ready = True
-        log.info("ready: %s compiled in %.1f s; decoders: %s (default %s)", service.model_id,
-                 time.monotonic() - started, ", ".join(decoders), default.name)
+        log.info("ready: %s's audio intake and graph warmed up in %.1f s; decoders: %s (default %s)",
+                 service.model_id, time.monotonic() - started, ", ".join(decoders), default.name)
 
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("ds2 serve: %s from %s (step %s), decoder %s; listening on http://%s:%d (GET /health answers 200 "

@@ -54,3 +54,4 @@ def test_bad_uploads_get_their_status():
     assert status_of(flac[:len(flac) // 3]) == (400, "unreadable_audio")                # FLAC cut short
     assert status_of(ogg[:len(ogg) // 3]) == (400, "unreadable_audio")
     assert status_of(wav, max_audio_seconds=1.5) == (413, "audio_too_long")
+

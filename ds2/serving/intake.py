@@ -72,3 +72,13 @@ def upload_features(data: bytes, feature_cfg: FeatureConfig, max_audio_seconds: 
         raise IntakeError(413, f"the audio lasts {seconds:.1f} s, longer than the {max_audio_seconds:g} s "
                                f"this server accepts", "audio_too_long")
     return Features(compute_features(audio, feature_cfg), seconds)
+
+
+def warm_up(feature_cfg: FeatureConfig) -> None:
+    """Run the intake once on a short file at another sample rate, so the first request does not pay for
+    importing and compiling what decoding, resampling and the spectrogram use (seconds: librosa, numba)."""
+    rate = feature_cfg.sample_rate // 2 or 1
+    samples = (0.1 * np.sin(np.arange(rate) * 0.05)).astype(np.float32)
+    upload = io.BytesIO()
+    soundfile.write(upload, samples, rate, format="WAV")
+    upload_features(upload.getvalue(), feature_cfg, max_audio_seconds=10.0)
