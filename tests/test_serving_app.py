@@ -34,7 +34,7 @@ class StandInModel:
 
     def __call__(self, utterances):
         self.entered.set()
-        self.release.wait(10)
+        self.release.wait(60)   # held until the test releases it (bounded: a failing test still ends)
         self.runs.append([u.decoder for u in utterances])
         if self.fail:
             raise RuntimeError("the model broke")
@@ -266,7 +266,7 @@ def log_lines(caplog):
     return [r.getMessage() for r in caplog.records if r.name == "ds2.serve"]
 
 
-def wait_for(condition, seconds=10):
+def wait_for(condition, seconds=30):
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "timed out"
