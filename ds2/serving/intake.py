@@ -36,13 +36,20 @@ class IntakeError(Exception):
         self.code = code
 
 
+class Upload(io.BytesIO):
+    """An upload's bytes as the file ds2.features reads; its messages name it "the uploaded file"."""
+
+    def __str__(self) -> str:
+        return "the uploaded file"
+
+
 class Features(NamedTuple):
     features: np.ndarray    # float32 [n_bins, frames]
     seconds: float          # audio duration
 
 
 def reason(exc: BaseException) -> str:
-    """libsndfile's own words, without soundfile's "Error opening <object at 0x...>: " in front."""
+    """libsndfile's own words, without what precedes them ("Error opening <file>: ", "cannot read audio ...: ")."""
     return first_line(exc).rsplit(": ", 1)[-1]
 
 
@@ -51,7 +58,7 @@ def upload_features(data: bytes, feature_cfg: FeatureConfig, max_audio_seconds: 
     if not data:
         raise IntakeError(400, "the uploaded file is empty", "empty_file")
     try:
-        info = soundfile.info(io.BytesIO(data))
+        info = soundfile.info(Upload(data))
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
         if getattr(exc, "code", None) in NOT_READABLE_FORMAT:
             raise IntakeError(415, f"the file is not audio this server can read ({READABLE}): {reason(exc)}",
@@ -61,12 +68,11 @@ def upload_features(data: bytes, feature_cfg: FeatureConfig, max_audio_seconds: 
         raise IntakeError(413, f"the audio lasts {info.frames / info.samplerate:.1f} s, longer than the "
                                f"{max_audio_seconds:g} s this server accepts", "audio_too_long")
     try:
-        audio = load_audio(io.BytesIO(data), feature_cfg.sample_rate)
+        audio = load_audio(Upload(data), feature_cfg.sample_rate)
     except EmptyAudioError:
         raise IntakeError(400, "the audio has no samples", "empty_audio") from None
     except UnreadableAudioError as exc:
-        raise IntakeError(400, f"the audio cannot be decoded: {reason(exc.__cause__ or exc)}",
-                          "unreadable_audio") from None
+        raise IntakeError(400, f"the audio cannot be decoded: {reason(exc)}", "unreadable_audio") from None
     seconds = len(audio) / feature_cfg.sample_rate
     if seconds > max_audio_seconds:    # the header understated the length (MP3's is an estimate)
         raise IntakeError(413, f"the audio lasts {seconds:.1f} s, longer than the {max_audio_seconds:g} s "
