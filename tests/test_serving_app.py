@@ -186,8 +186,10 @@ def test_a_full_queue_answers_503_with_retry_after(model):
     model.release.clear()
     client = TestClient(create_app(service))
     # One request runs (held in the model), two wait: the queue is full.
-    held = [service.batcher.submit(10, Utterance(np.zeros((161, 10), np.float32), "greedy")) for _ in range(3)]
-    wait_for(lambda: model.entered.is_set() and len(service.batcher.waiting) == 2)
+    utterance = Utterance(np.zeros((161, 10), np.float32), "greedy")
+    held = [service.batcher.submit(10, utterance)]
+    wait_for(model.entered.is_set)
+    held += [service.batcher.submit(10, utterance) for _ in range(2)]
     busy = post(client)
     openai_error(busy, 503, code="queue_full")
     assert int(busy.headers["retry-after"]) >= 1
