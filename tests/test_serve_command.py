@@ -63,7 +63,7 @@ def test_serve_answers_what_eval_decodes_and_drains_on_sigterm(trained):
         path = next(iter(expected))
         thread = threading.Thread(target=lambda: in_flight.update(answer=answer(path)))
         thread.start()
-        time.sleep(1.0)      # the server has accepted it; it waits in the queue for 3 s
+        time.sleep(1.0)      # time for the server to accept it; it then waits in the queue up to 3 s
         server.send_signal(signal.SIGTERM)
         thread.join(60)
         assert in_flight["answer"] == (200, json.dumps({"text": expected[path]}))
