@@ -169,7 +169,7 @@ serve: image-cpu ## serve the best checkpoint: OpenAI's transcription API and a 
 
 # The server and its clients in one container, side by side in one run (docs/serving.md: Benchmark).
 BENCH_SERVE ?=
-bench-serve: image-cpu ## serving throughput and latency: 16 concurrent clients against one at a time (~3 min)
+bench-serve: image-cpu ## serving throughput and latency: 16 concurrent clients against one at a time (minutes)
 	$(RUN_CPU) ds2-stage eval python /opt/ds2/bench/serve_bench.py $(CONFIG_ARGS) \
 	  --json /work/runs/bench/serve_bench.json $(BENCH_SERVE)
 

@@ -3,8 +3,8 @@
     python bench/serve_bench.py --preset small --checkpoint best --clients 16     # make bench-serve
 
 Starts `ds2 serve` on a loopback port (its default settings, plus any --set), waits until it is ready, then
-sends the test split's files (the first --requests of them) in rounds: each round once one at a time and
-once from --clients concurrent clients, so both modes see the same machine load (alternated, side by side).
+sends the test split's files (the first --requests of them) --repeats times, each time once one at a time
+and once from --clients concurrent clients, so both modes see the same machine load (alternated, side by side).
 Every request must be answered 200; each is counted, and the server's log must hold one line for each.
 Bounded: --requests per pass, and no new request after --max-seconds in a pass.
 
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--checkpoint", default="best", help="checkpoint to serve (default: best)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--requests", type=int, default=64, help="requests per pass (default 64)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of (one at a time, concurrent) (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes of each mode, alternated (default 3)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="no new request after this long in a pass")
     parser.add_argument("--ready-seconds", type=float, default=600.0, help="how long the server may take to start")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -197,13 +197,14 @@ def main(argv: Sequence[str] = None) -> int:
             started = time.monotonic()
             wait_ready(port, server, args.ready_seconds)
             print(f"server ready in {time.monotonic() - started:.1f} s; {len(uploads)} test utterances "
-                  f"({sum(s for _, s in uploads):.1f} s of audio) per pass, {args.rounds} rounds", flush=True)
+                  f"({sum(s for _, s in uploads):.1f} s of audio) per pass, {args.repeats} passes of each mode",
+                  flush=True)
             passes: Dict[str, List[Dict]] = {"sequential": [], "concurrent": []}
-            for round_number in range(args.rounds):
+            for repeat in range(args.repeats):
                 for mode, clients in (("sequential", 1), ("concurrent", args.clients)):
                     figures = run_pass(port, uploads, clients, args.max_seconds)
                     passes[mode].append(figures)
-                    print(f"round {round_number + 1}, {mode}: {figures['requests']} requests, "
+                    print(f"pass {repeat + 1}, {mode}: {figures['requests']} requests, "
                           f"{figures['utterances_per_second']:.2f} utt/s, p95 {figures['latency_p95']:.3f} s",
                           flush=True)
         except RuntimeError as exc:
