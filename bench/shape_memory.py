@@ -114,6 +114,15 @@ def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> D
             "final_rss_gib": harness.process_gib("VmRSS"), "peak_gib": harness.peak_gib()}
 
 
+ENV_PREFIX = "env:"
+
+
+def variant_env(text: str) -> Dict[str, str]:
+    """The env:NAME=VALUE items of a --variant, as the environment variables they set."""
+    items = [kv[len(ENV_PREFIX):] for kv in text.split(",") if kv.startswith(ENV_PREFIX)]
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 def fault_summary(result: Dict) -> str:
     """Pass 2's minor page faults (and the memory they touched fresh) and kernel CPU time, per step."""
     return harness.fault_summary(result["pass2_minor_faults_per_step"], result["pass2_system_cpu_s_per_step"])
@@ -141,7 +150,11 @@ def main(argv: Sequence[str] = None) -> int:
                         help="train.shapes of each run: static,dynamic (default: both)")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="instead of --modes: one run per --variant with these settings, e.g. "
-                             "--variant train.recompute_rnn=false --variant train.recompute_rnn=true")
+                             "--variant train.recompute_rnn=false --variant train.recompute_rnn=true; an item "
+                             f"{ENV_PREFIX}NAME=VALUE sets an environment variable of that run instead "
+                             f"(e.g. {ENV_PREFIX}MALLOC_CONF=oversize_threshold:0)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the variants N times, alternating (A B A B ...): side by side on a noisy machine")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="pass 2 steps each shape N times and takes the median (default 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
@@ -159,9 +172,12 @@ def main(argv: Sequence[str] = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes static, dynamic or both, not {args.modes!r}")
     if args.variant:
-        variants = {text: [kv for kv in text.split(",") if kv] for text in args.variant}
+        variants = {text: [kv for kv in text.split(",") if kv and not kv.startswith(ENV_PREFIX)]
+                    for text in args.variant}
+        environments = {text: variant_env(text) for text in args.variant}
     else:
         variants = {mode: [f"train.shapes={mode}"] for mode in modes}
+        environments = {mode: {} for mode in modes}
     spec = planned_steps(parser, args)
     shapes = spec["shapes"]
     cfg = load_config(args.preset, overrides=args.overrides)   # planned_steps has checked it
@@ -174,21 +190,27 @@ def main(argv: Sequence[str] = None) -> int:
             load_config(args.preset, overrides=args.overrides + variant)
         except UserError as exc:
             parser.error(str(exc))
-    for name, variant in variants.items():
-        print(f"running {' '.join(variant)} ...", file=sys.stderr, flush=True)
-        results[name] = harness.run_child(__file__, {**spec, "variant": variant, "name": name,
-                                                     "repeat": max(1, args.repeat)})
+    for round_number in range(1, max(1, args.rounds) + 1):
+        for name, variant in variants.items():
+            label = name if round_number == 1 else f"{name} ({round_number})"
+            print(f"running {label} ...", file=sys.stderr, flush=True)
+            results[label] = harness.run_child(__file__, {**spec, "variant": variant, "name": label,
+                                                          "repeat": max(1, args.repeat)}, env=environments[name])
+            results[label]["environment"] = environments[name]
     print(table(shapes, results))
-    for name, result in results.items():
+    for label, result in results.items():
+        name = label.rsplit(" (", 1)[0] if label not in variants else label
         planned = estimate(load_config(args.preset, overrides=args.overrides + variants[name]),
                            training=True, num_buckets=len(shapes) - 1)
-        print(f"{name}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
+        print(f"{label}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
               f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
               f"{planned.total_bytes / GIB:.2f} GiB; per pass-2 step {fault_summary(result)}")
-    if len(results) == 2:
-        (first, a), (second, b) = results.items()
-        print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
-              f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+    if len(variants) == 2:
+        labels = list(results)
+        for first, second in zip(labels[0::2], labels[1::2]):   # each round's pair
+            a, b = results[first], results[second]
+            print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
+                  f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -178,6 +178,8 @@ def measure(spec: Dict) -> Dict:
     # The same draw for every framework: with the same batches, the same timed steps (a prefix of them).
     candidates = harness.drawn(batches, spec["seed"] + SEED_OFFSET_DRAW)[:budget.max_steps]
 
+    __import__(spec["framework"])
+    import_gib = harness.process_gib("VmRSS")   # the framework's own libraries (torch's CUDA build: more)
     if spec["framework"] == "mindspore":
         cfg.train.threads = spec["threads"]
         step = harness.mindspore_step(cfg)
@@ -240,7 +242,7 @@ def measure(spec: Dict) -> Dict:
         "padding_share": padding_share(batches, frames),
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
-        "peak_memory_gib": harness.peak_gib(),
+        "peak_memory_gib": harness.peak_gib(), "framework_import_gib": import_gib,
         "envcheck_memory_estimate_gib": (estimate.total_bytes / 1024 ** 3
                                          if spec["framework"] == "mindspore" else None),
         "warmup_seconds": warmup_seconds, "warmup_steps": len(warmed),

@@ -161,3 +161,10 @@ def test_shape_memory_turns_page_faults_into_memory_touched_fresh(monkeypatch):
     monkeypatch.setattr(resource, "getpagesize", lambda: 4096)
     text = fault_summary({"pass2_minor_faults_per_step": 1_100_000.0, "pass2_system_cpu_s_per_step": 4.25})
     assert text == "1.10 M minor page faults (4.20 GiB touched fresh), 4.25 s CPU in the kernel"
+
+
+def test_shape_memory_variant_env_items_set_the_runs_environment_not_its_config():
+    from bench.shape_memory import variant_env
+    text = "train.shapes=dynamic,env:MALLOC_CONF=oversize_threshold:0,env:LD_PRELOAD=/lib/libjemalloc.so.2"
+    assert variant_env(text) == {"MALLOC_CONF": "oversize_threshold:0", "LD_PRELOAD": "/lib/libjemalloc.so.2"}
+    assert variant_env("train.shapes=dynamic") == {}
