@@ -289,7 +289,7 @@ def width_key(item):
 def environment(results: List[Dict]) -> Dict:
     """Versions from package metadata (this process imports neither framework), and each PyTorch run's."""
     from importlib import metadata
-    from ds2.checkpoint import cpu_model
+    from ds2.checkpoint.storage import cpu_model
     from ds2.runtime import usable_cpus
 
     info = {"python": platform.python_version(), "machine": platform.machine(), "processor": cpu_model(),
