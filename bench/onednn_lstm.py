@@ -8,11 +8,13 @@ bench/onednn_lstm.cc (oneDNN 3.2 from the index's onednn-cpu-gomp wheel; primiti
 one scratchpad made once for the shape) as a child, alternating, ROUNDS times. Both print wall and CPU
 milliseconds per repeat: on a shared machine the CPU time is the steadier figure.
 
-Building the binary (a bullseye container with g++ and the wheels):
-    pip download --no-deps onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0 -d runs/onednn
-    (unzip both into runs/onednn/x) then in the base image with g++:
-    g++ -O2 -std=c++17 -I runs/onednn/x/onednn_devel_cpu_gomp-2023.2.0.data/data/include bench/onednn_lstm.cc \
-        -o runs/onednn_lstm -L$LIB -ldnnl -Wl,-rpath,$LIB     # LIB=runs/onednn/x/onednn_cpu_gomp-2023.2.0.data/data/lib
+Building the binary (Debian bullseye's g++ 10, as the images' base; the wheels from the index):
+    pip download --no-deps -d runs/onednn onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0
+    (cd runs/onednn && for w in *.whl; do unzip -q -o $w -d x; done)
+    docker run --rm -v $PWD:/src -w /src ds2-base:py3.9-bullseye sh -c 'apt-get update && apt-get install -y g++ &&
+      X=runs/onednn/x; g++ -O2 -std=c++17 -I$X/onednn_devel_cpu_gomp-2023.2.0.data/data/include bench/onednn_lstm.cc
+      -o runs/onednn_lstm -L$X/onednn_cpu_gomp-2023.2.0.data/data/lib -ldnnl
+      -Wl,-rpath,"\\$ORIGIN/onednn/x/onednn_cpu_gomp-2023.2.0.data/data/lib"'
 """
 from __future__ import annotations
 

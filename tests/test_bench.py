@@ -168,3 +168,10 @@ def test_shape_memory_variant_env_items_set_the_runs_environment_not_its_config(
     text = "train.shapes=dynamic,env:MALLOC_CONF=oversize_threshold:0,env:LD_PRELOAD=/lib/libjemalloc.so.2"
     assert variant_env(text) == {"MALLOC_CONF": "oversize_threshold:0", "LD_PRELOAD": "/lib/libjemalloc.so.2"}
     assert variant_env("train.shapes=dynamic") == {}
+
+
+def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
+    from bench.onednn_lstm import layer_shape
+    # seed: 1428 input frames -> 714 steps (time stride 2); BiLSTM layers 2..5 take H inputs
+    assert layer_shape("seed", 1428, 11) == (714, 11, 1024, 1024)
+    assert layer_shape("small", 1428, 8) == (357, 8, 192, 192)      # the small model strides time by 4
