@@ -123,6 +123,11 @@ def variant_env(text: str) -> Dict[str, str]:
     return dict(item.split("=", 1) for item in items if "=" in item)
 
 
+def variant_name(text: str) -> str:
+    """A --variant's name in the table: its settings, and the names of the variables it sets (not their values)."""
+    return ",".join(kv.split("=", 1)[0] if kv.startswith(ENV_PREFIX) else kv for kv in text.split(",") if kv)
+
+
 def fault_summary(result: Dict) -> str:
     """Pass 2's minor page faults (and the memory they touched fresh) and kernel CPU time, per step."""
     return harness.fault_summary(result["pass2_minor_faults_per_step"], result["pass2_system_cpu_s_per_step"])
@@ -172,9 +177,9 @@ def main(argv: Sequence[str] = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes static, dynamic or both, not {args.modes!r}")
     if args.variant:
-        variants = {text: [kv for kv in text.split(",") if kv and not kv.startswith(ENV_PREFIX)]
+        variants = {variant_name(text): [kv for kv in text.split(",") if kv and not kv.startswith(ENV_PREFIX)]
                     for text in args.variant}
-        environments = {text: variant_env(text) for text in args.variant}
+        environments = {variant_name(text): variant_env(text) for text in args.variant}
     else:
         variants = {mode: [f"train.shapes={mode}"] for mode in modes}
         environments = {mode: {} for mode in modes}

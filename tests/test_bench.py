@@ -164,10 +164,11 @@ def test_shape_memory_turns_page_faults_into_memory_touched_fresh(monkeypatch):
 
 
 def test_shape_memory_variant_env_items_set_the_runs_environment_not_its_config():
-    from bench.shape_memory import variant_env
+    from bench.shape_memory import variant_env, variant_name
     text = "train.shapes=dynamic,env:MALLOC_CONF=oversize_threshold:0,env:LD_PRELOAD=/lib/libjemalloc.so.2"
     assert variant_env(text) == {"MALLOC_CONF": "oversize_threshold:0", "LD_PRELOAD": "/lib/libjemalloc.so.2"}
     assert variant_env("train.shapes=dynamic") == {}
+    assert variant_name(text) == "train.shapes=dynamic,env:MALLOC_CONF,env:LD_PRELOAD"
 
 
 def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
