@@ -1,11 +1,11 @@
 """MindSpore's fused LSTM kernel against oneDNN's LSTM primitives kept for the life of a shape, on ds2's layer shapes.
 
-    python bench/onednn_lstm.py --binary runs/onednn_lstm --preset seed --rounds 2
+    python bench/onednn_lstm.py --binary runs/onednn_lstm --preset seed --cycles 2
 
 One direction of one BiLSTM layer, forward and backward, as ds2 trains it: MindSpore's kernel through
 ds2.model.BiLSTM (ops.LSTM and its gradient, compiled, the weights as parameters) in this process, and
 bench/onednn_lstm.cc (oneDNN 3.2 from the index's onednn-cpu-gomp wheel; primitives, weight layouts and
-one scratchpad made once for the shape) as a child, alternating, ROUNDS times. Both print wall and CPU
+one scratchpad made once for the shape) as a child, alternating, CYCLES times. Both print wall and CPU
 milliseconds per repeat: on a shared machine the CPU time is the steadier figure.
 
 Building the binary (Debian bullseye's g++ 10, as the images' base; the wheels from the index):
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=1428, help="padded input frames (default: the seed's most frequent)")
     parser.add_argument("--batch", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape = layer_shape(args.preset, args.width, args.batch)
@@ -88,13 +88,13 @@ def main(argv=None) -> int:
     if not Path(args.binary).exists():
         parser.error(f"no binary {args.binary}: build bench/onednn_lstm.cc first (see --help)")
     print(f"one direction of one layer: steps, batch, input, hidden = {shape}")
-    for round_number in range(1, args.rounds + 1):
+    for cycle in range(1, args.cycles + 1):
         for name, command in (("MindSpore ops.LSTM", [sys.executable, __file__, "--child", "--binary", args.binary,
                                                       "--preset", args.preset, "--width", str(args.width),
                                                       "--batch", str(args.batch), "--repeats", str(args.repeats)]),
                               ("oneDNN 3.2 kept primitives", [args.binary, *map(str, shape), str(args.repeats)])):
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
-            print(f"round {round_number}, {name}:")
+            print(f"cycle {cycle}, {name}:")
             print("\n".join("  " + line for line in out.strip().splitlines() if not line.startswith("[")))
     return 0
 

@@ -158,7 +158,7 @@ def main(argv: Sequence[str] = None) -> int:
                              "--variant train.recompute_rnn=false --variant train.recompute_rnn=true; an item "
                              f"{ENV_PREFIX}NAME=VALUE sets an environment variable of that run instead "
                              f"(e.g. {ENV_PREFIX}MALLOC_CONF=oversize_threshold:0)")
-    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+    parser.add_argument("--cycles", type=int, default=1, metavar="N",
                         help="run the variants N times, alternating (A B A B ...): side by side on a noisy machine")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="pass 2 steps each shape N times and takes the median (default 1)")
@@ -195,9 +195,9 @@ def main(argv: Sequence[str] = None) -> int:
             load_config(args.preset, overrides=args.overrides + variant)
         except UserError as exc:
             parser.error(str(exc))
-    for round_number in range(1, max(1, args.rounds) + 1):
+    for cycle in range(1, max(1, args.cycles) + 1):
         for name, variant in variants.items():
-            label = name if round_number == 1 else f"{name} ({round_number})"
+            label = name if cycle == 1 else f"{name} ({cycle})"
             print(f"running {label} ...", file=sys.stderr, flush=True)
             results[label] = harness.run_child(__file__, {**spec, "variant": variant, "name": label,
                                                           "repeat": max(1, args.repeat)}, env=environments[name])
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] = None) -> int:
               f"{planned.total_bytes / GIB:.2f} GiB; per pass-2 step {fault_summary(result)}")
     if len(variants) == 2:
         labels = list(results)
-        for first, second in zip(labels[0::2], labels[1::2]):   # each round's pair
+        for first, second in zip(labels[0::2], labels[1::2]):   # each cycle's pair
             a, b = results[first], results[second]
             print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
                   f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
