@@ -22,6 +22,8 @@ include .env
 DOCKER ?= docker
 IMAGE_CPU ?= $(DS2_IMAGE_CPU)
 IMAGE_GPU ?= $(DS2_IMAGE_GPU)
+# The CPU image plus the benchmark's current-PyTorch peer (make bench only).
+IMAGE_BENCH ?= $(IMAGE_CPU)-bench
 BASE_IMAGE ?= $(DS2_BASE_IMAGE)
 FALLBACK_BASE_IMAGE ?= $(DS2_FALLBACK_BASE_IMAGE)
 EXTRA_CA_CERTS ?=
@@ -49,7 +51,7 @@ RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
 # Progress bars when make runs in a terminal.
 TTY := $(shell [ -t 1 ] && echo 1)
 
-.PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
+.PHONY: help base-image image-cpu image-bench image-gpu lock envcheck envcheck-host data preprocess train \
 	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
 	test-docs test-integration clean compat-matrix export serve bench-serve
 
@@ -65,11 +67,14 @@ base-image: ## bootstrap the Python 3.9 bullseye base from Debian packages (host
 image-cpu: ## build the CPU image unless one built from the same inputs exists (base falls back to base-image)
 	docker/build-image.sh cpu $(IMAGE_CPU)
 
+image-bench: ## build the bench image: the CPU image plus a current PyTorch (torch-peer.lock) for make bench
+	docker/build-image.sh bench $(IMAGE_BENCH)
+
 image-gpu: ## build the GPU image (CPU image + CUDA 11 / cuDNN 8 libraries for MindSpore's GPU plugin)
 	docker/build-image.sh gpu $(IMAGE_GPU)
 
 lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pip install uv)
-	cd docker/requirements && for flavor in cpu gpu; do \
+	cd docker/requirements && for flavor in cpu gpu torch-peer; do \
 	  uv pip compile $$flavor.in --python-version 3.9 --python-platform x86_64-manylinux_2_28 \
 	    --generate-hashes --no-header -q -o $$flavor.lock || exit 1; done
 	cd docker/requirements && uv pip compile host.in --universal --python-version 3.9 \
@@ -150,8 +155,9 @@ train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS wo
 	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
 	  --abort-on-container-failure dist-scheduler dist-worker
 
-bench: image-cpu ## training speed, ds2 vs PyTorch (BENCH=--short: ~75 s; BENCH= : full run, ~15 min)
-	$(RUN_CPU) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) --json /work/runs/bench/train_speed.json
+bench: image-bench ## training speed, ds2 vs PyTorch 1.7.1 and a current PyTorch (BENCH=--short: ~2 min; BENCH= : full run)
+	$(RUN_CPU:$(IMAGE_CPU)=$(IMAGE_BENCH)) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) \
+	  --json /work/runs/bench/train_speed.json
 
 export: image-cpu ## the best checkpoint as a MindIR graph beside it (best.mindir + .json), verified against it on test
 	$(RUN_CPU) ds2-stage eval ds2 export $(CONFIG_ARGS) --checkpoint best

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import shape_memory  # noqa: E402
+from bench import harness, shape_memory  # noqa: E402
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] = None) -> int:
                 raise SystemExit(f"heap_trace: the tracer could not write {path}")
             summary = summarize(parse_report(path.read_text()))
             summary.update(step=number, shape={k: spec["shapes"][number - 1][k] for k in ("batch", "width")},
-                           rss_gib=shape_memory.process_gib("VmRSS"))
+                           rss_gib=harness.process_gib("VmRSS"))
             summaries.append(summary)
             print(format_summary(summary), flush=True)
 

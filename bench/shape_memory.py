@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,41 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.corpus import librispeech_like_corpus  # noqa: E402
+from bench import harness  # noqa: E402
 
 MODES = ("static", "dynamic")
-
-
-def process_gib(key: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident) of this process, in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024 ** 2
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def plan_shapes(cfg, seed: int, count: int, order: str = "widest") -> List[Dict]:
-    """The first `count` distinct (batch size, width) shapes of epoch 0, the widest first (order
-    "widest") or the most frequent first ("frequent"), each with the utterances of one batch of that shape."""
-    from ds2.batching import BatchSampler
-
-    rng = np.random.default_rng(seed + 1)
-    _, frames, labels = librispeech_like_corpus(cfg, seed, rng)
-    sampler = BatchSampler.from_config(frames, cfg, seed)
-    label_width = sampler.label_width_of([len(l) for l in labels])
-    by_shape, batches_of = {}, {}
-    for batch in sampler.epoch(0):
-        shape = (len(batch.indices), batch.width)
-        by_shape.setdefault(shape, batch.indices)
-        batches_of[shape] = batches_of.get(shape, 0) + 1
-    if order == "frequent":
-        key = lambda item: (-batches_of[item[0]], -item[0][1])  # noqa: E731
-    else:
-        key = lambda item: (-item[0][1], -item[0][0])  # noqa: E731
-    chosen = sorted(by_shape.items(), key=key)[:count]
-    return [{"batch": size, "width": width, "frames": [int(frames[i]) for i in indices],
-             "labels": [labels[i] for i in indices], "label_width": label_width[width]}
-            for (size, width), indices in chosen]
 
 
 def add_step_options(parser: argparse.ArgumentParser, preset: str = "seed", shapes: int = 1,
@@ -96,7 +62,7 @@ def planned_steps(parser: argparse.ArgumentParser, args) -> Dict:
     except UserError as exc:
         parser.error(str(exc))
     return {"preset": args.preset, "overrides": args.overrides, "variant": [], "name": args.preset,
-            "seed": args.seed, "shapes": plan_shapes(cfg, args.seed, args.shapes, args.order), "repeat": 1}
+            "seed": args.seed, "shapes": harness.plan_shapes(cfg, args.seed, args.shapes, args.order), "repeat": 1}
 
 
 def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> Dict:
@@ -106,12 +72,9 @@ def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> D
 
     from ds2.batching import pad_batch
     from ds2.config import load_config
-    from ds2.model import DeepSpeech2, TrainNetwork
-    from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, configured_train_step
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"] + spec["variant"])
-    configure_mindspore(cfg)
+    step = harness.mindspore_step(cfg)
     n_bins = cfg.features.n_bins
     frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
     rng = np.random.default_rng(spec["seed"])
@@ -122,59 +85,52 @@ def measure(spec: Dict, after_step: Optional[Callable[[int], None]] = None) -> D
                            shape["label_width"], frame_seconds)
         batches.append((padded.audio_seconds, [ms.Tensor(a) for a in (padded.features, padded.frames,
                                                                       padded.labels, padded.label_lengths)]))
-    model = DeepSpeech2(cfg.model, n_bins)
-    optimizer = build_optimizer(model, cfg.train)
-    step = configured_train_step(TrainNetwork(model), optimizer, cfg)
-    model.set_train(True)
-    lr = ms.Tensor(cfg.train.lr, ms.float32)
-    start_gib = process_gib("VmRSS")
+    start_gib = harness.process_gib("VmRSS")
 
     def run(inputs) -> float:
         begin = time.perf_counter()
-        loss, _, _ = step(*inputs, lr)
-        loss.asnumpy()
+        step(*inputs)
         return time.perf_counter() - begin
 
     first = []
     for number, (_, inputs) in enumerate(batches, 1):
         seconds = run(inputs)
-        first.append({"shapes": number, "first_step_s": seconds, "rss_gib": process_gib("VmRSS"),
-                      "peak_gib": process_gib("VmHWM")})
+        first.append({"shapes": number, "first_step_s": seconds, "rss_gib": harness.process_gib("VmRSS"),
+                      "peak_gib": harness.peak_gib()})
         print(f"  {spec['name']}: shape {number} of {len(batches)}: {seconds:.1f} s, "
               f"{first[-1]['rss_gib']:.2f} GiB resident", file=sys.stderr, flush=True)
         if after_step is not None:
             after_step(number)
     # pass 2, repeated: each shape's median step time
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    counters = harness.KernelCounters.start()
     second = [float(np.median([run(inputs) for _ in range(spec["repeat"])])) for _, inputs in batches]
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    kernel = counters.since()
     steps = len(batches) * spec["repeat"]
     audio = sum(seconds for seconds, _ in batches)
     return {"variant": spec["name"], "overrides": spec["variant"], "start_rss_gib": start_gib, "pass1": first, "pass2_step_s": second,
-            "pass2_minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
-            "pass2_system_cpu_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+            "pass2_minor_faults_per_step": kernel.minor_faults / steps,
+            "pass2_system_cpu_s_per_step": kernel.system_seconds / steps,
             "audio_seconds": audio, "audio_seconds_per_second": audio / sum(second),
-            "final_rss_gib": process_gib("VmRSS"), "peak_gib": process_gib("VmHWM")}
+            "final_rss_gib": harness.process_gib("VmRSS"), "peak_gib": harness.peak_gib()}
+
+
+ENV_PREFIX = "env:"
+
+
+def variant_env(text: str) -> Dict[str, str]:
+    """The env:NAME=VALUE items of a --variant, as the environment variables they set."""
+    items = [kv[len(ENV_PREFIX):] for kv in text.split(",") if kv.startswith(ENV_PREFIX)]
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def variant_name(text: str) -> str:
+    """A --variant's name in the table: its settings, and the names of the variables it sets (not their values)."""
+    return ",".join(kv.split("=", 1)[0] if kv.startswith(ENV_PREFIX) else kv for kv in text.split(",") if kv)
 
 
 def fault_summary(result: Dict) -> str:
     """Pass 2's minor page faults (and the memory they touched fresh) and kernel CPU time, per step."""
-    faults = result["pass2_minor_faults_per_step"]
-    fresh_gib = faults * resource.getpagesize() / 1024 ** 3
-    return (f"{faults / 1e6:.2f} M minor page faults ({fresh_gib:.2f} GiB touched fresh), "
-            f"{result['pass2_system_cpu_s_per_step']:.2f} s CPU in the kernel")
-
-
-def run_child(spec: Dict) -> Dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO,
-                          stdout=subprocess.PIPE, text=True)
-    *other, last = proc.stdout.strip().splitlines() or [""]
-    if other:   # e.g. oneDNN's verbose lines (DNNL_VERBOSE=1) for bench/onednn_profile.py
-        print("\n".join(other), flush=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"shape_memory: the {spec['name']} run failed (exit {proc.returncode}); "
-                         f"its messages are above")
-    return json.loads(last)
+    return harness.fault_summary(result["pass2_minor_faults_per_step"], result["pass2_system_cpu_s_per_step"])
 
 
 def table(shapes: List[Dict], results: Dict[str, Dict]) -> str:
@@ -199,7 +155,11 @@ def main(argv: Sequence[str] = None) -> int:
                         help="train.shapes of each run: static,dynamic (default: both)")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="instead of --modes: one run per --variant with these settings, e.g. "
-                             "--variant train.recompute_rnn=false --variant train.recompute_rnn=true")
+                             "--variant train.recompute_rnn=false --variant train.recompute_rnn=true; an item "
+                             f"{ENV_PREFIX}NAME=VALUE sets an environment variable of that run instead "
+                             f"(e.g. {ENV_PREFIX}MALLOC_CONF=oversize_threshold:0)")
+    parser.add_argument("--cycles", type=int, default=1, metavar="N",
+                        help="run the variants N times, alternating (A B A B ...): side by side on a noisy machine")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="pass 2 steps each shape N times and takes the median (default 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
@@ -217,9 +177,12 @@ def main(argv: Sequence[str] = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes static, dynamic or both, not {args.modes!r}")
     if args.variant:
-        variants = {text: [kv for kv in text.split(",") if kv] for text in args.variant}
+        variants = {variant_name(text): [kv for kv in text.split(",") if kv and not kv.startswith(ENV_PREFIX)]
+                    for text in args.variant}
+        environments = {variant_name(text): variant_env(text) for text in args.variant}
     else:
         variants = {mode: [f"train.shapes={mode}"] for mode in modes}
+        environments = {mode: {} for mode in modes}
     spec = planned_steps(parser, args)
     shapes = spec["shapes"]
     cfg = load_config(args.preset, overrides=args.overrides)   # planned_steps has checked it
@@ -232,20 +195,27 @@ def main(argv: Sequence[str] = None) -> int:
             load_config(args.preset, overrides=args.overrides + variant)
         except UserError as exc:
             parser.error(str(exc))
-    for name, variant in variants.items():
-        print(f"running {' '.join(variant)} ...", file=sys.stderr, flush=True)
-        results[name] = run_child({**spec, "variant": variant, "name": name, "repeat": max(1, args.repeat)})
+    for cycle in range(1, max(1, args.cycles) + 1):
+        for name, variant in variants.items():
+            label = name if cycle == 1 else f"{name} ({cycle})"
+            print(f"running {label} ...", file=sys.stderr, flush=True)
+            results[label] = harness.run_child(__file__, {**spec, "variant": variant, "name": label,
+                                                          "repeat": max(1, args.repeat)}, env=environments[name])
+            results[label]["environment"] = environments[name]
     print(table(shapes, results))
-    for name, result in results.items():
+    for label, result in results.items():
+        name = label.rsplit(" (", 1)[0] if label not in variants else label
         planned = estimate(load_config(args.preset, overrides=args.overrides + variants[name]),
                            training=True, num_buckets=len(shapes) - 1)
-        print(f"{name}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
+        print(f"{label}: {result['audio_seconds_per_second']:.2f} audio s/s in pass 2; peak {result['peak_gib']:.2f} GiB "
               f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
               f"{planned.total_bytes / GIB:.2f} GiB; per pass-2 step {fault_summary(result)}")
-    if len(results) == 2:
-        (first, a), (second, b) = results.items()
-        print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
-              f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+    if len(variants) == 2:
+        labels = list(results)
+        for first, second in zip(labels[0::2], labels[1::2]):   # each cycle's pair
+            a, b = results[first], results[second]
+            print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
+                  f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

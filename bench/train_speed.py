@@ -1,7 +1,7 @@
 """Training speed: ds2 (MindSpore) against the same DeepSpeech2 in PyTorch, on a LibriSpeech-like mix.
 
-    python bench/train_speed.py                 # seed and small presets, both frameworks (~15 min)
-    python bench/train_speed.py --short         # the regression check (make bench): ~75 s on 2 cores
+    python bench/train_speed.py                 # seed and small presets, ds2 and every PyTorch (~20 min)
+    python bench/train_speed.py --short         # the regression check (make bench): a few minutes on 2 cores
     python bench/train_speed.py --presets small --threads 1,2 --json runs/bench/speed.json
     python bench/train_speed.py --torch-python /opt/torch-new/bin/python   # another torch build
 
@@ -13,6 +13,8 @@ features stored as .npy files and read back by a background loader, as a feature
 - ds2 batches as `ds2 train` does: length buckets with a cap on audio seconds per batch
   (train.max_batch_seconds); one compiled graph per (batch size, width) shape, or one for all of
   them with train.shapes=dynamic (--shapes static,dynamic runs both, side by side).
+- PyTorch runs once per interpreter: by default this one's torch (the image's pinned 1.7.1) and the
+  bench image's current PyTorch ($DS2_TORCH_PEER_PYTHON, docker/requirements/torch-peer.in).
 - PyTorch trains the very batches ds2 trains (the same utterances, padded widths and labels), so
   peak memory and throughput compare at the same batches; its LSTMs run on the padded batch.
   --torch-batches pad-to-longest batches as deepspeech.pytorch does instead: shuffled utterances
@@ -20,14 +22,15 @@ features stored as .npy files and read back by a background loader, as a feature
   average), padded to the longest; --torch-packed-lstm runs its LSTMs on packed sequences as
   deepspeech.pytorch does (the pinned torch 1.7.1 is several times slower that way on CPU).
 
-Every preset runs at its configured batches (seed: 16 buckets of <= 160 s). --short, the quick
-regression check, runs the seed preset at 40 s batches (train.max_batch_seconds=40, shown in the
-table) and leaves out the PyTorch seed run: about 75 s.
-
-Both take the same loader thread (ds2.batching.Prefetcher), the same thread count, Adam, clipping,
-and CTC loss. Each times `--steps` batches drawn at random from its epoch plan (PyTorch on ds2's
-batches: the first of ds2's draw), after one untimed step per distinct shape (graph compile for
-MindSpore, allocator warm-up for PyTorch).
+Every preset runs at its configured batches (seed: 16 buckets of <= 160 s); --short caps batches at
+40 s of audio. How many steps a run times follows the model's size (bench/harness.py, StepBudget):
+ds2 times steps drawn at random from its epoch plan until it has spent its seconds (180, --short 20;
+at least 2 steps, at most as many as the model's expected step time fits, 24 at most). Each PyTorch
+run then trains ds2's very steps, or a prefix of them (at least 2) once it has spent twice ds2's
+seconds: the pinned torch 1.7.1 is several times slower. Each framework runs one untimed step first
+per distinct shape (MindSpore: graph compile or kernel sizing) or on its first batch (PyTorch:
+allocator warm-up). Both take the same loader thread (ds2.batching.Prefetcher), the same thread
+count, Adam, clipping, and CTC loss.
 
 Reported per run: seconds per step; throughput in audio seconds per wall second (timed steps'
 real audio / their wall time, input waits included); the model's achieved GFLOP/s (the training FLOPs
@@ -44,8 +47,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,16 +59,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.corpus import CORPUS_SIZE, TRAIN_CLEAN_100_HOURS, librispeech_like_corpus  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.corpus import CORPUS_SIZE, TRAIN_CLEAN_100_HOURS  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
 # Batch plans: lists of (utterance indices, padded width)
-
-
-def ds2_plan(sampler):
-    """The first epoch of a ds2.batching.BatchSampler."""
-    return [(list(batch.indices), batch.width) for batch in sampler.epoch(0)]
 
 
 def pad_to_longest_plan(frames: np.ndarray, batch_size: int, seed: int):
@@ -124,32 +121,6 @@ def measure_gemm(spec: Dict) -> Dict:
 # One measured run (child process)
 
 
-def peak_memory_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is KiB on Linux
-
-
-def mindspore_stepper(cfg, n_bins: int, threads: int):
-    import mindspore as ms
-    from ds2.model import DeepSpeech2, TrainNetwork
-    from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, configured_train_step
-
-    cfg.train.threads = threads
-    configure_mindspore(cfg)
-    model = DeepSpeech2(cfg.model, n_bins)
-    optimizer = build_optimizer(model, cfg.train)
-    train_step = configured_train_step(TrainNetwork(model), optimizer, cfg)
-    model.set_train(True)
-    lr = ms.Tensor(cfg.train.lr, ms.float32)
-
-    def step(padded) -> float:
-        loss, _, _ = train_step(ms.Tensor(padded.features), ms.Tensor(padded.frames), ms.Tensor(padded.labels),
-                                ms.Tensor(padded.label_lengths), lr)
-        return float(loss.asnumpy())
-
-    return step
-
-
 def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = False):
     import torch
     from bench.torch_ds2 import TorchDeepSpeech2
@@ -164,10 +135,9 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = False):
                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr, eps=1e-8)
     ctc = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)
 
-    def step(padded) -> float:
-        log_probs, lengths = model(torch.from_numpy(padded.features), torch.from_numpy(padded.frames).long())
-        loss = ctc(log_probs, torch.from_numpy(padded.labels).long(), lengths,
-                   torch.from_numpy(padded.label_lengths).long()).mean()
+    def step(features, frames, labels, label_lengths) -> float:
+        log_probs, lengths = model(torch.from_numpy(features), torch.from_numpy(frames).long())
+        loss = ctc(log_probs, torch.from_numpy(labels).long(), lengths, torch.from_numpy(label_lengths).long()).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -178,8 +148,8 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = False):
 
 
 def measure(spec: Dict) -> Dict:
-    """Train `spec['steps']` timed steps of one framework on one preset; return the figures."""
-    from ds2.batching import BatchSampler, Prefetcher, pad_batch
+    """Train one framework on one preset until its step budget is spent; return the figures."""
+    from ds2.batching import Prefetcher, pad_batch
     from ds2.config import load_config
     from ds2.memory import estimate as memory_estimate
     from ds2.shapes import training_flops
@@ -190,39 +160,41 @@ def measure(spec: Dict) -> Dict:
     cfg = load_config(spec["preset"], overrides=spec["overrides"])
     n_bins = cfg.features.n_bins
     frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
-    rng = np.random.default_rng(spec["seed"] + 1)
-    durations, frames, labels = librispeech_like_corpus(cfg, spec["seed"], rng)
+    plan = harness.epoch_plan(cfg, spec["seed"])
+    frames, labels = plan.frames, plan.labels
+    budget = harness.StepBudget(**spec["budget"])
 
     same_batches = spec["framework"] == "mindspore" or spec.get("torch_batches", "ds2") == "ds2"
     if same_batches:
         batching = f"{cfg.train.num_buckets} buckets, <= {cfg.train.max_batch_seconds:g} s/batch"
         if spec["framework"] == "mindspore":
             batching += f", {cfg.train.shapes} shapes"
-        sampler = BatchSampler.from_config(frames, cfg, spec["seed"])
-        plan = ds2_plan(sampler)
-        # As ds2 train pads them: a fixed label width per bucket, so labels never add a graph shape.
-        label_width = sampler.label_width_of([len(l) for l in labels])
+        batches, label_width = plan.batches, plan.label_width
     else:
-        batch_size = max(1, round(cfg.train.max_batch_seconds / float(durations.mean())))
+        batch_size = max(1, round(cfg.train.max_batch_seconds / float(plan.durations.mean())))
         batching = f"pad to longest, {batch_size}/batch"
-        plan = pad_to_longest_plan(frames, batch_size, spec["seed"])
+        batches = pad_to_longest_plan(frames, batch_size, spec["seed"])
         label_width = None  # PyTorch pads labels to the longest in each batch
-    # The same draw for every framework: with the same batches, the same timed steps.
-    timed = [plan[i] for i in rng.permutation(len(plan))[:spec["steps"]]]   # fewer steps: a prefix of the same draw
-    warmup = list({width_key(b): b for b in timed}.values()) if spec["framework"] == "mindspore" else timed[:1]
+    # The same draw for every framework: with the same batches, the same timed steps (a prefix of them).
+    candidates = harness.drawn(batches, spec["seed"] + SEED_OFFSET_DRAW)[:budget.max_steps]
 
+    __import__(spec["framework"])
+    import_gib = harness.process_gib("VmRSS")   # the framework's own libraries (torch's CUDA build: more)
     if spec["framework"] == "mindspore":
-        step = mindspore_stepper(cfg, n_bins, spec["threads"])
+        cfg.train.threads = spec["threads"]
+        step = harness.mindspore_step(cfg)
+        first_of_shape = True      # MindSpore compiles (static) or sizes its kernels (dynamic) per new shape
     else:
         packed = spec.get("torch_packed_lstm", False)
         step = torch_stepper(cfg, n_bins, spec["threads"], packed=packed)
         batching += ", packed LSTM" if packed else ", LSTM on the padded batch"
+        first_of_shape = False     # PyTorch warms its allocator on the first batch only
 
     with tempfile.TemporaryDirectory(prefix="ds2-bench-") as store:
-        needed = sorted({i for indices, _ in warmup + timed for i in indices})
-        for i in needed:  # the feature cache: one .npy per utterance, read by the loader thread
-            np.save(os.path.join(store, f"{i}.npy"),
-                    rng.standard_normal((n_bins, int(frames[i])), dtype=np.float32))
+        rng = np.random.default_rng(spec["seed"] + 2)
+        for i in sorted({i for indices, _ in candidates for i in indices}):
+            # the feature cache: one .npy per utterance, read by the loader thread
+            np.save(os.path.join(store, f"{i}.npy"), rng.standard_normal((n_bins, int(frames[i])), dtype=np.float32))
 
         def load(item):
             indices, width = item
@@ -231,58 +203,78 @@ def measure(spec: Dict) -> Dict:
             return pad_batch(indices, width, features, [labels[i] for i in indices], n_bins,
                              width_of_labels, frame_seconds)
 
-        start = time.perf_counter()
-        for item in warmup:
-            step(load(item))
-        warmup_seconds = time.perf_counter() - start
-
-        step_seconds, waits, audio, losses, shapes = [], [], [], [], []
-        prefetch = Prefetcher(timed, load)
+        warmup_seconds, warmed = 0.0, set()
+        step_seconds, waits, audio, losses, shapes, timed = [], [], [], [], [], []
+        prefetch = Prefetcher(candidates, load)
         try:
-            batches = iter(prefetch)
-            while True:
+            for item, padded in zip(candidates, prefetch_iter(prefetch, waits)):
+                arrays = (padded.features, padded.frames, padded.labels, padded.label_lengths)
+                key = width_key(item) if first_of_shape else None
+                if key not in warmed:   # one untimed step per shape (MindSpore) or for the first batch (PyTorch)
+                    begin = time.perf_counter()
+                    step(*arrays)
+                    warmup_seconds += time.perf_counter() - begin
+                    warmed.add(key)
                 begin = time.perf_counter()
-                padded = next(batches, None)
-                if padded is None:
-                    break
-                ready = time.perf_counter()
-                losses.append(step(padded))
-                step_seconds.append(time.perf_counter() - begin)
-                waits.append(ready - begin)
+                losses.append(step(*arrays))
+                step_seconds.append(time.perf_counter() - begin + waits[-1])
                 audio.append(padded.audio_seconds)
                 shapes.append(list(padded.features.shape[::3]))   # [batch size, padded frames]
+                timed.append(item)
+                if budget.done(len(step_seconds), sum(step_seconds)):
+                    break
         finally:
             prefetch.close()
+        waits = waits[:len(step_seconds)]
 
     throughput = sum(audio) / sum(step_seconds)
     model_flops = sum(training_flops(int(frames[i]), cfg) for indices, _ in timed for i in indices)
     # For the shapes this run compiled (one graph each), not for every bucket of a whole epoch.
-    estimate = memory_estimate(cfg, training=True, num_buckets=len(warmup) - 1)
+    estimate = memory_estimate(cfg, training=True, num_buckets=max(1, len(warmed)) - 1)
     return {
         "preset": spec["preset"], "framework": spec["framework"], "threads": spec["threads"],
         "shapes": cfg.train.shapes if spec["framework"] == "mindspore" else None,
         "batching": batching, "same_batches_as_ds2": same_batches, "overrides": spec["overrides"],
-        "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
+        "budget": spec["budget"], "steps": len(step_seconds), "seconds_per_step": float(np.mean(step_seconds)),
         "audio_seconds_per_step": float(np.mean(audio)),
         "audio_seconds_per_second": throughput,
         "model_gflops_per_second": model_flops / sum(step_seconds) / 1e9,
-        "padding_share": padding_share(plan, frames),
+        "padding_share": padding_share(batches, frames),
         "padding_share_timed": padding_share(timed, frames),
         "stall_share": sum(waits) / sum(step_seconds),
-        "peak_memory_gib": peak_memory_gib(),
+        "peak_memory_gib": harness.peak_gib(), "framework_import_gib": import_gib,
         "envcheck_memory_estimate_gib": (estimate.total_bytes / 1024 ** 3
                                          if spec["framework"] == "mindspore" else None),
-        "warmup_seconds": warmup_seconds, "warmup_steps": len(warmup),
+        "warmup_seconds": warmup_seconds, "warmup_steps": len(warmed),
         "epoch_hours_train_clean_100": TRAIN_CLEAN_100_HOURS / throughput,
-        "batches_per_epoch": len(plan), "mean_duration": float(durations.mean()),
+        "batches_per_epoch": len(batches), "mean_duration": float(plan.durations.mean()),
         "losses": losses, "step_shapes": shapes, "step_seconds": step_seconds,
-        "framework_version": framework_version(spec["framework"]),
+        "framework_version": framework_version(spec["framework"]), "python": sys.executable,
     }
+
+
+def prefetch_iter(prefetch, waits: List[float]):
+    """The prefetched batches in order, appending each one's wait for the loader to `waits`."""
+    batches = iter(prefetch)
+    while True:
+        begin = time.perf_counter()
+        padded = next(batches, None)
+        if padded is None:
+            return
+        waits.append(time.perf_counter() - begin)
+        yield padded
 
 
 def framework_version(framework: str) -> str:
     module = __import__(framework)
     return module.__version__
+
+
+# Run lengths: timed seconds per ds2 run and the most steps a small model's run times.
+FULL = {"seconds": 180.0, "most": 24}
+SHORT = {"seconds": 20.0, "most": 8, "max_batch_seconds": 40.0}
+SEED_OFFSET_DRAW = 1             # measure() draws its batches with the run's seed + this
+TORCH_PEER_VARIABLE = "DS2_TORCH_PEER_PYTHON"
 
 
 def width_key(item):
@@ -294,19 +286,8 @@ def width_key(item):
 # Driver
 
 
-def run_child(spec: Dict, python: str) -> Dict:
-    """One run in its own interpreter: its own peak memory and thread pools, one framework loaded."""
-    threads = str(spec["threads"])  # numpy's BLAS reads these when it loads
-    env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    proc = subprocess.run([python, __file__, "--child", json.dumps(spec)], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark run {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def environment() -> Dict:
-    """Versions from package metadata: this process imports neither framework (see run_child)."""
+def environment(results: List[Dict]) -> Dict:
+    """Versions from package metadata (this process imports neither framework), and each PyTorch run's."""
     from importlib import metadata
     from ds2.checkpoint.storage import cpu_model
     from ds2.runtime import usable_cpus
@@ -318,6 +299,7 @@ def environment() -> Dict:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             info[package] = "not installed"
+    info["torch_runs"] = sorted({(r["framework_version"], r["python"]) for r in results if r["framework"] == "torch"})
     return info
 
 
@@ -347,8 +329,10 @@ def ratios(results: List[Dict]) -> List[str]:
         for other in results:
             if other["framework"] == "torch" and (other["preset"], other["threads"]) == (r["preset"], r["threads"]):
                 which = "the same batches" if other["same_batches_as_ds2"] else "its own pad-to-longest batches"
+                steps = (f"its {other['steps']} steps" if other["steps"] == r["steps"]
+                         else f"the first {other['steps']} of ds2's {r['steps']} steps")
                 lines.append(f"{r['preset']} ({r['threads']} threads, {r['shapes']} shapes): ds2 / PyTorch "
-                             f"{other['framework_version']} on {which}: throughput = "
+                             f"{other['framework_version']} on {which}, {steps}: throughput = "
                              f"{r['audio_seconds_per_second'] / other['audio_seconds_per_second']:.2f}x, "
                              f"peak memory = {r['peak_memory_gib'] / other['peak_memory_gib']:.2f}x")
             if (other["framework"] == "mindspore" and (other["preset"], other["threads"]) == (r["preset"], r["threads"])
@@ -359,16 +343,37 @@ def ratios(results: List[Dict]) -> List[str]:
     return lines
 
 
-def planned_runs(frameworks: Sequence[str], shape_modes: Sequence[str]) -> List:
-    """(framework, extra overrides) per run: ds2 once per train.shapes mode asked for (none asked: the
-    preset's own setting), PyTorch once."""
+def planned_runs(frameworks: Sequence[str], shape_modes: Sequence[str], torch_pythons: Sequence[str]) -> List[Dict]:
+    """The runs of one preset, ds2's first: ds2 once per train.shapes mode asked for (none asked: the
+    preset's own setting), PyTorch once per interpreter."""
     runs = []
-    for framework in frameworks:
-        if framework == "mindspore" and shape_modes:
-            runs += [(framework, [f"train.shapes={mode}"]) for mode in shape_modes]
-        else:
-            runs.append((framework, []))
+    if "mindspore" in frameworks:
+        runs += [{"framework": "mindspore", "overrides": [f"train.shapes={mode}"] if mode else []}
+                 for mode in (shape_modes or [""])]
+    if "torch" in frameworks:
+        runs += [{"framework": "torch", "overrides": [], "python": python} for python in torch_pythons]
     return runs
+
+
+def default_torch_pythons() -> List[str]:
+    """This interpreter's torch (the image's pinned one) and the bench image's current PyTorch, where present."""
+    import importlib.util
+    pythons = [sys.executable] if importlib.util.find_spec("torch") else []
+    peer = os.environ.get(TORCH_PEER_VARIABLE, "")
+    if peer and Path(peer).exists():
+        pythons.append(peer)
+    return pythons
+
+
+def budget_for(run: Dict, cfg, plan, limit_gflops: float, mode: Dict, steps: int, ds2_result) -> harness.StepBudget:
+    """How many steps a run times. --steps N: exactly N. ds2: the mode's seconds, the step cap following the
+    model's size. PyTorch after ds2: ds2's very steps, or (taking more than twice ds2's seconds) a prefix of
+    them, at least two."""
+    if steps:
+        return harness.StepBudget.exactly(steps)
+    if run["framework"] == "torch" and ds2_result is not None:
+        return harness.StepBudget(2 * ds2_result["budget"]["seconds"], min(2, ds2_result["steps"]), ds2_result["steps"])
+    return harness.StepBudget.for_run(cfg, plan.batches, plan.frames, limit_gflops, mode["seconds"], most=mode["most"])
 
 
 def parse_list(text: str, kind=str) -> List:
@@ -378,15 +383,19 @@ def parse_list(text: str, kind=str) -> List:
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true",
-                        help="the quick regression run (make bench): fewer steps and no PyTorch seed run")
+                        help=f"the quick regression run (make bench): {SHORT['seconds']:g} s per run, batches of "
+                             f"at most {SHORT['max_batch_seconds']:g} s of audio")
     parser.add_argument("--presets", default="seed,small", help="comma-separated presets (default: seed,small)")
     parser.add_argument("--frameworks", default="mindspore,torch")
     parser.add_argument("--steps", type=int, default=0, metavar="N",
-                        help="timed steps per run (default: seed 6 MindSpore / 2 PyTorch, small 24; "
-                             "--short: seed 2, small 8)")
-    parser.add_argument("--torch-python", default=sys.executable, metavar="PYTHON",
-                        help="interpreter for the PyTorch runs (default: this one), e.g. one with a newer "
-                             "torch; it needs numpy, soundfile and pyyaml besides torch")
+                        help="time exactly N steps per run (default: as many as fit in the run's seconds, "
+                             "the cap following the model's size)")
+    parser.add_argument("--seconds", type=float, default=0, metavar="S",
+                        help=f"timed seconds per ds2 run (default {FULL['seconds']:g}, --short {SHORT['seconds']:g})")
+    parser.add_argument("--torch-python", default="", metavar="PYTHON[,PYTHON..]",
+                        help="interpreters for the PyTorch runs, one run each (default: this one when it has torch, "
+                             f"and ${TORCH_PEER_VARIABLE}, the bench image's current PyTorch); each needs numpy "
+                             "and pyyaml besides torch")
     parser.add_argument("--threads", default="", metavar="N[,N..]",
                         help="thread counts to run (default: the cores this process may use)")
     parser.add_argument("--torch-batches", choices=("ds2", "pad-to-longest"), default="ds2",
@@ -411,7 +420,8 @@ def main(argv: Sequence[str] = None) -> int:
         # flushed: skip the teardown so a finished run does not exit 139.
         os._exit(0)
 
-    from ds2.config import PRESETS
+    from ds2.config import PRESETS, load_config
+    from ds2.errors import UserError
     from ds2.runtime import usable_cpus
 
     presets = parse_list(args.presets)
@@ -422,39 +432,53 @@ def main(argv: Sequence[str] = None) -> int:
     if unknown or bad or any(m not in ("static", "dynamic") for m in shape_modes):
         parser.error(f"unknown preset(s) {unknown}, framework(s) {bad} or shapes {args.shapes!r}; "
                      f"presets: {', '.join(PRESETS)}; frameworks: mindspore, torch; shapes: static, dynamic")
+    torch_pythons = parse_list(args.torch_python) or default_torch_pythons()
+    missing = [p for p in torch_pythons if not Path(p).exists()]
+    if missing:
+        parser.error(f"no interpreter {', '.join(missing)} (--torch-python)")
+    if "torch" in frameworks and not torch_pythons:
+        parser.error(f"no PyTorch to run: this Python has no torch and ${TORCH_PEER_VARIABLE} is not set; "
+                     "give --torch-python PYTHON or --frameworks mindspore")
     threads = parse_list(args.threads, int) or [usable_cpus()]
-    if args.short:
-        default_steps = {("seed", "mindspore"): 2, ("small", "mindspore"): 8, ("small", "torch"): 8}
-    else:
-        default_steps = {("seed", "mindspore"): 6, ("seed", "torch"): 2,
-                         ("small", "mindspore"): 24, ("small", "torch"): 24}
+    mode = dict(SHORT if args.short else FULL)
+    mode["seconds"] = args.seconds or mode["seconds"]
 
     limits = {}
     for count in threads:
         print(f"measuring the fp32 GEMM limit / {count} threads ...", file=sys.stderr, flush=True)
-        limits[count] = run_child({"framework": "gemm", "threads": count}, sys.executable)
+        limits[count] = harness.run_child(__file__, {"framework": "gemm", "threads": count},
+                                          env=harness.thread_env(count), what="GEMM limit")
     results = []
     for preset in presets:
+        try:
+            cfg = load_config(preset, overrides=args.overrides)
+        except UserError as exc:
+            parser.error(str(exc))
         overrides = list(args.overrides)
-        if preset == "seed" and args.short:
-            overrides.insert(0, "train.max_batch_seconds=40")
-        runs = planned_runs(frameworks, shape_modes)
+        if mode.get("max_batch_seconds") and cfg.train.max_batch_seconds > mode["max_batch_seconds"]:
+            overrides.insert(0, f"train.max_batch_seconds={mode['max_batch_seconds']:g}")
+            cfg = load_config(preset, overrides=overrides)
+        plan = harness.epoch_plan(cfg, args.seed)
         for count in threads:
-            for framework, shapes in runs:
-                steps = args.steps or default_steps.get((preset, framework), 0)
-                if steps == 0:  # --short: no PyTorch seed run
-                    continue
-                spec = {"preset": preset, "framework": framework, "threads": count, "seed": args.seed,
-                        "steps": steps, "overrides": overrides + shapes,
+            ds2_result = None
+            for run in planned_runs(frameworks, shape_modes, torch_pythons):
+                budget = budget_for(run, cfg, plan, limits[count]["limit_gflops"], mode, args.steps, ds2_result)
+                spec = {"preset": preset, "framework": run["framework"], "threads": count, "seed": args.seed,
+                        "budget": vars(budget), "overrides": overrides + run["overrides"],
                         "torch_batches": args.torch_batches, "torch_packed_lstm": args.torch_packed_lstm}
                 started = time.perf_counter()
-                print(f"running {preset} / {framework} / {count} threads {' '.join(shapes)}...", file=sys.stderr, flush=True)
-                python = args.torch_python if framework == "torch" else sys.executable
-                result = run_child(spec, python)
+                python = run.get("python", sys.executable)
+                name = f"{preset} / {run['framework']}{' ' + python if run['framework'] == 'torch' else ''} / {count} threads"
+                print(f"running {name} {' '.join(run['overrides'])} (at most {budget.max_steps} steps, "
+                      f"{budget.seconds:.0f} s) ...", file=sys.stderr, flush=True)
+                result = harness.run_child(__file__, spec, python=python, env=harness.thread_env(count), what=name)
                 result["gemm_limit_gflops"] = limits[count]["limit_gflops"]
                 result["limit_share"] = result["model_gflops_per_second"] / result["gemm_limit_gflops"]
                 results.append(result)
-                print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+                if run["framework"] == "mindspore" and ds2_result is None:
+                    ds2_result = result
+                print(f"  done in {time.perf_counter() - started:.0f} s ({result['steps']} steps)",
+                      file=sys.stderr, flush=True)
 
     print(table(results))
     for line in ratios(results):
@@ -470,7 +494,7 @@ def main(argv: Sequence[str] = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "environment": environment(),
+        path.write_text(json.dumps({"command": sys.argv, "environment": environment(results),
                                     "gemm_limits": list(limits.values()), "results": results}, indent=2) + "\n")
         print(f"wrote {path}")
     return 0

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Build the CPU or GPU image with the right base, CA certificates, builder and labels, unless an image
-# built from the same inputs already carries the tag.
-#   build-image.sh cpu|gpu TAG
-#   build-image.sh cpu|gpu --inputs-digest BASE_IMAGE_ID   (print the inputs digest, build nothing)
+# Build the CPU, GPU or bench image with the right base, CA certificates, builder and labels, unless an
+# image built from the same inputs already carries the tag.
+#   build-image.sh cpu|gpu|bench TAG
+#   build-image.sh cpu|gpu|bench --inputs-digest BASE_IMAGE_ID   (print the inputs digest, build nothing)
+# bench is the CPU image plus the benchmark's current-PyTorch peer (Dockerfile.cpu, TORCH_PEER=bench).
 # Environment: BASE_IMAGE, FALLBACK_BASE_IMAGE (defaults in .env: the upstream base, and the one
 # `make base-image` bootstraps where no registry answers), EXTRA_CA_CERTS (a PEM file; default: the
 # host's CA bundle when the host trusts extra CAs, see docker/certs/README.md), DOCKER (the docker CLI).
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) stops the script too
-flavor=${1:?usage: build-image.sh cpu|gpu TAG}
-tag=${2:?usage: build-image.sh cpu|gpu TAG}
+flavor=${1:?usage: build-image.sh cpu|gpu|bench TAG}
+tag=${2:?usage: build-image.sh cpu|gpu|bench TAG}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-dockerfile=Dockerfile.$flavor
+case $flavor in
+    cpu|gpu) dockerfile=Dockerfile.$flavor; build_args=() ;;
+    bench) dockerfile=Dockerfile.cpu; build_args=(--build-arg TORCH_PEER=bench) ;;
+    *) echo "build-image: unknown flavor '$flavor' (cpu, gpu or bench)" >&2; exit 2 ;;
+esac
 docker=${DOCKER:-docker}
 
 say() { echo "build-image: $*" >&2; }
@@ -50,6 +55,7 @@ inputs_digest() {
     done < <(sed -n 's|^\*\*/||p' .dockerignore)
     {
         echo "base $base_id"
+        echo "build arguments ${build_args[*]}"
         sha256sum "$dockerfile"
         find "${sources[@]}" \( "${prune[@]}" \) -prune -o \( -type f -o -type l \) -printf '%m %p %l\n' | LC_ALL=C sort
         find "${sources[@]}" \( "${prune[@]}" \) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum
@@ -166,6 +172,7 @@ say "building $tag from $dockerfile on $base (BuildKit=$DOCKER_BUILDKIT, revisio
 start=$(date +%s)
 "$docker" build -f "$repo/$dockerfile" -t "$tag" \
     --build-arg BASE_IMAGE="$base" --build-arg VERSION="$version" --build-arg GIT_REVISION="$revision" \
+    ${build_args[@]+"${build_args[@]}"} \
     --label ds2.inputs-digest="$digest" \
     "$repo"
 say "built $tag in $(( $(date +%s) - start )) s; size $("$docker" image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1/1e9}')"

@@ -1,10 +1,11 @@
 #!/bin/bash
-# Create /opt/venv and install a lock file into it, every wheel checked against its hash.
-#   install-python-deps.sh LOCK_FILE
+# Create a venv (default /opt/venv) and install a lock file into it, every wheel checked against its hash.
+#   install-python-deps.sh LOCK_FILE [VENV]
 # Runs in the builder stage. CA certificates that build-image.sh put in docker/certs (copied to
 # /tmp/extra-ca) are added to the system bundle for pip only; see docker/certs/README.md.
 set -euo pipefail
 lock=$1
+venv=${2:-/opt/venv}
 
 bundle=/etc/ssl/certs/ca-certificates.crt
 if ls /tmp/extra-ca/*.crt >/dev/null 2>&1; then
@@ -13,11 +14,11 @@ if ls /tmp/extra-ca/*.crt >/dev/null 2>&1; then
     echo "install-python-deps: trusting extra CA certificates: $(ls /tmp/extra-ca/*.crt | tr '\n' ' ')"
 fi
 
-python3 -m venv /opt/venv
+python3 -m venv "$venv"
 # Debian's venv seeds a 'pkg-resources 0.0.0' placeholder; the lock's setuptools provides the real one.
-/opt/venv/bin/pip uninstall -q -y pkg-resources 2>/dev/null || true
+"$venv"/bin/pip uninstall -q -y pkg-resources 2>/dev/null || true
 # --no-deps: the lock is complete, so pip installs exactly what it lists and nothing else.
-if ! /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
+if ! "$venv"/bin/pip install --no-cache-dir --disable-pip-version-check --cert "$bundle" \
     --require-hashes --no-deps -r "$lock" 2>&1 | tee /tmp/pip.log; then
     if grep -q CERTIFICATE_VERIFY_FAILED /tmp/pip.log; then
         echo "install-python-deps: pip could not verify the package index's TLS certificate: a proxy that" \
@@ -27,5 +28,5 @@ if ! /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --cert
     fi
     exit 1
 fi
-/opt/venv/bin/pip check
+"$venv"/bin/pip check
 rm -f /tmp/ca-bundle.pem

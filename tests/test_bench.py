@@ -1,10 +1,10 @@
-"""bench/corpus.py and bench/train_speed.py: the LibriSpeech-like mix, the two batch plans, and the PyTorch twin's shape.
+"""bench/: the LibriSpeech-like mix, the two batch plans, the harness's step planning, and the PyTorch twin's shape.
 
 Figures (speed, memory) are the benchmark's output, never asserted here."""
 import numpy as np
 import pytest
 
-from bench import corpus, train_speed
+from bench import corpus, harness, train_speed
 from ds2.batching import BatchSampler
 from ds2.config import load_config
 from ds2.shapes import input_frames
@@ -28,7 +28,7 @@ def corpus_frames():
 
 def test_plans_use_every_utterance_once(corpus_frames):
     cfg, frames = corpus_frames
-    bucketed = train_speed.ds2_plan(BatchSampler.from_config(frames, cfg, seed=1))
+    bucketed = harness.sampler_batches(BatchSampler.from_config(frames, cfg, seed=1))
     for plan in (bucketed, train_speed.pad_to_longest_plan(frames, 5, seed=1)):
         used = sorted(i for indices, _ in plan for i in indices)
         assert used == list(range(len(frames)))
@@ -43,9 +43,39 @@ def test_padding_share_counts_padded_frames():
 
 def test_bucketed_plan_pads_far_less_than_pad_to_longest(corpus_frames):
     cfg, frames = corpus_frames
-    bucketed = train_speed.padding_share(train_speed.ds2_plan(BatchSampler.from_config(frames, cfg, seed=1)), frames)
+    bucketed = train_speed.padding_share(harness.sampler_batches(BatchSampler.from_config(frames, cfg, seed=1)), frames)
     longest = train_speed.padding_share(train_speed.pad_to_longest_plan(frames, 5, seed=1), frames)
     assert bucketed < 0.06 < 0.15 < longest
+
+
+def test_step_budget_stops_at_its_seconds_within_its_step_bounds():
+    budget = harness.StepBudget(seconds=10.0, min_steps=2, max_steps=5)
+    assert not budget.done(1, 50.0)                 # at least min_steps, however long they took
+    assert budget.done(2, 10.0) and not budget.done(2, 9.9)
+    assert budget.done(5, 0.1)                      # at most max_steps, however short
+    assert harness.StepBudget.exactly(3) == harness.StepBudget(0.0, 3, 3)
+
+
+def test_step_counts_follow_the_model_size_not_the_preset_name():
+    """A larger model's steps take longer: within the same seconds it times fewer of them. A preset the
+    harness has never seen (here: the small one made wider) is planned the same way."""
+    budgets = {}
+    for name, overrides in (("small", []), ("wider", ["model.rnn_hidden=1024", "model.rnn_layers=5"]),
+                            ("seed", [])):
+        cfg = load_config("seed" if name == "seed" else "small", overrides=overrides)
+        plan = harness.epoch_plan(cfg, seed=7)
+        budgets[name] = harness.StepBudget.for_run(cfg, plan.batches, plan.frames, limit_gflops=200.0,
+                                                   seconds=60.0)
+    assert budgets["small"].max_steps == 24                      # short steps: the cap
+    assert budgets["seed"].max_steps < budgets["wider"].max_steps < budgets["small"].max_steps
+    assert budgets["seed"].max_steps == 2                        # about 35 s steps: the floor
+    assert all(b.seconds == 60.0 and b.min_steps == 2 for b in budgets.values())
+
+
+def test_draw_is_the_same_for_every_run_with_the_same_seed():
+    batches = [([i], 10 + i) for i in range(50)]
+    assert harness.drawn(batches, 3) == harness.drawn(batches, 3)
+    assert sorted(harness.drawn(batches, 3)) == batches and harness.drawn(batches, 3) != harness.drawn(batches, 4)
 
 
 @pytest.mark.parametrize("preset", ["small", "seed"])
@@ -70,9 +100,22 @@ def test_torch_twin_has_the_same_parameters_as_ds2(preset):
 
 def test_planned_runs_leave_the_presets_shapes_alone_unless_asked():
     # A run without --shapes once passed "train.shapes=" (empty) to ds2 and `make bench` failed.
-    assert train_speed.planned_runs(["mindspore", "torch"], []) == [("mindspore", []), ("torch", [])]
-    assert train_speed.planned_runs(["mindspore", "torch"], ["static", "dynamic"]) == [
-        ("mindspore", ["train.shapes=static"]), ("mindspore", ["train.shapes=dynamic"]), ("torch", [])]
+    pythons = ["/venv-a/bin/python", "/venv-b/bin/python"]
+    assert train_speed.planned_runs(["mindspore", "torch"], [], pythons) == [
+        {"framework": "mindspore", "overrides": []},
+        {"framework": "torch", "overrides": [], "python": pythons[0]},
+        {"framework": "torch", "overrides": [], "python": pythons[1]}]
+    assert [run["overrides"] for run in train_speed.planned_runs(["torch", "mindspore"], ["static", "dynamic"],
+                                                                 pythons[:1])] == [
+        ["train.shapes=static"], ["train.shapes=dynamic"], []]           # ds2 first: PyTorch trains its steps
+
+
+def test_pytorch_trains_ds2s_steps_or_a_prefix_once_it_has_spent_twice_ds2s_seconds():
+    ds2 = {"budget": {"seconds": 180.0, "min_steps": 2, "max_steps": 6}, "steps": 5}
+    torch_run = {"framework": "torch", "overrides": [], "python": "/venv/bin/python"}
+    budget = train_speed.budget_for(torch_run, None, None, 200.0, train_speed.FULL, 0, ds2)
+    assert budget == harness.StepBudget(360.0, 2, 5)
+    assert train_speed.budget_for(torch_run, None, None, 200.0, train_speed.FULL, 3, ds2) == harness.StepBudget.exactly(3)
 
 
 def test_heap_trace_names_each_blocks_owner_from_its_stack():
@@ -118,3 +161,18 @@ def test_shape_memory_turns_page_faults_into_memory_touched_fresh(monkeypatch):
     monkeypatch.setattr(resource, "getpagesize", lambda: 4096)
     text = fault_summary({"pass2_minor_faults_per_step": 1_100_000.0, "pass2_system_cpu_s_per_step": 4.25})
     assert text == "1.10 M minor page faults (4.20 GiB touched fresh), 4.25 s CPU in the kernel"
+
+
+def test_shape_memory_variant_env_items_set_the_runs_environment_not_its_config():
+    from bench.shape_memory import variant_env, variant_name
+    text = "train.shapes=dynamic,env:MALLOC_CONF=oversize_threshold:0,env:LD_PRELOAD=/lib/libjemalloc.so.2"
+    assert variant_env(text) == {"MALLOC_CONF": "oversize_threshold:0", "LD_PRELOAD": "/lib/libjemalloc.so.2"}
+    assert variant_env("train.shapes=dynamic") == {}
+    assert variant_name(text) == "train.shapes=dynamic,env:MALLOC_CONF,env:LD_PRELOAD"
+
+
+def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
+    from bench.onednn_lstm import layer_shape
+    # seed: 1428 input frames -> 714 steps (time stride 2); BiLSTM layers 2..5 take H inputs
+    assert layer_shape("seed", 1428, 11) == (714, 11, 1024, 1024)
+    assert layer_shape("small", 1428, 8) == (357, 8, 192, 192)      # the small model strides time by 4
