@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ds2.__main__ import main as ds2_main
-from envcheck.__main__ import main as envcheck_main
+from envcheck.cli import main as envcheck_main
 
 
 @pytest.fixture(scope="module")
