@@ -308,7 +308,7 @@ def run_child(spec: Dict, python: str) -> Dict:
 def environment() -> Dict:
     """Versions from package metadata: this process imports neither framework (see run_child)."""
     from importlib import metadata
-    from ds2.checkpoint import cpu_model
+    from ds2.checkpoint.storage import cpu_model
     from ds2.runtime import usable_cpus
 
     info = {"python": platform.python_version(), "machine": platform.machine(), "processor": cpu_model(),

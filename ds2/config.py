@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ds2.errors import UserError
 
 DEFAULT_PRESET = "small"
-# Index 0 is the CTC blank. The reference implementation puts blank last; ds2.reconcile maps orders.
+# Index 0 is the CTC blank. The reference implementation puts blank last; ds2.checkpoint.reconcile maps orders.
 DEFAULT_LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 OPENSLR_URL = "https://www.openslr.org/resources/12"
 DEVICES = ("CPU", "GPU")

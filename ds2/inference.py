@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from ds2 import checkpoint
+from ds2.checkpoint import storage
 from ds2.config import BUILT_LM, NO_LM, TUNED_LM, Config, with_overrides
 from ds2.errors import UserError
 
@@ -36,15 +36,15 @@ def load_for_inference(cfg: Config, which: str, overrides: Sequence[str]) -> Loa
     """
     from ds2.model import DeepSpeech2
 
-    path = checkpoint.resolve(cfg.run_dir, which)
+    path = storage.resolve(cfg.run_dir, which)
     try:
-        values, meta = checkpoint.load(path)
-    except checkpoint.CorruptCheckpoint as exc:
+        values, meta = storage.load(path)
+    except storage.CorruptCheckpoint as exc:
         raise UserError(f"{exc}; use another checkpoint of the run (--checkpoint last, or a step-N.ckpt file)") from None
     stored = with_overrides(meta["config"], overrides)
     model = DeepSpeech2(stored.model, stored.features.n_bins)
     try:
-        checkpoint.restore(values, model)
+        storage.restore(values, model)
     except ValueError as exc:
         raise UserError(f"{path} does not fit the model its config describes ({exc}); check it with "
                         f"python -m envcheck --checkpoint {path}") from None

@@ -22,7 +22,7 @@ The model ends in log_softmax; nn.CTCLoss takes those log-probabilities as [T, B
 blank at index 0 (cfg.model.labels[0]). Forward values and gradients of BiLSTM and CTCLoss agree
 with torch.nn.LSTM and torch.nn.functional.ctc_loss to float32 precision (tests/test_model.py).
 
-Parameter names (what checkpoints store; ds2.reconcile maps other code bases onto them):
+Parameter names (what checkpoints store; ds2.checkpoint.layouts maps other code bases onto them):
   conv.<k>.conv.weight / .bias, conv.<k>.bn.{gamma,beta,moving_mean,moving_variance} (k = 0, 1);
   rnns.<i>.bn.* (BatchNorm before BiLSTM layers 1..n-1 when rnn_batch_norm);
   rnns.<i>.lstm.{weight_ih,weight_hh,bias_ih,bias_hh}[_reverse] in PyTorch's layout;

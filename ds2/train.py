@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ds2 import checkpoint, distributed, memory
+from ds2 import distributed, memory
+from ds2.checkpoint import storage
 from ds2.config import Config, count, save_config, to_dict, with_overrides
 from ds2.errors import UserError
 
@@ -137,27 +138,27 @@ def train(cfg: Config, args) -> int:
     run_dir = Path(cfg.run_dir)
     resume_from: Optional[Path] = None
     if args.resume:
-        found = checkpoint.step_checkpoints(run_dir)
+        found = storage.step_checkpoints(run_dir)
         if not found:
-            print(f"ds2 train: --resume: no checkpoint yet in {checkpoint.checkpoint_dir(run_dir)}; "
+            print(f"ds2 train: --resume: no checkpoint yet in {storage.checkpoint_dir(run_dir)}; "
                   f"starting a new run")
         damaged = []
         for candidate in reversed(found):  # newest first; a damaged one falls back to the one before
             try:
-                values, meta = checkpoint.load(candidate)
-            except checkpoint.CorruptCheckpoint as exc:
+                values, meta = storage.load(candidate)
+            except storage.CorruptCheckpoint as exc:
                 damaged.append(str(exc))
                 continue
             resume_from = candidate
             break
         if found and resume_from is None:
-            raise UserError(f"no readable checkpoint in {checkpoint.checkpoint_dir(run_dir)}: all {len(found)} are "
+            raise UserError(f"no readable checkpoint in {storage.checkpoint_dir(run_dir)}: all {len(found)} are "
                             f"damaged ({damaged[0]}); move the folder away to start afresh")
         for problem in damaged:
             print(f"ds2 train: skipped a damaged checkpoint: {problem}", file=sys.stderr)
         if resume_from is not None:
             cfg = with_overrides(meta["config"], args.overrides)  # the run's own config + this command's --set
-    elif checkpoint.step_checkpoints(run_dir):
+    elif storage.step_checkpoints(run_dir):
         raise UserError(f"{run_dir} already has checkpoints; use --resume, or another run_dir (--set run_dir=...)")
 
     if cfg.train.fit_memory:
@@ -186,14 +187,14 @@ def train(cfg: Config, args) -> int:
     bad_batches, bad_utterances = 0, set()
     best = None  # {"dev_wer", "dev_cer"} of best.ckpt
     if resume_from is not None:
-        checkpoint.restore(values, model, optimizer)
+        storage.restore(values, model, optimizer)
         step, skipped = meta["step"], meta["skipped"]
         position = meta["position"]
         # Checkpoints written before data parallelism existed are single-process ones.
         epoch, batch_index, moved = distributed.resume_position(
             position["epoch"], position["batch"], position.get("world_size", 1), cluster.world_size,
             steps_per_epoch)
-        best = checkpoint.best_metric(run_dir)
+        best = storage.best_metric(run_dir)
         metrics.truncate_after(step)
         print(f"resumed from {resume_from}: step {step}, epoch {epoch}, batch {batch_index}")
         if moved:
@@ -213,12 +214,12 @@ def train(cfg: Config, args) -> int:
         """Rank 0 writes the checkpoint (the parameters are the same on every worker)."""
         if not cluster.writes_checkpoints:
             return None
-        path = checkpoint.step_path(run_dir, step)
-        checkpoint.save(path, model, optimizer, {
+        path = storage.step_path(run_dir, step)
+        storage.save(path, model, optimizer, {
             "config": to_dict(cfg), "step": step, "skipped": skipped,
             "position": {"epoch": epoch, "batch": batch_index, "world_size": cluster.world_size},
-            "metrics": metrics_now, "environment": checkpoint.environment()})
-        checkpoint.prune(run_dir, cfg.train.keep_last)
+            "metrics": metrics_now, "environment": storage.environment()})
+        storage.prune(run_dir, cfg.train.keep_last)
         return path
 
     bar = progress(total=total_steps, initial=step, unit="step", disable=not cluster.writes_checkpoints)
@@ -294,10 +295,10 @@ def train(cfg: Config, args) -> int:
                             "dev_wer": summary["wer"], "time": round(time.time(), 3)})
             bar.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
         path = save(record)
-        if checkpoint.is_better(record, best):
+        if storage.is_better(record, best):
             best = {"dev_wer": record["dev_wer"], "dev_cer": record["dev_cer"]}
             if path is not None:
-                checkpoint.mark_best(run_dir, path)
+                storage.mark_best(run_dir, path)
         if cluster.writes_checkpoints:
             plot_curves(metrics.read(), run_dir / PLOT_FILE)
     bar.close()

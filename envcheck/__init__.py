@@ -17,7 +17,7 @@ How it works
     (envcheck/rules/*.json, see diagnose.py) that explain the cause and give the fix.
 
 --checkpoint PATH adds the probe checkpoint.load (stages train and eval, or no --stage): it builds the
-model (and the optimizer) as the stage would and reconciles the file with it (ds2.reconcile): FAIL when
+model (and the optimizer) as the stage would and reconciles the file with it (ds2.checkpoint.reconcile): FAIL when
 the file is missing, truncated, unreadable or its weights do not fit; WARN when entries had to be
 reshaped, the optimizer state would restart, or ds2 train --resume / ds2 eval would not take the file
 as it is (ds2 convert would); its details hold the reconciliation table ("table").

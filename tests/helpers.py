@@ -1,5 +1,5 @@
 """Helpers shared by several test files: a tiny tone corpus with its run overrides, and a training-state
-checkpoint as MindSpore's ModelCheckpoint writes one."""
+checkpoint as MindSpore's ModelCheckpoint writes one, and a pickle that runs a command when it is loaded."""
 import json
 from pathlib import Path
 
@@ -75,3 +75,14 @@ def save_training_state(path, model, optimizer, power_shape, with_global_step):
     ms.save_checkpoint([{"name": name, "data": ms.Parameter(ms.Tensor(value), name=name)}
                         for name, value in stored.items()], str(path))
     return stored
+
+
+class RunsACommand:
+    """Unpickling this calls os.system: what a malicious torch checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)

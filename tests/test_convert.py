@@ -1,8 +1,8 @@
 """ds2 convert: model-zoo and deepspeech.pytorch checkpoints become ds2 checkpoints that compute the same
-outputs; a torch checkpoint that would run code is refused without running it."""
+outputs; a torch checkpoint that would run code is refused without running it (the reader itself:
+tests/test_checkpoint_torch_unpickler.py)."""
 import argparse
 import math
-import os
 import re
 
 import numpy as np
@@ -13,10 +13,13 @@ torch = pytest.importorskip("torch")
 
 from mindspore import nn, ops  # noqa: E402
 
-from ds2 import checkpoint, convert, reconcile  # noqa: E402
+from ds2 import convert  # noqa: E402
+from ds2.checkpoint import layouts, storage  # noqa: E402
 from ds2.config import DEFAULT_LABELS, Config, ModelConfig  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
 from ds2.step import build_optimizer  # noqa: E402
+from ds2.checkpoint.transforms import label_order  # noqa: E402
+from tests.helpers import RunsACommand  # noqa: E402
 
 CHANNELS, KERNEL1, KERNEL2, HIDDEN = 4, (5, 3), (3, 3), 8
 
@@ -29,11 +32,11 @@ def convert_command(cfg, source, output, *extra):
 
 
 def load_converted(cfg, path):
-    """The converted file restored the way ds2 train --resume and eval do today (ds2.checkpoint.restore)."""
-    values, meta = checkpoint.load(path)
+    """The converted file restored the way ds2 train --resume and eval do today (ds2.checkpoint.storage.restore)."""
+    values, meta = storage.load(path)
     model = DeepSpeech2(cfg.model, cfg.features.n_bins)
     TrainNetwork(model)
-    checkpoint.restore(values, model, build_optimizer(model, cfg.train))
+    storage.restore(values, model, build_optimizer(model, cfg.train))
     model.set_train(False)
     return model, meta
 
@@ -94,7 +97,7 @@ class ZooDeepSpeech(nn.Cell):
         rows = ((n_bins + 2 * (KERNEL1[0] // 2) - KERNEL1[0]) // 2 + 1 + 2 * (KERNEL2[0] // 2) - KERNEL2[0]) // 2 + 1
         self.conv = ZooMaskConv()
         self.RNN = ZooBatchRNN(CHANNELS * rows, layers, rng)
-        self.fc = ZooSequenceWise(nn.Dense(HIDDEN, len(reconcile.ZOO_LABELS), has_bias=False))
+        self.fc = ZooSequenceWise(nn.Dense(HIDDEN, len(layouts.ZOO_LABELS), has_bias=False))
 
     def construct(self, x):
         x = self.conv(x)
@@ -155,7 +158,7 @@ def test_zoo_checkpoint_converts_to_identical_outputs(tmp_path, zoo_checkpoint, 
     zoo_logits = zoo_network(ms.Tensor(features)).asnumpy()
     zoo_log_probs = zoo_logits - np.log(np.exp(zoo_logits).sum(-1, keepdims=True))
     log_probs, lengths = model(ms.Tensor(features), ms.Tensor(np.array([24, 24], np.int32)))
-    rows = reconcile.label_order(reconcile.ZOO_LABELS, DEFAULT_LABELS)
+    rows = label_order(layouts.ZOO_LABELS, DEFAULT_LABELS)
     np.testing.assert_allclose(log_probs.asnumpy(), zoo_log_probs[..., rows], rtol=0, atol=1e-5)
     assert log_probs.shape == zoo_logits.shape and lengths.asnumpy().tolist() == [12, 12]
     assert meta["converted_from"]["layout"] == "reference-zoo" and meta["step"] == 0
@@ -319,34 +322,15 @@ def test_deepspeech_pytorch_against_another_architecture_names_each_override(tmp
     assert "features.window" not in captured.err and "features.window: hamming from the checkpoint" in captured.out
 
 
-class RunsACommand:
-    """Unpickling this calls os.system: what a malicious .pth does."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_a_torch_checkpoint_that_would_run_code_is_refused_unrun(tmp_path, capsys):
+def test_convert_refuses_a_torch_checkpoint_that_would_run_code_unrun(tmp_path, capsys):
+    """The reader's refusal (tests/test_checkpoint_torch_unpickler.py) is the command's one-line error."""
     marker = tmp_path / "command-ran"
     path = tmp_path / "malicious.pth"
     torch.save({"state_dict": {"fc.0.module.1.weight": torch.zeros(2, 2)}, "hook": RunsACommand(marker)}, str(path))
 
-    with pytest.raises(convert.UnsafeCheckpoint, match=r"would import (posix|os)\.system"):
-        convert.read_torch_checkpoint(path)
     assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 1
     assert "refusing to read" in capsys.readouterr().err
     assert not marker.exists()
-
-
-def test_a_torchscript_archive_is_refused(tmp_path):
-    path = tmp_path / "scripted.pth"
-    torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
-
-    with pytest.raises(convert.UnsafeCheckpoint, match="TorchScript"):
-        convert.read_torch_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,28 +350,6 @@ def v3_checkpoint(tmp_path_factory, torch_checkpoint):
     return path, network
 
 
-def test_v3_checkpoint_is_read_without_importing_its_code_bases(v3_checkpoint):
-    path, _ = v3_checkpoint
-    import sys
-
-    values, others = convert.read_torch_checkpoint(path)
-
-    assert not [name for name in sys.modules
-                if name.split(".")[0] in ("omegaconf", "hydra", "hydra_configs", "pytorch_lightning",
-                                          "deepspeech_pytorch")]
-    assert others["hyper_parameters"]["spect_cfg"] == {"sample_rate": 16000, "window_size": 0.02,
-                                                       "window_stride": 0.01, "window": "hamming"}
-    assert others["hyper_parameters"]["model_cfg"] == {"rnn_type": "torch.nn.modules.rnn.LSTM",
-                                                       "hidden_size": HIDDEN, "hidden_layers": TORCH_LAYERS}
-    assert others["hyper_parameters"]["optim_cfg"]["betas"] == [0.9, 0.999]
-    assert others["hyper_parameters"]["labels"] == list(DEFAULT_LABELS)
-    assert others["hyper_parameters"]["precision"] == 16
-    assert others["callbacks"]["deepspeech_pytorch.checkpoint.CheckpointHandler"]["monitor"] == "wer"
-    assert others["pytorch-lightning_version"] == "1.1.8" and others["hparams_name"] == "kwargs"
-    assert {"epoch", "global_step", "optimizer_states", "lr_schedulers", "native_amp_scaling_state"} <= set(others)
-    assert "rnns.0.rnn.weight_ih_l0" in values
-
-
 def test_v3_checkpoint_converts_to_matching_outputs_and_paths(tmp_path, v3_checkpoint, capsys):
     source, torch_network = v3_checkpoint
     cfg = Config(run_dir=str(tmp_path / "run"), model=TORCH_CFG)   # window 'hann': the checkpoint's 'hamming' wins
@@ -395,7 +357,7 @@ def test_v3_checkpoint_converts_to_matching_outputs_and_paths(tmp_path, v3_check
 
     assert convert_command(cfg, source, output) == 0
     assert "features.window: hamming from the checkpoint" in capsys.readouterr().out
-    values, meta = checkpoint.load(output)
+    values, meta = storage.load(output)
     assert meta["config"]["features"]["window"] == "hamming" and meta["config"]["features"]["n_fft"] == 320
     stored = Config(run_dir=str(tmp_path / "run"), model=TORCH_CFG)
     stored.features.window = "hamming"
@@ -413,7 +375,7 @@ def test_v3_checkpoint_labels_set_the_converted_config(tmp_path, torch_checkpoin
     v3.save(v3.lightning_checkpoint(network, labels, v3.training_config()), path)
 
     assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 0
-    _, meta = checkpoint.load(tmp_path / "out.ckpt")
+    _, meta = storage.load(tmp_path / "out.ckpt")
     assert meta["config"]["model"]["labels"] == labels
 
 
@@ -430,19 +392,3 @@ def test_v3_checkpoint_with_an_unknown_class_is_refused_by_name(tmp_path, torch_
     assert convert_command(torch_config(tmp_path), path, tmp_path / "out.ckpt") == 1
     assert re.search(r"would import (posix|os)\.system", capsys.readouterr().err)
     assert not marker.exists()
-
-
-class CallsGetitem:
-    """Unpickling this calls operator.getitem on a dict: allowed only on typing's stand-ins."""
-
-    def __reduce__(self):
-        import operator
-        return operator.getitem, ({"key": "value"}, "key")
-
-
-def test_operator_getitem_is_refused_outside_typing(tmp_path):
-    path = tmp_path / "getitem.pth"
-    torch.save({"state_dict": {"fc.0.module.1.weight": torch.zeros(2, 2)}, "trick": CallsGetitem()}, str(path))
-
-    with pytest.raises(convert.UnsafeCheckpoint, match="operator.getitem applied to"):
-        convert.read_torch_checkpoint(path)

@@ -15,7 +15,7 @@ from tests.envcheck_helpers import REPO, run_envcheck
 
 ms = pytest.importorskip("mindspore")
 
-from ds2 import checkpoint  # noqa: E402
+from ds2.checkpoint import storage  # noqa: E402
 from ds2.config import load_config, to_dict  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
 from ds2.step import build_optimizer  # noqa: E402
@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("checkpoints")
     cfg, model, optimizer = training_state(TINY)
     paths = {name: work / f"{name}.ckpt" for name in ("own", "old-adam", "other-hidden", "truncated", "lightning")}
-    checkpoint.save(paths["own"], model, optimizer, {"config": to_dict(cfg), "step": 7})
+    storage.save(paths["own"], model, optimizer, {"config": to_dict(cfg), "step": 7})
     save_training_state(paths["old-adam"], model, optimizer, power_shape=(1,), with_global_step=False)
     _, other_model, _ = training_state(TINY + ["model.rnn_hidden=6"])
     ms.save_checkpoint(other_model, str(paths["other-hidden"]))

@@ -197,8 +197,8 @@ def test_a_damaged_best_checkpoint_does_not_stop_resume(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipped a damaged checkpoint" in err
     assert "best.ckpt: SHA-256 does not match" in err and "the next dev evaluation replaces it" in err
-    from ds2 import checkpoint
-    assert checkpoint.load(best)[1]["position"]["epoch"] == 3    # the new best, readable again
+    from ds2.checkpoint import storage
+    assert storage.load(best)[1]["position"]["epoch"] == 3    # the new best, readable again
 
 
 def test_bad_audio_mid_epoch_is_skipped_counted_and_named(tmp_path, capsys):

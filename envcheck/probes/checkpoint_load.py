@@ -13,8 +13,8 @@ need that interpreter's MindSpore. In order:
    --set overrides (what ds2 train --resume and ds2 eval do), else from the configured preset,
    --config and --set (what ds2 convert does). Except for stage eval, also the optimizer, as ds2
    train builds it: without --stage the file is checked for the stricter use, resuming training.
-4. ds2.reconcile.reconcile decides what of the file goes where; its table is details["table"].
-5. ds2's own loader, ds2.checkpoint.restore (ds2 train --resume, ds2 eval), runs on the throwaway
+4. ds2.checkpoint.reconcile.reconcile decides what of the file goes where; its table is details["table"].
+5. ds2's own loader, ds2.checkpoint.storage.restore (ds2 train --resume, ds2 eval), runs on the throwaway
    model: it takes only ds2 checkpoints whose names and shapes are exactly the model's.
 
 FAIL: the file is missing, truncated or unreadable, or its model weights do not fit. WARN: an entry
@@ -112,17 +112,17 @@ def _convert_command(settings: dict, path: str) -> str:
     return " ".join(shlex.quote(word) for word in words + [path])
 
 
-def _own_loader_refusal(checkpoint, values: dict, meta: Optional[dict], model, optimizer) -> str:
+def _own_loader_refusal(storage, values: dict, meta: Optional[dict], model, optimizer) -> str:
     """Why ds2 train --resume / ds2 eval would not load the file as it is; "" when they would.
 
-    They read it with ds2.checkpoint.load, which wants the meta entry, and set it with
-    ds2.checkpoint.restore, which wants every name and shape exactly; restore runs on the throwaway
+    They read it with ds2.checkpoint.storage.load, which wants the meta entry, and set it with
+    ds2.checkpoint.storage.restore, which wants every name and shape exactly; restore runs on the throwaway
     model here, so what it says is what the stage would say.
     """
     if meta is None:
-        return f"no {checkpoint.META_KEY!r} entry: not a ds2 training checkpoint"
+        return f"no {storage.META_KEY!r} entry: not a ds2 training checkpoint"
     try:
-        checkpoint.restore(values, model, optimizer)
+        storage.restore(values, model, optimizer)
     except Exception as exc:  # ds2 raises ValueError; MindSpore before 2.7 raised on a shape change itself
         return f"{type(exc).__name__}: {exc}"
     return ""
@@ -147,7 +147,7 @@ def run(settings: dict) -> dict:
     progress.mark("import ds2 and mindspore")
     try:
         import ds2
-        from ds2 import checkpoint, reconcile
+        from ds2.checkpoint import reconcile, storage
         from ds2.config import ConfigError, with_overrides
         from ds2.model import DeepSpeech2, TrainNetwork
         from ds2.step import build_optimizer
@@ -157,7 +157,7 @@ def run(settings: dict) -> dict:
 
     progress.mark("read the checkpoint")
     try:
-        values, meta = reconcile.read_checkpoint(path)
+        values, meta = storage.read_checkpoint(path)
     except Exception as exc:  # MindSpore raises ValueError for anything it cannot parse
         details["error"] = f"{type(exc).__name__}: {exc}"
         return {"status": FAIL, "summary": f"MindSpore cannot read {path}: {details['error']}", "details": details,
@@ -199,7 +199,7 @@ def run(settings: dict) -> dict:
                 "details": details, "findings": ["checkpoint-refused"], "output": output}
 
     progress.mark("ds2's own loader")
-    refusal = _own_loader_refusal(checkpoint, values, meta, model, optimizer)
+    refusal = _own_loader_refusal(storage, values, meta, model, optimizer)
     details["loader_refusal"] = refusal
     notes, findings = [], []
     if report.reshaped:

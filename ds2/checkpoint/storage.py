@@ -1,4 +1,5 @@
-"""Training checkpoints: one MindSpore .ckpt file per save, written atomically.
+"""Training checkpoints on disk: one MindSpore .ckpt file per save, written atomically, and the one
+restore that sets a ds2 checkpoint's values into a model (ds2 train --resume, ds2 eval, transcribe).
 
 A checkpoint holds everything needed to continue or to evaluate:
 - the model's parameters and BatchNorm statistics, under the model's own names;
@@ -13,6 +14,10 @@ renamed over the final name, so a crash (even SIGKILL) leaves either the old or 
 never a partial one. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
 verifies it, so a file truncated or damaged later (copying, a full disk) is detected
 (CorruptCheckpoint) and `ds2 train --resume` falls back to the previous checkpoint.
+
+restore() takes ds2's own checkpoints only: every name and shape exactly as the model and optimizer
+have them. Checkpoints of other versions and code bases go through ds2.checkpoint.reconcile (ds2
+convert), which writes a ds2 checkpoint that restore() takes.
 """
 from __future__ import annotations
 
@@ -141,6 +146,16 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         raise UserError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint; convert it first "
                         f"with ds2 convert {path}")
     return values, json.loads(meta_text)
+
+
+def read_checkpoint(path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not; MindSpore's
+    own error when it cannot parse it."""
+    import mindspore as ms
+
+    values = ms.load_checkpoint(str(path))
+    meta_text = values.pop(META_KEY, None)
+    return values, (json.loads(meta_text) if isinstance(meta_text, str) else None)
 
 
 def restore(values: Dict[str, Any], model, optimizer=None) -> None:

@@ -1,11 +1,11 @@
-"""ds2.reconcile: training-state checkpoints in old and new MindSpore layouts load into a fresh model
+"""ds2.checkpoint.reconcile: training-state checkpoints in old and new MindSpore layouts load into a fresh model
 and optimizer; what does not fit is refused with a table before any value is set."""
 import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
 
-from ds2 import checkpoint, reconcile  # noqa: E402
+from ds2.checkpoint import layouts, reconcile, storage  # noqa: E402
 from ds2.config import DEFAULT_LABELS, ModelConfig, TrainConfig  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
 from ds2.step import build_optimizer  # noqa: E402
@@ -82,7 +82,7 @@ def test_own_checkpoint_round_trip_loads_everything_by_name(tmp_path):
     model, optimizer = training_state(1)
     optimizer.moment1[0].set_data(ms.Tensor(np.full(optimizer.moment1[0].shape, 0.25, np.float32)))
     path = tmp_path / "own.ckpt"
-    checkpoint.save(path, model, optimizer, {"step": 3, "config": {"model": {"labels": CFG.labels}}})
+    storage.save(path, model, optimizer, {"step": 3, "config": {"model": {"labels": CFG.labels}}})
 
     fresh, fresh_optimizer = training_state(2)
     report = reconcile.load_into(fresh, fresh_optimizer, path)
@@ -140,17 +140,17 @@ def test_model_weights_load_when_the_optimizer_state_cannot(tmp_path):
 
 
 def test_output_rows_follow_the_labels_stored_with_the_checkpoint(tmp_path):
-    blank_last = reconcile.ZOO_LABELS
+    blank_last = layouts.ZOO_LABELS
     source_cfg = ModelConfig(conv_channels=4, conv1_kernel=(5, 3), conv2_kernel=(3, 3), rnn_hidden=8, rnn_layers=2,
                              labels=blank_last)
     model, optimizer = training_state(1, source_cfg)
     path = tmp_path / "blank-last.ckpt"
-    checkpoint.save(path, model, optimizer, {"config": {"model": {"labels": blank_last}}})
+    storage.save(path, model, optimizer, {"config": {"model": {"labels": blank_last}}})
     fresh, fresh_optimizer = training_state(2)
 
     report = reconcile.load_into(fresh, fresh_optimizer, path)
 
-    output_layer = reconcile.model_roles(fresh)["fc.weight"]
+    output_layer = layouts.model_roles(fresh)["fc.weight"]
     stored_rows = values_of(model)[output_layer]
     loaded_rows = values_of(fresh)[output_layer]
     for row, label in enumerate(DEFAULT_LABELS):
@@ -165,7 +165,7 @@ def test_output_rows_follow_the_labels_stored_with_the_checkpoint(tmp_path):
 ], ids=["batchnorm-sum", "no-batchnorm-concat"])
 def test_every_model_parameter_has_a_role(cfg):
     model = DeepSpeech2(cfg, N_BINS)
-    roles = reconcile.model_roles(model)
+    roles = layouts.model_roles(model)
     assert sorted(roles.values()) == sorted(name for name, _ in model.parameters_and_names())
     assert ("rnn1.bn.gamma" in roles) == cfg.rnn_batch_norm
     assert {"conv1.weight", "conv2.bn.moving_variance", f"rnn{cfg.rnn_layers - 1}.weight_hh_reverse",

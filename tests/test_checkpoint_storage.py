@@ -4,7 +4,7 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 
-from ds2 import checkpoint  # noqa: E402
+from ds2.checkpoint import storage  # noqa: E402
 from ds2.errors import UserError  # noqa: E402
 from ds2.config import ModelConfig, TrainConfig  # noqa: E402
 from ds2.model import DeepSpeech2  # noqa: E402
@@ -22,13 +22,13 @@ def model_and_optimizer(seed):
 def test_round_trip_restores_model_optimizer_and_meta(tmp_path):
     model, optimizer = model_and_optimizer(1)
     optimizer.moment1[0].set_data(ms.Tensor(np.full(optimizer.moment1[0].shape, 0.25, np.float32)))
-    path = checkpoint.step_path(tmp_path, 12)
+    path = storage.step_path(tmp_path, 12)
     meta = {"step": 12, "position": {"epoch": 1, "batch": 3}, "config": {"name": "x"}}
-    checkpoint.save(path, model, optimizer, meta)
+    storage.save(path, model, optimizer, meta)
 
     fresh, fresh_optimizer = model_and_optimizer(2)
-    values, loaded_meta = checkpoint.load(path)
-    checkpoint.restore(values, fresh, fresh_optimizer)
+    values, loaded_meta = storage.load(path)
+    storage.restore(values, fresh, fresh_optimizer)
     assert loaded_meta == meta
     for (name, a), (_, b) in zip(model.parameters_and_names(), fresh.parameters_and_names()):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
@@ -38,86 +38,86 @@ def test_round_trip_restores_model_optimizer_and_meta(tmp_path):
 
 def test_failed_save_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
     model, optimizer = model_and_optimizer(1)
-    path = checkpoint.step_path(tmp_path, 2)
-    checkpoint.save(path, model, optimizer, {"step": 2})
+    path = storage.step_path(tmp_path, 2)
+    storage.save(path, model, optimizer, {"step": 2})
     before = path.read_bytes()
     with pytest.raises(TypeError):
-        checkpoint.save(path, model, optimizer, {"step": object()})  # not JSON: fails mid-save
+        storage.save(path, model, optimizer, {"step": object()})  # not JSON: fails mid-save
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256"]
-    checkpoint.load(path)  # and its checksum still matches
+    storage.load(path)  # and its checksum still matches
 
 
 def test_restore_refuses_a_different_architecture(tmp_path):
     model, optimizer = model_and_optimizer(1)
     path = tmp_path / "a.ckpt"
-    checkpoint.save(path, model, optimizer, {"step": 0})
+    storage.save(path, model, optimizer, {"step": 0})
     other = DeepSpeech2(ModelConfig(conv_channels=2, conv1_kernel=(5, 5), conv2_kernel=(5, 5),
                                     rnn_hidden=6, rnn_layers=2), 17)
     with pytest.raises(ValueError, match="shape"):
-        checkpoint.restore(checkpoint.load(path)[0], other)
+        storage.restore(storage.load(path)[0], other)
 
 
 def test_prune_best_and_resolve(tmp_path):
     model, optimizer = model_and_optimizer(1)
     for step in (2, 4, 6, 8):
-        checkpoint.save(checkpoint.step_path(tmp_path, step), model, optimizer,
+        storage.save(storage.step_path(tmp_path, step), model, optimizer,
                         {"step": step, "metrics": {"dev_wer": 2.0 / step, "dev_cer": 1.0 / step}})
         if step == 4:
-            checkpoint.mark_best(tmp_path, checkpoint.step_path(tmp_path, step))
-        checkpoint.prune(tmp_path, keep_last=2)
-    assert [p.name for p in checkpoint.step_checkpoints(tmp_path)] == ["step-0000006.ckpt", "step-0000008.ckpt"]
-    assert checkpoint.resolve(tmp_path, "last").name == "step-0000008.ckpt"
-    best = checkpoint.resolve(tmp_path, "best")
-    assert checkpoint.load(best)[1]["step"] == 4  # survives the pruning of step-4
-    assert checkpoint.best_metric(tmp_path) == pytest.approx({"dev_wer": 0.5, "dev_cer": 0.25})
+            storage.mark_best(tmp_path, storage.step_path(tmp_path, step))
+        storage.prune(tmp_path, keep_last=2)
+    assert [p.name for p in storage.step_checkpoints(tmp_path)] == ["step-0000006.ckpt", "step-0000008.ckpt"]
+    assert storage.resolve(tmp_path, "last").name == "step-0000008.ckpt"
+    best = storage.resolve(tmp_path, "best")
+    assert storage.load(best)[1]["step"] == 4  # survives the pruning of step-4
+    assert storage.best_metric(tmp_path) == pytest.approx({"dev_wer": 0.5, "dev_cer": 0.25})
     with pytest.raises(UserError, match="train first"):
-        checkpoint.resolve(tmp_path / "nothing", "last")
+        storage.resolve(tmp_path / "nothing", "last")
 
 
 def test_best_is_chosen_by_dev_wer_and_ties_by_dev_cer():
     best = {"dev_wer": 0.30, "dev_cer": 0.10}
-    assert checkpoint.is_better({"dev_wer": 0.29, "dev_cer": 0.20}, best)  # WER decides, not CER
-    assert not checkpoint.is_better({"dev_wer": 0.31, "dev_cer": 0.01}, best)
-    assert checkpoint.is_better({"dev_wer": 0.30, "dev_cer": 0.09}, best)  # tie: CER decides
-    assert not checkpoint.is_better({"dev_wer": 0.30, "dev_cer": 0.10}, best)
-    assert checkpoint.is_better({"dev_wer": 0.9, "dev_cer": 0.9}, None)
-    assert not checkpoint.is_better({"train_loss": 1.0}, best)  # no dev evaluation this epoch
+    assert storage.is_better({"dev_wer": 0.29, "dev_cer": 0.20}, best)  # WER decides, not CER
+    assert not storage.is_better({"dev_wer": 0.31, "dev_cer": 0.01}, best)
+    assert storage.is_better({"dev_wer": 0.30, "dev_cer": 0.09}, best)  # tie: CER decides
+    assert not storage.is_better({"dev_wer": 0.30, "dev_cer": 0.10}, best)
+    assert storage.is_better({"dev_wer": 0.9, "dev_cer": 0.9}, None)
+    assert not storage.is_better({"train_loss": 1.0}, best)  # no dev evaluation this epoch
 
 
 def test_truncated_or_damaged_checkpoint_is_detected_by_its_checksum(tmp_path):
     model, optimizer = model_and_optimizer(1)
-    path = checkpoint.step_path(tmp_path, 4)
-    checkpoint.save(path, model, optimizer, {"step": 4})
-    assert checkpoint.checksum_path(path).read_text().split()[0] == checkpoint.file_sha256(path)
-    checkpoint.load(path)  # intact: loads
+    path = storage.step_path(tmp_path, 4)
+    storage.save(path, model, optimizer, {"step": 4})
+    assert storage.checksum_path(path).read_text().split()[0] == storage.file_sha256(path)
+    storage.load(path)  # intact: loads
 
     data = path.read_bytes()
     path.chmod(0o600)  # MindSpore saves checkpoints read-only
     path.write_bytes(data[: len(data) // 2])  # truncated, as by a full disk or an interrupted copy
-    with pytest.raises(checkpoint.CorruptCheckpoint, match="truncated or damaged"):
-        checkpoint.load(path)
+    with pytest.raises(storage.CorruptCheckpoint, match="truncated or damaged"):
+        storage.load(path)
 
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0xFF  # same length, one flipped byte
     path.write_bytes(bytes(damaged))
-    with pytest.raises(checkpoint.CorruptCheckpoint):
-        checkpoint.load(path)
+    with pytest.raises(storage.CorruptCheckpoint):
+        storage.load(path)
 
 
 def test_prune_removes_checksums_with_their_checkpoints(tmp_path):
     model, optimizer = model_and_optimizer(1)
     for step in (1, 2, 3):
-        checkpoint.save(checkpoint.step_path(tmp_path, step), model, optimizer, {"step": step})
-    checkpoint.prune(tmp_path, keep_last=1)
-    left = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+        storage.save(storage.step_path(tmp_path, step), model, optimizer, {"step": step})
+    storage.prune(tmp_path, keep_last=1)
+    left = sorted(p.name for p in storage.checkpoint_dir(tmp_path).iterdir())
     assert left == ["step-0000003.ckpt", "step-0000003.ckpt.sha256"]
 
 
 SAVE_FOREVER = """
 import sys
 import mindspore as ms
-from ds2 import checkpoint
+from ds2.checkpoint import storage
 from ds2.config import ModelConfig, TrainConfig
 from ds2.model import DeepSpeech2
 from ds2.step import build_optimizer
@@ -127,8 +127,8 @@ optimizer = build_optimizer(model, TrainConfig())
 step = 0
 while True:
     step += 1
-    checkpoint.save(checkpoint.step_path(sys.argv[1], step), model, optimizer, {"step": step})
-    checkpoint.prune(sys.argv[1], keep_last=2)
+    storage.save(storage.step_path(sys.argv[1], step), model, optimizer, {"step": step})
+    storage.prune(sys.argv[1], keep_last=2)
     print(step, flush=True)
 """
 
@@ -154,8 +154,8 @@ def test_sigkill_while_saving_always_leaves_a_loadable_checkpoint(tmp_path):
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        found = checkpoint.step_checkpoints(run_dir)
+        found = storage.step_checkpoints(run_dir)
         assert found, "no checkpoint left after SIGKILL"
         for path in found:
-            values, meta = checkpoint.load(path)  # every file under a checkpoint name is whole
+            values, meta = storage.load(path)  # every file under a checkpoint name is whole
             assert meta["step"] == int(path.stem.split("-")[1])
