@@ -13,8 +13,9 @@ A probe function takes (settings, **arguments) and returns a dict with keys stat
 
 The probe runs with the import path `python -m ds2` would have in the same place: the working directory
 first (unless the interpreter runs in safe-path mode), then PYTHONPATH and the interpreter's own paths, so a
-file there that shadows an installed module is what the probe imports too. envcheck's own code and the probe
-module are loaded before the working directory is added. settings["startup_modules"] lists the modules the
+file there that shadows an installed module is what the probe imports too. This script, envcheck and the probe
+module are loaded before that, with the standard library and site-packages ahead of everything else, so a
+json.py on PYTHONPATH cannot stop the probe that reports it. settings["startup_modules"] lists the modules the
 interpreter had imported before this script ran: no file on sys.path can replace those. After the probe,
 modules it imported from outside the environment that shadow an installed one (envcheck/shadows.py) are
 added to its result (details "shadowed", finding "module-shadowed"), so any failure they cause is explained.
@@ -33,9 +34,8 @@ ENVCHECK_DIR = os.path.dirname(os.path.abspath(__file__))
 # files cannot shadow modules under test; envcheck is loaded as a package from its directory without
 # putting its parent on sys.path (that parent may be another environment's site-packages).
 CALLERS_PATH = [p for p in sys.path if os.path.abspath(p or os.curdir) != ENVCHECK_DIR]
-# Until the probe runs, this script and envcheck import from the standard library and site-packages first, so
-# that a json.py on PYTHONPATH is something the probes report, not something that stops them. envcheck/syspath.py
-# is run by hand: importing it the usual way would need the very modules it protects.
+# Until the probe runs, the standard library and site-packages come first (envcheck/syspath.py, run by hand:
+# importing it the usual way would need the very modules it protects).
 _syspath: dict = {}
 with open(os.path.join(ENVCHECK_DIR, "syspath.py"), encoding="utf-8") as _f:
     exec(compile(_f.read(), _f.name, "exec"), _syspath)

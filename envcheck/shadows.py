@@ -60,8 +60,7 @@ class Shadow:
     def fix(self) -> str:
         move = f"rename or move {self.file}"
         if self.via == WORKING_DIRECTORY:
-            step = f"{move.capitalize()} (Python imports it before the installed {self.module}), or run ds2 from " \
-                   "another directory"
+            step = f"{move.capitalize()}, or run ds2 from another directory"
         elif self.via == "PYTHONPATH":
             step = f"Take {self.entry} off PYTHONPATH (unset PYTHONPATH, or set it without that directory), or {move}"
         elif self.via.endswith(".pth"):

@@ -92,6 +92,8 @@ def envcheck_cases(w):
         (["--only", "no-such-probe"], "matches no probe"),
         (["--stage", "preprocess", "--checkpoint", str(w / "garbage.ckpt")], "applies to --stage train or eval"),
         (["--stage", "fly"], "invalid choice"),
+        (["--only", "python", "--json", str(w / "no-such-folder" / "report.json")], "does not exist"),
+        (["--only", "python", "--json", str(w)], "is a directory"),
     ]
 
 
