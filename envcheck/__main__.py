@@ -23,6 +23,12 @@ def _own_import_path() -> None:
 
 
 def main() -> int:
+    try:
+        os.getcwd()
+    except OSError as exc:  # the stage would not find its relative paths either: a blocking problem, exit 1
+        sys.stderr.write(f"envcheck: the working directory is gone ({exc.strerror}): it was deleted or moved "
+                         "after you changed into it; cd into a folder that exists and run it again\n")
+        return 1
     _own_import_path()
     from envcheck import cli
 

@@ -135,3 +135,14 @@ def test_a_write_that_fails_halfway_leaves_no_partial_file(tmp_path, monkeypatch
     with pytest.raises(report.OutputError, match=f"cannot write the report to {tmp_path / 'r.json'}: No space"):
         report.write_file(str(tmp_path / "r.json"), "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_working_directory_that_was_deleted_is_one_line(tmp_path):
+    gone = tmp_path / "gone"
+    proc = subprocess.run(["sh", "-c", f'mkdir "$0" && cd "$0" && rmdir "$0" && exec "$1" -m envcheck --only python',
+                           str(gone), PYTHON], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "envcheck: the working directory is gone (No such file or directory): it was deleted or moved after you "
+        "changed into it; cd into a folder that exists and run it again"]
