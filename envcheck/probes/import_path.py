@@ -95,5 +95,5 @@ def run(settings: dict) -> dict:
         return {"status": "fail", "summary": f"{len(found)} module(s) ds2 imports would come from outside this "
                 f"environment: " + "; ".join(s.describe() for s in found), "details": details,
                 "findings": ["module-shadowed"]}
-    return {"status": "pass", "summary": f"{len(modules)} modules ds2 and its dependencies import come from this "
-            "environment; nothing in the working directory or on PYTHONPATH shadows them", "details": details}
+    return {"status": "pass", "summary": f"{len(modules)} modules ds2 and its dependencies import: none is shadowed "
+            "by a file in the working directory, on PYTHONPATH or in a folder a .pth file adds", "details": details}
