@@ -43,30 +43,28 @@ class Shadow:
     via: str                # how that entry is on sys.path: WORKING_DIRECTORY, "PYTHONPATH", a .pth file, "sys.path"
     hides: Optional[str]    # the environment's own copy it hides, or None when the environment has none
 
-    def describe(self) -> str:
+    def _place(self):
+        """(where the file is, in words, and the fix for a file there)."""
+        move = f"rename or move {self.file}"
         if self.via == WORKING_DIRECTORY:
-            where = f"{self.file} in the working directory"
-        elif self.via == "PYTHONPATH":
-            where = f"{self.file} on PYTHONPATH"
-        elif self.via.endswith(".pth"):
-            where = f"{self.file} (its directory is on sys.path through {self.via})"
-        else:
-            where = f"{self.file} (its directory was put on sys.path at run time)"
+            return f"{self.file} in the working directory", f"{move.capitalize()}, or run ds2 from another directory"
+        if self.via == "PYTHONPATH":
+            return (f"{self.file} on PYTHONPATH",
+                    f"Take {self.entry} off PYTHONPATH (unset PYTHONPATH, or set it without that directory), or {move}")
+        if self.via.endswith(".pth"):
+            return (f"{self.file} (its directory is on sys.path through {self.via})",
+                    f"Delete the line naming {self.entry} from {self.via}, or {move}")
+        return f"{self.file} (its directory was put on sys.path at run time)", move.capitalize()
+
+    def describe(self) -> str:
+        where = self._place()[0]
         if self.hides:
             whose = "the standard library's" if in_stdlib(self.hides) else "the installed"
             return f"{self.module}: {where} shadows {whose} {self.module} ({self.hides})"
         return f"{self.module}: {where} is not an installed package, and this environment has no {self.module}"
 
     def fix(self) -> str:
-        move = f"rename or move {self.file}"
-        if self.via == WORKING_DIRECTORY:
-            step = f"{move.capitalize()}, or run ds2 from another directory"
-        elif self.via == "PYTHONPATH":
-            step = f"Take {self.entry} off PYTHONPATH (unset PYTHONPATH, or set it without that directory), or {move}"
-        elif self.via.endswith(".pth"):
-            step = f"Delete the line naming {self.entry} from {self.via}, or {move}"
-        else:
-            step = move.capitalize()
+        step = self._place()[1]
         if not self.hides:
             step += "; then install the real one: python -m pip install --require-hashes -r docker/requirements/cpu.lock"
         return step
