@@ -51,7 +51,7 @@ TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: help base-image image-cpu image-gpu lock envcheck envcheck-host data preprocess train \
 	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
-	test-integration clean compat-matrix
+	test-docs test-integration clean compat-matrix
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -135,7 +135,7 @@ eval-pretrained: image-cpu ## SOURCE=checkpoint [LM=arpa] [TUNE=1]: convert, get
 	    $(if $(ALPHA),--alpha $(ALPHA)) $(if $(BETA),--beta $(BETA))'
 
 # Prerequisites run left to right, each once: one image build, then the stages in order. eval-lm adds about
-# 20 s to the greedy eval (README: Language model and beam search).
+# 20 s to the greedy eval (docs/language-model.md).
 train-cpu: image-cpu preprocess train eval-lm ## the whole job on CPU: preprocess, train, eval greedy and with a tuned LM
 
 train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
@@ -144,7 +144,7 @@ train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA contain
 	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test
 
 # Compose starts preprocess, then one scheduler and $(WORKERS) worker containers; the first one to fail
-# stops the others (MindSpore's own timeouts end the job too, README: Distributed training).
+# stops the others (MindSpore's own timeouts end the job too, docs/distributed.md).
 train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS workers in containers (resumes)
 	mkdir -p $(RUNS) && DS2_RUNS=$(RUNS) DS2_PRESET=$(PRESET) DS2_WORKERS=$(WORKERS) DS2_IMAGE_CPU=$(IMAGE_CPU) \
 	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
@@ -187,7 +187,11 @@ test-integration: image-cpu $(HOST_VENV) ## integration tests: images and stages
 	  $(HOST_TEST_FILES) \
 	  $(NO_TESTS_IS_FAILURE)
 
-test: test-unit test-integration ## all tests: builds the CPU image, runs unit tests in it, then the integration tests
+# The documentation's checks read the checkout (README, docs/, Makefile, Dockerfiles), which the image does not hold.
+test-docs: $(HOST_VENV) ## documentation checks on the host: links, paths, targets and commands exist; docs are no image input
+	$(HOST_VENV)/bin/python -m pytest -p no:cacheprovider -q tests/test_docs.py $(NO_TESTS_IS_FAILURE)
+
+test: test-unit test-docs test-integration ## all tests: unit tests in the CPU image, the documentation checks, then the integration tests
 
 clean: ## remove run outputs under $(RUNS) (asks first) and the host test venv
 	@read -p "Delete everything under $(RUNS)? [y/N] " answer && [ "$$answer" = y ] && \

@@ -266,7 +266,7 @@ def lock_pins() -> Dict[str, str]:
 
 
 def special_sets() -> Dict[str, dict]:
-    """Records that are evidence for the README and the rules, not lookups (compat.py skips them)."""
+    """Records that are evidence for the docs and the rules, not lookups (compat.py skips them)."""
     pinned = lock_pins()
     three = [f"{axis}=={pinned[axis]}" for axis in compat.AXES]
     return {
@@ -307,6 +307,18 @@ def summary(matrix: dict) -> List[str]:
     counts = {s: sum(r["status"] == s for r in records) for s in letters}
     lines.append(f"{len(records)} combinations: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return lines
+
+
+def portable_command(argv: List[str]) -> str:
+    """The command line as the matrix records it, with no folder of the machine it ran on: absolute
+    paths inside the checkout made relative to it, others (the Python under test, the wheel cache)
+    reduced to their last part. The Python's version is recorded on its own."""
+    def portable(arg: str) -> str:
+        path = Path(arg)
+        if not path.is_absolute():
+            return arg
+        return str(path.relative_to(REPO)) if REPO in path.parents else path.name
+    return " ".join([Path(argv[0]).name, *map(portable, argv[1:])])
 
 
 def children_cpu_s() -> float:
@@ -369,7 +381,7 @@ def main() -> int:
         matrix["runs"].append({"started": started, "wall_s": round(time.monotonic() - start, 1),
                                "cpu_s": round(children_cpu_s() - cpu_start, 1), "measured": measured,
                                "mean_load_1min": round(sum(loads) / len(loads), 1) if loads else None,
-                               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                               "command": portable_command(sys.argv),
                                "machine": host})
 
     try:

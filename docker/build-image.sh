@@ -2,6 +2,7 @@
 # Build the CPU or GPU image with the right base, CA certificates, builder and labels, unless an image
 # built from the same inputs already carries the tag.
 #   build-image.sh cpu|gpu TAG
+#   build-image.sh cpu|gpu --inputs-digest BASE_IMAGE_ID   (print the inputs digest, build nothing)
 # Environment: BASE_IMAGE, FALLBACK_BASE_IMAGE (defaults in .env: the upstream base, and the one
 # `make base-image` bootstraps where no registry answers), EXTRA_CA_CERTS (a PEM file; default: the
 # host's CA bundle when the host trusts extra CAs, see docker/certs/README.md), DOCKER (the docker CLI).
@@ -19,26 +20,6 @@ say() { echo "build-image: $*" >&2; }
 dotenv() { sed -n "s/^$1=//p" "$repo/.env"; }
 base=${BASE_IMAGE:-$(dotenv DS2_BASE_IMAGE)}
 fallback=${FALLBACK_BASE_IMAGE:-$(dotenv DS2_FALLBACK_BASE_IMAGE)}
-
-if ! command -v "$docker" >/dev/null 2>&1; then
-    say "no '$docker' command on this host. Install Docker (Debian/Ubuntu: 'sudo bash docker/install-engine.sh', elsewhere https://docs.docker.com/engine/install/) and run this again."
-    exit 1
-fi
-if ! engine_error=$("$docker" info 2>&1 >/dev/null); then
-    say "the Docker engine is not reachable: $(echo "$engine_error" | grep -m1 -i -e error -e cannot || echo "$engine_error" | head -n1)
-  The docker command is installed but no engine answers. Start it ('sudo systemctl start docker', or
-  'sudo dockerd &' where there is no systemd; 'sudo bash docker/install-engine.sh' does either), and if it
-  runs but you get 'permission denied', add yourself to the docker group ('sudo usermod -aG docker \$USER',
-  then log in again)."
-    exit 1
-fi
-
-if [ -n "${EXTRA_CA_CERTS:-}" ] && ! grep -q 'BEGIN CERTIFICATE' "$EXTRA_CA_CERTS" 2>/dev/null; then
-    say "EXTRA_CA_CERTS=$EXTRA_CA_CERTS is not a readable PEM certificate file."
-    exit 1
-fi
-
-image_id() { "$docker" image inspect -f '{{.Id}}' "$1" 2>/dev/null; }
 
 # The sources of the Dockerfile's COPY lines that come from the build context (not --from=another
 # stage), one per line; docker/certs is left out (see inputs_digest).
@@ -74,6 +55,35 @@ inputs_digest() {
         find "${sources[@]}" \( "${prune[@]}" \) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum
     } | sha256sum | cut -c1-64
 }
+
+# build-image.sh cpu|gpu --inputs-digest BASE_IMAGE_ID prints the digest of the checkout's inputs on
+# that base and stops, without an engine (tests compare digests with it).
+if [ "$tag" = --inputs-digest ]; then
+    base_id=${3:?usage: build-image.sh cpu|gpu --inputs-digest BASE_IMAGE_ID}
+    cd "$repo"
+    inputs_digest "$base_id"
+    exit 0
+fi
+
+if ! command -v "$docker" >/dev/null 2>&1; then
+    say "no '$docker' command on this host. Install Docker (Debian/Ubuntu: 'sudo bash docker/install-engine.sh', elsewhere https://docs.docker.com/engine/install/) and run this again."
+    exit 1
+fi
+if ! engine_error=$("$docker" info 2>&1 >/dev/null); then
+    say "the Docker engine is not reachable: $(echo "$engine_error" | grep -m1 -i -e error -e cannot || echo "$engine_error" | head -n1)
+  The docker command is installed but no engine answers. Start it ('sudo systemctl start docker', or
+  'sudo dockerd &' where there is no systemd; 'sudo bash docker/install-engine.sh' does either), and if it
+  runs but you get 'permission denied', add yourself to the docker group ('sudo usermod -aG docker \$USER',
+  then log in again)."
+    exit 1
+fi
+
+if [ -n "${EXTRA_CA_CERTS:-}" ] && ! grep -q 'BEGIN CERTIFICATE' "$EXTRA_CA_CERTS" 2>/dev/null; then
+    say "EXTRA_CA_CERTS=$EXTRA_CA_CERTS is not a readable PEM certificate file."
+    exit 1
+fi
+
+image_id() { "$docker" image inspect -f '{{.Id}}' "$1" 2>/dev/null; }
 
 current_digest() {
     "$docker" image inspect -f '{{index .Config.Labels "ds2.inputs-digest"}}' "$tag" 2>/dev/null || true

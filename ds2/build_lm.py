@@ -8,7 +8,7 @@
 Built: interpolated modified Kneser-Ney (ds2.lm) over the transcripts of the train manifest only,
 never dev or test (the dev perplexity and the dev and test WERs would flatter it otherwise). The
 embedded preset builds order 1: its sentences are words drawn independently of each other, and
-higher orders measured worse on dev (README "Language model and beam search"). Written to
+higher orders measured worse on dev (docs/language-model.md). Written to
 <data_dir>/lm/train-<order>gram.arpa (ds2.lm.lm_path_for; --output for elsewhere).
 
 Official (lm.official, the seed preset's default): downloaded into <data_dir>/lm/ from lm.url,

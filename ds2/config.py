@@ -120,10 +120,10 @@ class TrainConfig:
     max_batch_size: int = setting(32, minimum=1)
     num_buckets: int = setting(16, minimum=1)   # padded widths (see ds2.batching)
     # static: one compiled graph per batch shape (memory grows with the shapes); dynamic: one graph
-    # for every shape (MindSpore dynamic shape). The README's "Memory and batch shapes" compares them.
+    # for every shape (MindSpore dynamic shape). docs/performance.md compares them.
     shapes: str = setting("dynamic", choices=("static", "dynamic"))
     # Recompute each BiLSTM layer's forward pass during the backward pass instead of keeping its
-    # activations: less memory, more time (README "Training speed" has both figures).
+    # activations: less memory, more time (docs/performance.md has both figures).
     recompute_rnn: bool = False
     # CPU: convolutions with time stride 1 (the seed's second) run as a convolution with a time kernel
     # of 1 and one output channel per time tap, then the taps shifted and summed: the same result,
@@ -205,7 +205,7 @@ def small_preset() -> Config:
     still leave every label sequence enough output frames.
 
     The corpus's sentences are words drawn independently of each other, so the best n-gram model
-    of them is a unigram model (README "Language model and beam search": higher orders measured
+    of them is a unigram model (docs/language-model.md: higher orders measured
     worse on dev).
     """
     cfg = Config(name="small", run_dir="runs/small")

@@ -95,7 +95,7 @@ def prepare_environment(environ=os.environ) -> None:
     if missing:
         raise ClusterError(f"{ROLE}={role(environ)} needs {', '.join(missing)} as well: the scheduler's "
                            f"address and port and the number of workers, the same on every process "
-                           f"(README: Distributed training).")
+                           f"(docs/distributed.md).")
     for name, value in TIMEOUT_DEFAULTS.items():
         if not environ.get(name):  # unset or empty (Compose passes an unset variable as "")
             environ[name] = value

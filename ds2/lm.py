@@ -20,7 +20,7 @@ The model, for a word w after the context h (the previous order-1 words, fewer a
   A small corpus can lack n-grams seen once, twice or three times (t1, t2 or t3 = 0) or give a
   discount outside [0, k]; then the order uses FALLBACK_DISCOUNTS (lmplz's --discount_fallback
   values), and the build says so. The models equal lmplz's (KenLM 0.3.0, --discount_fallback):
-  bench/lm_vs_lmplz.py compares them (README "Language model and beam search").
+  bench/lm_vs_lmplz.py compares them (docs/language-model.md).
 - p(w | h) = (a(hw) - D(a(hw))) / a(h.)  +  gamma(h) p(w | h minus its first word), where a(h.)
   sums a(hv) over the words v seen after h, and gamma(h) = sum of the discounts taken / a(h.) is
   the mass left for the lower order. Unigrams interpolate with the uniform distribution over the

@@ -42,7 +42,7 @@ from ds2.text import BLANK, check_labels
 
 # Decoder defaults. beam: hypotheses kept per frame; token_beam: labels tried per frame (the most
 # likely ones); beam_threshold: hypotheses further than this below the best (in log-probability)
-# are dropped. Chosen on the embedded corpus (README "Language model and beam search"): WER stops
+# are dropped. Chosen on the embedded corpus (docs/language-model.md): WER stops
 # improving at 16-32 beams, and a threshold of 10 instead of 25 decoded about 10x faster there.
 DEFAULT_BEAM = 64
 DEFAULT_TOKEN_BEAM = 8

@@ -21,7 +21,7 @@ The estimate (bytes) aims at the right order of magnitude, not precision:
                    own activation memory: train.num_buckets + 1 shapes, each GRAPH_MEMORY_FACTOR x the
                    activations above. train.shapes=dynamic: one graph for every shape, whose memory
                    follows the largest batch: DYNAMIC_MEMORY_FACTOR x the activations. Both factors are
-                   calibrated on bench/shape_memory.py's resident memory (the README has the figures).
+                   calibrated on bench/shape_memory.py's resident memory (docs/performance.md has the figures).
 
 So with static shapes the batch settings decide memory twice over: batch seconds (activations per
 graph) and buckets (graphs); with dynamic shapes only batch seconds count. fit() picks what ds2 train
@@ -43,7 +43,7 @@ GIB = 1024 ** 3
 RUNTIME_BYTES = 1 * GIB
 GRAPH_MEMORY_FACTOR = 5.0     # activation memory per compiled graph, measured / the formula's
 DYNAMIC_MEMORY_FACTOR = 3.15  # the one dynamic-shape graph's memory, measured / the formula's, fitted to
-                              # the seed preset's peaks at 40 s and 160 s batches (README "Training speed")
+                              # the seed preset's peaks at 40 s and 160 s batches (docs/performance.md)
 WEIGHT_COPIES = {True: 7, False: 2}   # training, eval: see "weights" above
 HEADROOM = 0.9                # fit() plans within this share of the usable memory
 MIN_BUCKETS = 4               # fewer buckets pad LibriSpeech-like lengths by more than ~10 %

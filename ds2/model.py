@@ -124,7 +124,7 @@ class ConvBlock(nn.Cell):
         # starts at k * plane; with the flat taps padded to kt * (plane + 1) and read as kt rows of
         # plane + 1, row k starts k elements later: every row is aligned with its own tap's shift.
         # The rows are summed before anything is sliced (the slices copy 11x less), and summed as
-        # a product with ones: MindSpore's CPU ReduceSum over a middle axis is far slower (README).
+        # a product with ones: MindSpore's CPU ReduceSum over a middle axis is slower.
         flat = ops.concat((z.view(batch, out_channels, kt * plane),
                            ops.zeros((batch, out_channels, kt), z.dtype)), axis=2)
         aligned = flat.view(batch * out_channels, kt, plane + 1)

@@ -58,7 +58,7 @@ def configure_mindspore(cfg: Config) -> int:
 # glibc mallopt parameters (malloc.h): fixed thresholds also switch off glibc's dynamic mmap threshold,
 # which otherwise rises to 32 MiB after the first large free and keeps later buffers on the heap.
 # Buffers under 4 MiB stay on the heap: a small model's many small per-step buffers then cost no
-# mmap / munmap (a 128 KiB threshold slowed the small preset: README "Training speed"), while the
+# mmap / munmap (a 128 KiB threshold slowed the small preset: docs/performance.md), while the
 # seed model's LSTM weight copies (16 MiB and more) still go back to the system when freed.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3

@@ -161,6 +161,10 @@ def train(cfg: Config, args) -> int:
     elif storage.step_checkpoints(run_dir):
         raise UserError(f"{run_dir} already has checkpoints; use --resume, or another run_dir (--set run_dir=...)")
 
+    # The data first: a missing manifest is the one thing to say, not after a memory adjustment. The
+    # sets read the batch settings from cfg when they cut batches, so fitting afterwards still applies.
+    sets = load_sets(cfg, ["train", "dev"], drop_unalignable=True)
+    train_set, dev_set = sets["train"], sets["dev"]
     if cfg.train.fit_memory:
         fit_batch_to_memory(cfg)
     threads = configure_mindspore(cfg)
@@ -170,8 +174,6 @@ def train(cfg: Config, args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cluster.writes_checkpoints:
         save_config(cfg, run_dir / "config.yaml")
-    sets = load_sets(cfg, ["train", "dev"], drop_unalignable=True)
-    train_set, dev_set = sets["train"], sets["dev"]
     sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=cluster.rank, world_size=cluster.world_size)
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)

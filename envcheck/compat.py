@@ -96,7 +96,7 @@ def load(path: Optional[Path] = None) -> dict:
 
 def measured(matrix: dict) -> List[dict]:
     """The records of the grid. Records with a "set" (cpu.lock, newest-setuptools) are evidence for the
-    README and the rules, measured beside it; lookups and suggestions do not use them."""
+    docs and the rules, measured beside it; lookups and suggestions do not use them."""
     return [r for r in matrix["combinations"] if not r.get("set")]
 
 
@@ -232,7 +232,7 @@ def check(results: List[ProbeResult], matrix_path: Optional[Path] = None) -> Lis
                    + (f" (and {', '.join(beside)})" if beside else "") + f" failed in {error}"
                    + (f"; also failed there: {', '.join(others)}" if others else "") + ". "
                    f"The same probes fail here ({', '.join(confirmed)}). " + _suggestion_text(suggestions, current)
-                   + f" The whole matrix: {matrix_file(matrix_path)}.")
+                   + f" The whole matrix: {matrix_file(matrix_path)} (docs/compat-matrix.md).")
     fix = [_install_command(pins(r, current)) + f"    # -> {describe(r)}" for r in suggestions]
     result = ProbeResult(PROBE_ID, TITLE, status, f"{name}: measured failing: {error}"
                          if status == FAIL else f"{name}: measured with a warning: {error}", details)

@@ -256,7 +256,7 @@ def lightning_checkpoint(network: torch.nn.Module, labels, config, epoch=16, ext
     optimizer = torch.optim.AdamW(network.parameters(), lr=1.5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
     # One step for real optimizer and scheduler state. Gradients are set, not computed: torch 1.7.1 crashes
-    # at exit after a backward pass in a process that imported mindspore (README, envcheck torch.exit).
+    # at exit after a backward pass in a process that imported mindspore (docs/envcheck.md, envcheck torch.exit).
     parameters = {name: parameter.detach().clone() for name, parameter in network.named_parameters()}
     for parameter in network.parameters():
         parameter.grad = torch.full_like(parameter, 1e-3)

@@ -255,3 +255,13 @@ def test_matrix_script_keeps_the_resolver_explanation_without_hints():
                                        "  hint: pass --verbose\n")
     assert said.splitlines() == ["× No solution found when resolving dependencies:",
                                  "╰─▶ Because mindspore==2.8.0 depends on numpy<2.0.0 ..."]
+
+
+def test_matrix_script_records_its_command_without_the_machines_folders():
+    from bench import compat_matrix
+    argv = ["bench/compat_matrix.py", "--python", "/opt/pythons/3.9.18/bin/python",
+            "--uv", ".venv-host/bin/uv", "--cache", "/var/cache/ds2-compat",
+            "--out", str(REPO / "envcheck" / "data" / "compat-matrix.json")]
+    assert compat_matrix.portable_command(argv) == (
+        "compat_matrix.py --python python --uv .venv-host/bin/uv --cache ds2-compat "
+        "--out envcheck/data/compat-matrix.json")

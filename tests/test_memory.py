@@ -16,7 +16,7 @@ def test_preset_estimates_are_in_the_documented_range():
     seed_static = estimate(load_config("seed", overrides=["train.shapes=static"]), training=True)
     small = estimate(load_config("small"), training=True)                                # static shapes
     assert 80e6 < seed.parameters < 95e6  # 5 x BiLSTM 1024 over 32 x 41 conv features
-    # above the peak make bench measures at 160 s batches (README "Training speed"), not far above
+    # above the peak make bench measures at 160 s batches (docs/performance.md), not far above
     assert seed.graphs == 1 and 13.5 * GIB < seed.total_bytes < 16 * GIB
     assert seed_static.graphs == 17 and 250 * GIB < seed_static.total_bytes < 320 * GIB
     assert small.graphs == 17 and 6 * GIB < small.total_bytes < 8 * GIB

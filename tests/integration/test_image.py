@@ -105,11 +105,14 @@ def test_code_change_changes_the_digest_and_rebuilds_only_the_code_layers(
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns("runs", ".venv*", ".git", "__pycache__"))
     current_image.tag(scratch_tag)
     # What the build does not copy into the image is not an input: caches that .dockerignore leaves
-    # out, a file the Dockerfile does not COPY. (The CA tests below cover docker/certs.)
+    # out, a file the Dockerfile does not COPY, the README and docs. (The CA tests below cover docker/certs.)
     (copy / "ds2" / "__pycache__").mkdir()
     (copy / "ds2" / "__pycache__" / "stray.cpython-39.pyc").write_bytes(b"\0")
     (copy / "tests" / ".pytest_cache").mkdir()
     (copy / "docs" / "notes.md").write_text("not in the image\n")
+    for page in ("README.md", "docs/results.md"):   # the documentation is not an input either
+        with open(copy / page, "a") as f:
+            f.write("\nAn edit of the documentation.\n")
     result = build(scratch_tag, context=copy)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{scratch_tag} is current" in result.stderr, result.stderr
@@ -138,7 +141,7 @@ def ca_handed_to_the_build():
 
 def test_stage_after_a_build_with_a_ca_input_does_not_rebuild(docker_client, current_image, scratch_tag,
                                                                tmp_path):
-    """The issue's case: `make train-cpu EXTRA_CA_CERTS=...`, then `make data` with no variable."""
+    """A user behind a proxy: `make train-cpu EXTRA_CA_CERTS=...`, then `make data` with no variable."""
     ca_file = tmp_path / "proxy-ca.pem"
     shutil.copyfile(ca_handed_to_the_build(), ca_file)  # same content: the builder stage stays cached
     result = build(scratch_tag, EXTRA_CA_CERTS=str(ca_file))
