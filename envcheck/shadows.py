@@ -47,7 +47,7 @@ class Shadow:
         """(where the file is, in words, and the fix for a file there)."""
         move = f"rename or move {self.file}"
         if self.via == WORKING_DIRECTORY:
-            return f"{self.file} in the working directory", f"{move.capitalize()}, or run ds2 from another directory"
+            return f"{self.file} in the working directory", f"{move.capitalize()}, or work in another directory"
         if self.via == "PYTHONPATH":
             return (f"{self.file} on PYTHONPATH",
                     f"Take {self.entry} off PYTHONPATH (unset PYTHONPATH, or set it without that directory), or {move}")

@@ -74,7 +74,7 @@ PROBES: List[Probe] = [
     Probe(id="python", title="Python interpreter and platform tags", module="python_platform", cost_s=0.1),
     Probe(id="distributions", title="installed distributions satisfy each other's requirements",
           module="distributions", cost_s=0.4),
-    Probe(id="import.path", title="the modules ds2 imports come from this environment, not a file that shadows them",
+    Probe(id="import.path", title="the modules imported by ds2 come from this environment, not a file that shadows them",
           module="import_path", cost_s=0.4),
     *_import_probes(),
     Probe(id="torch.exit", title="a torch backward pass, then a clean exit",

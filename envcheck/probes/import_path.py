@@ -88,12 +88,12 @@ def run(settings: dict) -> dict:
     preloaded = set(settings.get("startup_modules") or ())
     modules = [m for m in checked_modules() if m not in preloaded]  # already imported: no file can replace them
     found = [shadow for shadow in map(shadows.find, modules) if shadow is not None]
-    details = {"checked": len(modules), "modules": modules, "sys_path": list(sys.path), "working_directory": os.getcwd(),
-               "pythonpath": os.environ.get("PYTHONPATH", "")}
+    details = {"checked": len(modules), "modules": modules, "sys_path": list(sys.path),
+               "working_directory": os.getcwd(), "pythonpath": os.environ.get("PYTHONPATH", "")}
     if found:
         details.update(shadows.report(found))
-        return {"status": "fail", "summary": f"{len(found)} module(s) ds2 imports would come from outside this "
-                f"environment: " + "; ".join(s.describe() for s in found), "details": details,
-                "findings": ["module-shadowed"]}
-    return {"status": "pass", "summary": f"{len(modules)} modules ds2 and its dependencies import: none is shadowed "
-            "by a file in the working directory, on PYTHONPATH or in a folder a .pth file adds", "details": details}
+        return {"status": "fail", "summary": f"{len(found)} shadowed module(s): " + "; ".join(s.describe() for s in found),
+                "details": details, "findings": ["module-shadowed"]}
+    return {"status": "pass", "summary": f"{len(modules)} modules checked (those ds2's code and its dependencies import): "
+            "none is shadowed by a file in the working directory, on PYTHONPATH or in a folder a .pth file adds",
+            "details": details}

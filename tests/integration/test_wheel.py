@@ -24,8 +24,8 @@ def wheel(docker_client, image, tmp_path_factory):
     sources = " ".join(f"/src/{name}" for name in SOURCES)
     # --network none: the build must need nothing from an index (setuptools and wheel come from the image's lock).
     docker_client.containers.run(
-        image, ["sh", "-c", f"mkdir /tmp/build && cp -r {sources} /tmp/build/ && "
-                            "python -m pip wheel -q --no-deps --no-build-isolation --no-index -w /out /tmp/build"],
+        image, ["sh", "-c", f'mkdir "$HOME/build" && cp -r {sources} "$HOME/build/" && '
+                            'python -m pip wheel -q --no-deps --no-build-isolation --no-index -w /out "$HOME/build"'],
         volumes={str(REPO): {"bind": "/src", "mode": "ro"}, str(out): {"bind": "/out", "mode": "rw"}},
         user=f"{os.getuid()}:{os.getgid()}", network_mode="none", remove=True)
     wheels = list(out.glob("ds2-*-py3-none-any.whl"))
