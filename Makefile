@@ -183,7 +183,7 @@ bench-serve: image-cpu ## serving throughput and latency: 16 concurrent clients 
 # cache outside the checkout), probed by envcheck; resumes where it stopped. The heat map is drawn in the image.
 COMPAT_PYTHON ?= python3.9
 COMPAT_CACHE ?= $(HOME)/.cache/ds2-compat
-compat-matrix: $(HOST_VENV) image-cpu ## measure which mindspore x numpy x numba work: docs/compat-matrix.json + .png (~1 h)
+compat-matrix: $(HOST_VENV) image-cpu ## measure which mindspore x numpy x numba work: envcheck/data/compat-matrix.json + .png (~1 h)
 	$(HOST_VENV)/bin/python bench/compat_matrix.py --python $(COMPAT_PYTHON) --uv $(HOST_VENV)/bin/uv --cache $(COMPAT_CACHE)
 	$(DOCKER) run --rm --user $$(id -u):$$(id -g) -e MPLBACKEND=Agg -v $(CURDIR):/opt/ds2 -w /opt/ds2 $(IMAGE_CPU) \
 	  python bench/compat_heatmap.py

@@ -1,6 +1,6 @@
-"""Draw docs/compat-matrix.json as a heat map: mindspore (rows) by numpy (columns).
+"""Draw envcheck/data/compat-matrix.json as a heat map: mindspore (rows) by numpy (columns).
 
-    MPLBACKEND=Agg python bench/compat_heatmap.py [--matrix docs/compat-matrix.json] [--out docs/compat-matrix.png]
+    MPLBACKEND=Agg python bench/compat_heatmap.py [--matrix envcheck/data/compat-matrix.json] [--out docs/compat-matrix.png]
 
 Each cell is split in two: numba 0.53.1 on the left, the newest numba that installs beside that numpy on
 the right, coloured pass / warn / fail / refused by the resolver; a letter names the first error, listed
@@ -26,7 +26,7 @@ LABELS = {"pass": "pass", "warn": "warn (only torch 1.7.1 fails)", "fail": "fail
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--matrix", type=Path, default=REPO / "docs" / "compat-matrix.json")
+    parser.add_argument("--matrix", type=Path, default=REPO / "envcheck" / "data" / "compat-matrix.json")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "compat-matrix.png")
     args = parser.parse_args()
 

@@ -1,7 +1,7 @@
-"""Measure which mindspore x numpy x numba combinations install and work: docs/compat-matrix.json.
+"""Measure which mindspore x numpy x numba combinations install and work: envcheck/data/compat-matrix.json.
 
     python bench/compat_matrix.py --python python3.9 --uv .venv-host/bin/uv [--cache DIR]
-                                  [--mindspore V ...] [--numpy V ...] [--out docs/compat-matrix.json]
+                                  [--mindspore V ...] [--numpy V ...] [--out envcheck/data/compat-matrix.json]
 
 (`make compat-matrix` runs this, then draws the heat map with bench/compat_heatmap.py.)
 
@@ -332,7 +332,7 @@ def main() -> int:
     parser.add_argument("--uv", default=shutil.which("uv") or "uv", help="uv executable (pinned in host.lock)")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "ds2-compat", help="shared wheel cache and scratch venvs, outside the repository")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "compat-matrix.json")
+    parser.add_argument("--out", type=Path, default=REPO / "envcheck" / "data" / "compat-matrix.json")
     parser.add_argument("--mindspore", action="append", default=[], help="only these mindspore versions")
     parser.add_argument("--numpy", action="append", default=[], help="only these numpy versions")
     parser.add_argument("--refresh", action="store_true", help="measure again what the file already holds")

@@ -29,7 +29,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args, envcheck_args = parser.parse_known_args()
-    command = [sys.executable, "-m", "envcheck", "--json", *envcheck_args]
+    command = [sys.executable, "-m", "envcheck", *envcheck_args, "--json"]
     walls = []
     for i in range(args.repeat):
         cpu_before = children_cpu_seconds()

@@ -1,12 +1,14 @@
 """envcheck: is this environment ready for a DeepSpeech2-on-MindSpore job? If not, why, and what fixes it.
 
-    python -m envcheck [--stage preprocess|train|eval] [--json] [--python PATH] [--timeout S]
+    python -m envcheck [--stage preprocess|train|eval] [--json [FILE]] [--python PATH] [--timeout S]
                        [--host] [--config YAML] [--preset small|seed] [--set KEY=VALUE]
                        [--checkpoint PATH] [--only PATTERN]
 
 Run it before a long job; the Makefile runs `python -m envcheck --stage STAGE` before every stage.
-It needs only the Python standard library (it uses `packaging` when present), so it can diagnose
-environments where numpy, MindSpore or torch are missing or broken.
+`pip install` of the project makes the same command `envcheck`. It needs only the Python standard
+library (it uses `packaging` when present), so it can diagnose environments where numpy, MindSpore or
+torch are missing or broken. Its checks see the import path `python -m ds2` would have in the working
+directory (envcheck/child.py); its own process does not search the working directory (__main__.py).
 
 How it works
     Every probe (envcheck/probes/) runs in its own subprocess of the interpreter under test

@@ -1,6 +1,6 @@
 """The measured compatibility matrix: is the installed mindspore + numpy + numba known to work?
 
-docs/compat-matrix.json is written by bench/compat_matrix.py (`make compat-matrix`): for every
+envcheck/data/compat-matrix.json is written by bench/compat_matrix.py (`make compat-matrix`): for every
 combination of mindspore, numpy and numba releases it installed the three (with torch 1.7.1 and
 librosa 0.9.2 where they install) into a fresh Python 3.9 venv and ran envcheck's import, numpy ABI
 and training-step probes there. A record:
@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 from envcheck import versions
 from envcheck.result import FAIL, INFO, PASS, SKIP, WARN, Diagnosis, ProbeResult
 
-MATRIX_PATH = Path(__file__).resolve().parent.parent / "docs" / "compat-matrix.json"
+MATRIX_PATH = Path(__file__).resolve().parent / "data" / "compat-matrix.json"  # package data
 MATRIX_ENV = "ENVCHECK_COMPAT_MATRIX"      # another matrix file (tests, or a matrix measured elsewhere)
 AXES = ("mindspore", "numpy", "numba")
 REFUSED = "refused"
@@ -81,9 +81,13 @@ def first_error(probes: Dict[str, dict]) -> str:
 
 # --- the matrix file -------------------------------------------------------------------------------
 
+def matrix_file(path: Optional[Path] = None) -> Path:
+    return Path(path or os.environ.get(MATRIX_ENV) or MATRIX_PATH)
+
+
 def load(path: Optional[Path] = None) -> dict:
     """The matrix as a dict; raises OSError or ValueError when it cannot be read."""
-    path = Path(path or os.environ.get(MATRIX_ENV) or MATRIX_PATH)
+    path = matrix_file(path)
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("combinations"), list):
         raise ValueError(f"{path}: no 'combinations' list")
@@ -228,7 +232,7 @@ def check(results: List[ProbeResult], matrix_path: Optional[Path] = None) -> Lis
                    + (f" (and {', '.join(beside)})" if beside else "") + f" failed in {error}"
                    + (f"; also failed there: {', '.join(others)}" if others else "") + ". "
                    f"The same probes fail here ({', '.join(confirmed)}). " + _suggestion_text(suggestions, current)
-                   + " The whole matrix: docs/compat-matrix.json (docs/compat-matrix.md).")
+                   + f" The whole matrix: {matrix_file(matrix_path)} (docs/compat-matrix.md).")
     fix = [_install_command(pins(r, current)) + f"    # -> {describe(r)}" for r in suggestions]
     result = ProbeResult(PROBE_ID, TITLE, status, f"{name}: measured failing: {error}"
                          if status == FAIL else f"{name}: measured with a warning: {error}", details)

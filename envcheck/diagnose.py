@@ -14,7 +14,8 @@ A rule file holds {"rules": [RULE, ...]}. A rule:
                  with ", "), from named groups of the matched "output" regexes, {probe} and {summary} with the
                  probe's id and summary,
                  and {dist:NAME} with NAME's installed version.
-    fix          list of steps / commands that fix it, with the same placeholders
+    fix          list of steps / commands that fix it, with the same placeholders; a step that is only a
+                 placeholder of a list (e.g. "{shadow_fixes}") becomes one step per item
 
 Conditions:
     {"output": REGEX}            REGEX (Python re, MULTILINE) found in what the probe printed, its
@@ -162,6 +163,18 @@ def _fill(template: str, values: dict, installed: Dict[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, template)
 
 
+def _fix_steps(steps: List[str], values: dict, installed: Dict[str, str]) -> List[str]:
+    filled = []
+    for step in steps:
+        whole = _PLACEHOLDER.fullmatch(step)
+        listed = values.get(whole.group(1)) if whole else None
+        if isinstance(listed, list):
+            filled += [str(item) for item in listed]
+        else:
+            filled.append(_fill(step, values, installed))
+    return filled
+
+
 def diagnose(results: List[ProbeResult], rules: List[dict]) -> None:
     """Attach every matching rule's diagnosis to each result; rules with a severity raise the status."""
     installed = installed_versions(results)
@@ -178,7 +191,7 @@ def diagnose(results: List[ProbeResult], rules: List[dict]) -> None:
             values = {**result.details, **groups, "probe": result.id, "summary": result.summary}
             result.diagnosis.append(Diagnosis(rule["id"], _fill(rule["title"], values, installed),
                                               _fill(rule["explanation"], values, installed),
-                                              [_fill(step, values, installed) for step in rule["fix"]]))
+                                              _fix_steps(rule["fix"], values, installed)))
             if rule.get("severity") and worse(result.status, rule["severity"]) != result.status:
                 # The probe's own summary described what it saw before the rule knew better; the line's
                 # status and its words must agree, so the summary says what raised it.

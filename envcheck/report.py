@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import textwrap
 from typing import List, Optional
 
@@ -105,3 +107,37 @@ def to_text(results: List[ProbeResult], stage: Optional[str], python: str, durat
     code = exit_code(results)
     lines += ["", f"{len(results)} checks in {duration_s:.1f} s: {counts}. Exit {code}: {EXIT_MEANING[code]}."]
     return "\n".join(lines) + "\n"
+
+
+class OutputError(Exception):
+    """The report could not be written where it was asked for; the message names where and why."""
+
+
+def cannot_write(path: str) -> Optional[str]:
+    """Why a report cannot be written to `path` (checked before the probes run), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a directory; give a file name"
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist; create it or write the report elsewhere"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by this user; write the report elsewhere"
+    return None
+
+
+def write_file(path: str, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file in the same folder, fsync, rename.
+    Raises OutputError naming the file and the reason."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None

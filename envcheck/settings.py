@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from typing import Any, Optional, Sequence, Tuple
 
+from envcheck import shadows
 from envcheck.result import FAIL, INFO, PASS, ProbeResult
 
 TITLE = "ds2 configuration used by the checks"
@@ -41,9 +43,12 @@ def load(stage: Optional[str], preset: str, config_path: Optional[str],
     except ds2_config.ConfigError as exc:
         return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {exc}",
                                      duration_s=time.monotonic() - start, findings=["config-unreadable"])
-    except Exception as exc:  # PyYAML missing for a --config file
+    except Exception as exc:  # PyYAML missing for a --config file, or a file on PYTHONPATH shadowing it
+        shadowed = shadows.in_traceback(traceback.format_exc())
+        because = "".join(f"; {s.describe()}: {s.fix()}" for s in shadowed)
         return settings, ProbeResult("config", TITLE, FAIL, f"cannot load the configuration: {type(exc).__name__}: "
-                                     f"{exc}", duration_s=time.monotonic() - start, findings=["config-unreadable"])
+                                     f"{exc}{because}", duration_s=time.monotonic() - start,
+                                     findings=["config-unreadable"])
     settings["config"] = ds2_config.to_dict(cfg)
     source = f"preset {preset}" + (f" + {config_path}" if config_path else "") + "".join(f" + {o}" for o in overrides)
     return settings, ProbeResult("config", TITLE, PASS, f"{source}: device {cfg.train.device}, "

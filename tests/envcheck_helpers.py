@@ -46,16 +46,18 @@ class Run:
 
 def run_envcheck(*args: str, env: Optional[Dict[str, str]] = None, pythonpath: Iterable[Path] = (),
                  python: Optional[str] = None, as_json: bool = True, timeout: float = 600,
-                 prefix: Iterable[str] = ()) -> Run:
-    """Run envcheck from the repository root in a fresh process (`prefix` goes before the interpreter,
-    e.g. an unshare command)."""
+                 prefix: Iterable[str] = (), cwd: Optional[Path] = None) -> Run:
+    """Run envcheck in a fresh process, from the repository root or `cwd` (`prefix` goes before the
+    interpreter, e.g. an unshare command). From another directory `python -m envcheck` finds envcheck where
+    the interpreter has it installed (the image's ds2.pth)."""
     environment = dict(os.environ)
     environment.update(env or {})
     paths = [str(p) for p in pythonpath]
     if paths:
         environment["PYTHONPATH"] = os.pathsep.join(paths + [environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     command = [*prefix, python or PYTHON, "-m", "envcheck", *args] + (["--json"] if as_json else [])
-    proc = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command, cwd=cwd or REPO, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
     report = json.loads(proc.stdout) if as_json and proc.stdout.lstrip().startswith("{") else None
     return Run(proc.returncode, report, proc.stdout, proc.stderr)
 

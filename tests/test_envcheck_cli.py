@@ -1,11 +1,18 @@
 """The command line: options, exit codes, the JSON schema, the text report, stage selection."""
 from __future__ import annotations
 
+import errno
+import json
+import os
+import subprocess
+
+import pytest
+
 import envcheck
-from envcheck import __main__ as cli
-from envcheck import diagnose
+from envcheck import cli
+from envcheck import diagnose, report
 from envcheck.probes import BY_ID, select
-from tests.envcheck_helpers import PYTHON, bare_venv, run_envcheck, write_dist, write_package
+from tests.envcheck_helpers import PYTHON, REPO, bare_venv, run_envcheck, write_dist, write_package
 
 PROBE_KEYS = {"id", "title", "status", "summary", "details", "findings", "duration_s", "diagnosis"}
 
@@ -80,3 +87,62 @@ def test_stage_selection():
     assert {"import.mindspore", "import.levenshtein"} <= evaluate and "mindspore.train_step" not in evaluate
     assert everything == {p.id for p in BY_ID.values() if not p.host}
     assert "docker" not in everything and "docker" in ids(None, host=True)
+
+
+def test_a_reader_that_closes_the_pipe_ends_envcheck_quietly():
+    # `python -m envcheck | head -1` where head has gone before envcheck writes: the write meets a closed pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([PYTHON, "-m", "envcheck", "--only", "python"], cwd=REPO, stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(write_end)
+    assert proc.returncode == 0, proc.stderr     # the verdict, as if the whole report had been read
+    assert proc.stderr == ""
+
+
+def test_a_full_disk_under_standard_output_is_one_line():
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([PYTHON, "-m", "envcheck", "--only", "python"], cwd=REPO, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines() == ["envcheck: cannot write the report to standard output: No space left on device"]
+
+
+def test_json_to_a_file_writes_it_whole_and_prints_the_text_report(tmp_path):
+    target = tmp_path / "report.json"
+    run = run_envcheck("--only", "python", "--json", str(target), as_json=False)
+    assert run.code == 0 and "PASS  python" in run.stdout
+    assert json.loads(target.read_text())["probes"][1]["id"] == "python"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]   # no temporary file left
+
+
+@pytest.mark.parametrize("where, said", [("missing/report.json", "does not exist"), (".", "is a directory"),
+                                         ("locked/report.json", "is not writable")])
+def test_a_bad_json_path_is_one_line_before_any_probe_runs(tmp_path, where, said):
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if said == "is not writable" and os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("running as root: no folder is read-only to us")
+    run = run_envcheck("--only", "python", "--json", str(tmp_path / where), as_json=False)
+    assert run.code == 3 and run.stdout == ""
+    line, = run.stderr.splitlines()
+    assert said in line and "Traceback" not in line
+
+
+def test_a_write_that_fails_halfway_leaves_no_partial_file(tmp_path, monkeypatch):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(report.OutputError, match=f"cannot write the report to {tmp_path / 'r.json'}: No space"):
+        report.write_file(str(tmp_path / "r.json"), "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_working_directory_that_was_deleted_is_one_line(tmp_path):
+    gone = tmp_path / "gone"
+    proc = subprocess.run(["sh", "-c", f'mkdir "$0" && cd "$0" && rmdir "$0" && exec "$1" -m envcheck --only python',
+                           str(gone), PYTHON], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "envcheck: the working directory is gone (No such file or directory): it was deleted or moved after you "
+        "changed into it; cd into a folder that exists and run it again"]

@@ -1,5 +1,5 @@
 """The measured compatibility matrix: lookup, nearest passing combination, the report line, and the real
-docs/compat-matrix.json (well-formed, holds the required records, and no rule contradicts it)."""
+envcheck/data/compat-matrix.json (well-formed, holds the required records, and no rule contradicts it)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from envcheck.result import ProbeResult
 from tests.envcheck_helpers import REPO, bare_venv, run_envcheck, write_dist, write_package
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "compat-matrix.json"
-REAL = REPO / "docs" / "compat-matrix.json"
+REAL = REPO / "envcheck" / "data" / "compat-matrix.json"
 NDARRAY = "module 'numpy.typing' has no attribute 'NDArray'"
 
 
@@ -261,6 +261,7 @@ def test_matrix_script_records_its_command_without_the_machines_folders():
     from bench import compat_matrix
     argv = ["bench/compat_matrix.py", "--python", "/opt/pythons/3.9.18/bin/python",
             "--uv", ".venv-host/bin/uv", "--cache", "/var/cache/ds2-compat",
-            "--out", str(REPO / "docs" / "compat-matrix.json")]
+            "--out", str(REPO / "envcheck" / "data" / "compat-matrix.json")]
     assert compat_matrix.portable_command(argv) == (
-        "compat_matrix.py --python python --uv .venv-host/bin/uv --cache ds2-compat --out docs/compat-matrix.json")
+        "compat_matrix.py --python python --uv .venv-host/bin/uv --cache ds2-compat "
+        "--out envcheck/data/compat-matrix.json")

@@ -129,6 +129,14 @@ def test_placeholders_from_details_and_regex_groups_leave_commands_alone():
     assert d.fix == ["python -c 'import glob; print({\"a\": 1})'"]
 
 
+def test_a_fix_step_that_is_a_list_placeholder_becomes_one_step_per_item():
+    rule = {"id": "r", "title": "t", "probes": ["*"], "evidence": [{"output": "boom"}], "explanation": "e",
+            "fix": ["{fixes}", "then: {fixes}", "{module}"]}
+    r = result(output="boom", details={"fixes": ["rename a.py", "unset PYTHONPATH"], "module": "numpy"})
+    diagnose.diagnose([r], [rule])
+    assert r.diagnosis[0].fix == ["rename a.py", "unset PYTHONPATH", "then: rename a.py, unset PYTHONPATH", "numpy"]
+
+
 def test_checkpoint_shape_messages():
     # MindSpore before 2.7 raises this from Parameter.set_data when a training-state checkpoint written
     # by another version is loaded; MindSpore 2.7.2 accepts the shape change silently, so the message

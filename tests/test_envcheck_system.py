@@ -3,13 +3,14 @@ configs that ask for too much, a CPU without AVX2 in a private mount namespace, 
 espeak-ng, an unwritable directory."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from envcheck.probes import cpu_features
+from envcheck.probes import cpu_features, preload
 from tests.envcheck_helpers import PYTHON, run_envcheck
 
 
@@ -170,3 +171,60 @@ def test_thread_variables_above_the_usable_cores():
     assert "OMP_NUM_THREADS=64" in probe["summary"]
     assert "threads-oversubscribed" in run.rules("threads")
     assert f"OMP_NUM_THREADS={probe['details']['usable']}" in " ".join(run.diagnosis("threads", "threads-oversubscribed")["fix"])
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "", "4,x"])
+def test_omp_num_threads_that_is_not_a_count_is_a_warning_with_the_fix(value):
+    run = run_envcheck("--only", "threads", env={"OMP_NUM_THREADS": value})
+    probe = run.probe("threads")
+    assert probe["status"] == "warn" and run.code == 2
+    assert f"OMP_NUM_THREADS={value!r}" in probe["summary"]
+    diagnosis = run.diagnosis("threads", "thread-variable-invalid")
+    assert diagnosis["fix"] == [f"export OMP_NUM_THREADS={probe['details']['usable']}    # or: unset OMP_NUM_THREADS"]
+    assert "threads-oversubscribed" not in run.rules("threads")
+
+
+def test_each_invalid_thread_variable_gets_its_own_fix():
+    run = run_envcheck("--only", "threads", env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "all",
+                                                 "NUMBA_NUM_THREADS": "0"})
+    fix = run.diagnosis("threads", "thread-variable-invalid")["fix"]
+    assert [step.split("=")[0] for step in fix] == ["export MKL_NUM_THREADS", "export NUMBA_NUM_THREADS"]
+
+
+@pytest.mark.parametrize("name, value, valid", [
+    ("OMP_NUM_THREADS", "4", True), ("OMP_NUM_THREADS", "4,2", True), ("OMP_NUM_THREADS", " 2 ", True),
+    ("OMP_NUM_THREADS", "0", False), ("OMP_NUM_THREADS", "2,", False), ("MKL_NUM_THREADS", "4,2", False),
+    ("OPENBLAS_NUM_THREADS", "07", True), ("NUMBA_NUM_THREADS", "-3", False), ("NUMEXPR_NUM_THREADS", "two", False),
+])
+def test_what_counts_as_a_thread_count(name, value, valid):
+    from envcheck.probes import threads
+    assert (threads.invalid(name, value) is None) == valid
+
+
+def test_ld_preload_of_a_missing_file_is_a_warning_naming_it(tmp_path):
+    missing = tmp_path / "libjemalloc.so.2"
+    run = run_envcheck("--only", "preload", env={"LD_PRELOAD": str(missing)})
+    probe = run.probe("preload")
+    assert probe["status"] == "warn" and run.code == 2
+    assert probe["details"]["missing"] == [{"entry": str(missing), "why": "no such file"}]
+    diagnosis = run.diagnosis("preload", "ld-preload-not-loaded")
+    assert str(missing) in diagnosis["explanation"] and "unset LD_PRELOAD" in diagnosis["fix"][0]
+
+
+def test_ld_preload_keeps_what_loads_and_names_what_does_not(tmp_path):
+    # A real library of this interpreter's (one it has mapped), and a text file where a library should be.
+    loaded = sorted(f for f in preload.mapped_files() if ".so" in os.path.basename(f))[0]
+    text = tmp_path / "notes.so"
+    text.write_text("not a library\n")
+    run = run_envcheck("--only", "preload", env={"LD_PRELOAD": f"{loaded}:{text}"})
+    probe = run.probe("preload")
+    assert [m["entry"] for m in probe["details"]["missing"]] == [str(text)]
+    assert probe["details"]["missing"][0]["why"] == "it is not an ELF shared library"
+    assert f"export LD_PRELOAD='{loaded}'" in run.diagnosis("preload", "ld-preload-not-loaded")["fix"][0]
+
+
+def test_ld_preload_that_loads_passes_and_unset_is_skipped(monkeypatch):
+    loaded = sorted(f for f in preload.mapped_files() if ".so" in os.path.basename(f))[0]
+    assert run_envcheck("--only", "preload", env={"LD_PRELOAD": loaded}).probe("preload")["status"] == "pass"
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert preload.run({})["status"] == "skip"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ds2.__main__ import main as ds2_main
-from envcheck.__main__ import main as envcheck_main
+from envcheck.cli import main as envcheck_main
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,8 @@ def envcheck_cases(w):
         (["--only", "no-such-probe"], "matches no probe"),
         (["--stage", "preprocess", "--checkpoint", str(w / "garbage.ckpt")], "applies to --stage train or eval"),
         (["--stage", "fly"], "invalid choice"),
+        (["--only", "python", "--json", str(w / "no-such-folder" / "report.json")], "does not exist"),
+        (["--only", "python", "--json", str(w)], "is a directory"),
     ]
 
 

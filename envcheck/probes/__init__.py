@@ -74,6 +74,8 @@ PROBES: List[Probe] = [
     Probe(id="python", title="Python interpreter and platform tags", module="python_platform", cost_s=0.1),
     Probe(id="distributions", title="installed distributions satisfy each other's requirements",
           module="distributions", cost_s=0.4),
+    Probe(id="import.path", title="the modules imported by ds2 come from this environment, not a file that shadows them",
+          module="import_path", cost_s=0.4),
     *_import_probes(),
     Probe(id="torch.exit", title="a torch backward pass, then a clean exit",
           module="torch_exit", stages=(), cost_s=6.0, timeout_s=600.0),
@@ -97,6 +99,7 @@ PROBES: List[Probe] = [
     Probe(id="cpu.features", title="CPU instruction sets", module="cpu_features", cost_s=0.1),
     Probe(id="threads", title="thread settings versus the cores this process may use", module="threads",
           cost_s=0.1),
+    Probe(id="preload", title="the libraries LD_PRELOAD names are loaded", module="preload", cost_s=0.1),
     Probe(id="docker", title="Docker engine, Compose v2 and NVIDIA runtime (host)", module="docker_host",
           host=True, cost_s=0.5, timeout_s=60.0),
 ]

@@ -16,6 +16,8 @@ NVIDIA_TOOLS = ("nvidia-container-runtime", "nvidia-container-runtime-hook", "nv
 
 def _engine_with_sdk():
     import docker  # raises ImportError when the SDK is not installed
+    if not hasattr(docker, "from_env"):  # a folder named docker (a checkout's docker/) taken for a namespace package
+        raise ImportError(f"no Docker SDK: docker is {list(getattr(docker, '__path__', []))}")
     client = docker.from_env(timeout=20)
     version = client.version()
     info = client.info()

@@ -189,7 +189,7 @@ def run_import(settings: dict, name: str) -> dict:
     try:
         used = USES[name](module)
     except BaseException as exc:
-        failure = import_failure(name, exc, summary_prefix=f"{name} {version} imports, but using it fails: ")
+        failure = import_failure(name, exc, summary_prefix=f"{name} {version}".rstrip() + " imports, but using it fails: ")
         failure["details"].update(details)
         failure["findings"] = ["use-error"]
         return _feature_only(name, failure)

@@ -24,3 +24,16 @@ def test_envcheck_is_ready_with_dockers_default_shm(docker_client, image):
         container.remove(force=True)
     assert code == 0, logs[-4000:]
     assert "shm" not in logs
+
+
+@pytest.mark.parametrize("omp, blas", [("3", "3"), ("4,2", "4"), ("abc", None), ("0", None), ("1.5", None)])
+def test_entrypoint_passes_only_a_valid_omp_num_threads_to_mkl_and_openblas(docker_client, image, omp, blas):
+    # An invalid OMP_NUM_THREADS stays as the user set it (envcheck's threads probe warns about it); MKL and
+    # OpenBLAS get the usable CPUs instead of a copy that would switch their limits off too.
+    out = docker_client.containers.run(
+        image, ["sh", "-c", 'echo "$OMP_NUM_THREADS|$MKL_NUM_THREADS|$OPENBLAS_NUM_THREADS|'
+                            '$(python -c "from ds2.runtime import usable_cpus; print(usable_cpus())")"'],
+        environment={"OMP_NUM_THREADS": omp}, remove=True).decode().strip()
+    kept, mkl, openblas, usable = out.split("|")
+    assert kept == omp
+    assert mkl == openblas == (blas or usable)
