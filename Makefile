@@ -95,8 +95,8 @@ preprocess: image-cpu ## corpus + manifests + feature cache (so the first epoch 
 train: image-cpu ## train on CPU (resumes when a checkpoint exists)
 	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume
 
-eval: image-cpu ## WER / CER of the best checkpoint on the test split (with its tuned LM if any; SET=decode.lm=none: greedy)
-	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test
+eval: image-cpu ## WER / CER of the best checkpoint on test and test-noisy (with its tuned LM if any; SET=decode.lm=none: greedy)
+	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test,test-noisy
 
 lm: image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
 	$(RUN_CPU) ds2-stage preprocess ds2 lm $(CONFIG_ARGS)
@@ -105,9 +105,9 @@ tune-lm: image-cpu ## choose the LM weight and word bonus on dev for the best ch
 	$(RUN_CPU) ds2-stage eval ds2 tune-lm $(CONFIG_ARGS) --checkpoint best
 
 # One container, one envcheck: build the LM, tune it, then the test set greedy and with the tuned LM.
-eval-lm: image-cpu ## LM, tuning on dev, then test WER / CER greedy and with the LM, side by side
+eval-lm: image-cpu ## LM, tuning on dev, then test and test-noisy WER / CER greedy and with the LM
 	$(RUN_CPU) ds2-stage eval sh -c 'ds2 lm $(CONFIG_ARGS) && ds2 tune-lm $(CONFIG_ARGS) --checkpoint best && \
-	  ds2 eval $(CONFIG_ARGS) --checkpoint best --split test --no-lm && ds2 eval $(CONFIG_ARGS) --checkpoint best --split test'
+	  ds2 eval $(CONFIG_ARGS) --checkpoint best --split test,test-noisy --no-lm && ds2 eval $(CONFIG_ARGS) --checkpoint best --split test,test-noisy'
 
 # A checkpoint trained elsewhere (deepspeech.pytorch .pth / Lightning .ckpt, MindSpore model zoo, ds2's own),
 # converted into RUNS/pretrained/<its name> (once) and evaluated on the test set, greedy and with an LM: LM=FILE, else the one
@@ -146,7 +146,7 @@ train-cpu: image-cpu preprocess train eval-lm ## the whole job on CPU: preproces
 train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
 	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
 	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume
-	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test
+	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test,test-noisy
 
 # Compose starts preprocess, then one scheduler and $(WORKERS) worker containers; the first one to fail
 # stops the others (MindSpore's own timeouts end the job too, docs/distributed.md).

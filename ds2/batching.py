@@ -18,12 +18,16 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ds2.augment import speed_samples
 from ds2.errors import UserError
-from ds2.shapes import duration_frames, output_lengths, time_stride
+from ds2.shapes import duration_frames, input_frames, output_lengths, time_stride
+
+if TYPE_CHECKING:
+    from ds2.augment import Augmenter
 
 
 @dataclass(frozen=True)
@@ -270,23 +274,40 @@ class UtteranceSet:
         """Batches of this set; with world_size > 1, worker `rank`'s shard of them."""
         return BatchSampler.from_config(self.frames, self.cfg, seed, shuffle, rank, world_size)
 
-    def loader(self, sampler: BatchSampler) -> Callable[[Batch], PaddedBatch]:
-        """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread).
+    def loader(self, sampler: BatchSampler, augmenter: Optional["Augmenter"] = None) -> Callable[..., PaddedBatch]:
+        """A function (Batch, epoch=0) -> PaddedBatch for this set (runs in the Prefetcher thread).
 
-        An utterance whose audio cannot be read, or has more frames than its manifest duration said
-        (so more than its bucket holds), is left out of the PaddedBatch and named in `left_out`.
+        With an augmenter (training only), each utterance is augmented as ds2.augment draws it for that
+        epoch; a speed change is drawn only when the result still fits the batch's width and the
+        utterance's labels (speed_fits). An utterance whose audio cannot be read, or has more frames than
+        its manifest duration said (so more than its bucket holds), is left out of the PaddedBatch and
+        named in `left_out`.
         """
         from ds2.features import AudioError
+        from ds2.text import min_ctc_frames
 
         label_width = sampler.label_width_of([len(l) for l in self.labels])
         n_bins = self.cfg.features.n_bins
 
-        def load(batch: Batch) -> PaddedBatch:
+        def speed_fits(i: int, width: int, factor: float) -> bool:
+            samples = int(round(self.utterances[i].duration * self.cfg.features.sample_rate))
+            frames = input_frames(speed_samples(samples, factor), self.cfg.features)
+            return (frames < width and   # one frame to spare: the manifest duration is rounded
+                    int(output_lengths(frames - 1, self.cfg.model)) >= min_ctc_frames(self.labels[i]))
+
+        def features_of(i: int, width: int, epoch: int) -> np.ndarray:
+            path = self.utterances[i].audio_path
+            if augmenter is None:
+                return self.cache.features(path)
+            return augmenter.features(path, self.cache.features, epoch, i,
+                                      lambda factor: speed_fits(i, width, factor))
+
+        def load(batch: Batch, epoch: int = 0) -> PaddedBatch:
             kept, features, left_out = [], [], []
             for i in batch.indices:
                 utterance = self.utterances[i]
                 try:
-                    feats = self.cache.features(utterance.audio_path)
+                    feats = features_of(i, batch.width, epoch)
                 except AudioError as exc:
                     left_out.append((i, f"{utterance.id}: {exc}"))
                     continue

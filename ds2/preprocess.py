@@ -27,7 +27,8 @@ from typing import Dict, List, Tuple
 from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
 from ds2.data.manifest import ProblemReport, Utterance, read_manifest, write_csv_manifest, write_json_manifest
-from ds2.data.sets import SPLITS, feature_cache_dir, manifest_path
+from ds2.data.noise import build_noise_set, build_noisy_test
+from ds2.data.sets import EVAL_SPLITS, NOISY_TEST, SPLITS, feature_cache_dir, manifest_path, noise_dir, split_names
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
 from ds2.features import FeatureCache, check_window
@@ -134,19 +135,19 @@ def add_arguments(parser) -> None:
                         help="compute every kept utterance's features now (train otherwise does it on first use)")
     parser.add_argument("--workers", type=count, default=0, metavar="N",
                         help="processes for speech synthesis and features (default 0: every usable core)")
-    parser.add_argument("--splits", type=split_list, default=SPLITS, metavar="SPLIT,...",
+    parser.add_argument("--splits", type=split_list, default=EVAL_SPLITS, metavar="SPLIT,...",
                         help="only these splits, e.g. test to evaluate a downloaded model without fetching "
-                             "LibriSpeech's training data (default: train,dev,test)")
+                             f"LibriSpeech's training data (default: {','.join(EVAL_SPLITS)}; {NOISY_TEST} is "
+                             f"made from test, so it needs test too)")
 
 
 def split_list(text: str) -> Tuple[str, ...]:
-    """argparse type: comma-separated split names."""
+    """argparse type: the splits to prepare; test-noisy needs test (it is made from it)."""
     import argparse
 
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in SPLITS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected splits among {','.join(SPLITS)}, got {text!r}")
+    names = split_names(text)
+    if NOISY_TEST in names and "test" not in names:
+        raise argparse.ArgumentTypeError(f"{NOISY_TEST} is made from test: give test,{NOISY_TEST}")
     return names
 
 
@@ -171,6 +172,14 @@ def run(cfg: Config, args) -> int:
         kept[split] = filter_for_model(utterances, cfg, report)
         found[split] = len(kept[split]) + report.total
         reports[split] = report
+        if split == "train" and kept[split]:
+            build_noise_set(noise_dir(cfg), kept[split], cfg.data.synth_seed, cfg.features.sample_rate)
+    if NOISY_TEST in args.splits and "test" in kept:
+        kept[NOISY_TEST] = build_noisy_test(Path(cfg.data.data_dir) / NOISY_TEST, kept["test"], cfg.data.synth_seed,
+                                            cfg.features.sample_rate)
+        found[NOISY_TEST], reports[NOISY_TEST] = len(kept[NOISY_TEST]), ProblemReport()
+        splits.append(NOISY_TEST)
+    for split in splits:
         write_transcripts(kept[split], Path(cfg.data.data_dir) / "transcripts" / split)
         if kept[split]:
             path = manifest_path(cfg, split)

@@ -176,3 +176,41 @@ def test_noise_folder_lists_audio_files_only(noise_dir, tmp_path):
 
 def test_unit_rms_leaves_silence_alone():
     assert np.array_equal(unit_rms(np.zeros(3)), np.zeros(3))
+
+
+def training_set(tmp_path, *overrides):
+    from ds2.config import load_config
+    from ds2.data.sets import load_sets
+    from tests.helpers import tiny_overrides, write_tone_corpus
+
+    manifests = write_tone_corpus(tmp_path / "corpus")
+    args = tiny_overrides(tmp_path / "run", tmp_path / "data", manifests) + [a for o in overrides for a in ("--set", o)]
+    cfg = load_config("small", overrides=args[1::2])
+    return cfg, load_sets(cfg, ["train"], drop_unalignable=True)["train"]
+
+
+def test_loader_augments_the_same_way_whenever_a_batch_is_loaded_again(tmp_path, noise_dir):
+    cfg, train = training_set(tmp_path, "augment.enabled=true", "augment.speed_factors=0.8,1.0,1.25",
+                              "augment.noise_probability=0.7", f"augment.noise_dir={noise_dir}")
+    sampler = train.sampler(seed=1, shuffle=True)
+    plain = train.loader(sampler)
+    augmented = train.loader(sampler, make_augmenter(cfg.augment, cfg.features, 1, tmp_path / "unused"))
+    again = train.loader(sampler, make_augmenter(cfg.augment, cfg.features, 1, tmp_path / "unused"))
+    slowed = 0
+    for batch in sampler.epoch(1):
+        clean, noisy = plain(batch, epoch=1), augmented(batch, epoch=1)
+        assert not noisy.left_out and noisy.features.shape == clean.features.shape   # the bucket's shape kept
+        assert np.array_equal(noisy.features, again(batch, epoch=1).features)          # a resumed run's batch
+        assert not np.array_equal(noisy.features, augmented(batch, epoch=2).features)  # another epoch's draw
+        assert np.array_equal(noisy.labels, clean.labels)
+        slowed += int((noisy.frames > clean.frames).sum())
+    assert slowed > 0   # some utterances were slowed down, within their bucket's width
+
+
+def test_loader_without_augmenter_reads_the_features_unchanged(tmp_path):
+    _, train = training_set(tmp_path)
+    sampler = train.sampler(seed=1, shuffle=False)
+    batch = sampler.epoch(0)[0]
+    padded = train.loader(sampler)(batch, epoch=5)
+    first = train.utterances[batch.indices[0]].audio_path
+    assert np.array_equal(padded.features[0, 0, :, :padded.frames[0]], train.cache.features(first))

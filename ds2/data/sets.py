@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 from ds2.config import Config
 from ds2.errors import UserError
@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from ds2.data.manifest import Utterance
 
 SPLITS = ("train", "dev", "test")
+# The test utterances mixed with noise unseen in training (ds2.data.noise); made by `ds2 preprocess` with test.
+NOISY_TEST = "test-noisy"
+EVAL_SPLITS = SPLITS + (NOISY_TEST,)
+
+
+def split_names(text: str) -> Tuple[str, ...]:
+    """argparse type: split names (EVAL_SPLITS), comma-separated, each once."""
+    import argparse
+
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in EVAL_SPLITS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected splits among {','.join(EVAL_SPLITS)}, got {text!r}")
+    return names
 
 
 def manifest_path(cfg: Config, split: str) -> Path:
@@ -25,7 +39,7 @@ def manifest_path(cfg: Config, split: str) -> Path:
     data.<split>_manifest names it for the synth and librispeech sources when set; with
     source=manifest those settings name the inputs, and the checked copies live in data_dir.
     """
-    given = getattr(cfg.data, f"{split}_manifest")
+    given = getattr(cfg.data, f"{split}_manifest", "")   # test-noisy has no setting: always in data_dir
     if given and cfg.data.source != "manifest":
         return Path(given)
     return Path(cfg.data.data_dir) / "manifests" / f"{split}.json"
@@ -33,6 +47,11 @@ def manifest_path(cfg: Config, split: str) -> Path:
 
 def feature_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.data_dir) / "features"
+
+
+def noise_dir(cfg: Config) -> Path:
+    """The training noise set `ds2 preprocess` makes (ds2.data.noise), used unless augment.noise_dir is set."""
+    return Path(cfg.data.data_dir) / "noise"
 
 
 def read_split(cfg: Config, split: str) -> List["Utterance"]:
