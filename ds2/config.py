@@ -160,13 +160,13 @@ class AugmentConfig:
     """
     enabled: bool = False
     freq_masks: int = setting(2, minimum=0, maximum=10)
-    freq_mask_width: int = setting(20, minimum=0)          # frequency bins
+    freq_mask_width: int = setting(15, minimum=0)          # frequency bins
     time_masks: int = setting(2, minimum=0, maximum=10)
-    time_mask_width: int = setting(20, minimum=0)          # feature frames (10 ms each by default)
+    time_mask_width: int = setting(10, minimum=0)          # feature frames (10 ms each by default)
     speed_factors: List[float] = setting(factory=lambda: [0.9, 1.0, 1.1])  # each in [0.5, 2]; 1.0: unchanged
     gain_db: Tuple[float, float] = setting((-6.0, 6.0), minimum=-40.0, maximum=40.0)  # (lowest, highest)
     noise_probability: float = setting(0.5, minimum=0, maximum=1)
-    snr_db: Tuple[float, float] = setting((5.0, 25.0), minimum=-10.0, maximum=60.0)   # (lowest, highest)
+    snr_db: Tuple[float, float] = setting((0.0, 20.0), minimum=-10.0, maximum=60.0)   # (lowest, highest)
     noise_dir: str = ""                                     # folder of .wav / .flac noises; empty: the made set
 
 
