@@ -237,6 +237,17 @@ def label_widths(widths: Sequence[int], frames: Sequence[int], label_counts: Seq
     return result
 
 
+def speed_fits(duration: float, labels: Sequence[int], width: int, factor: float, cfg) -> bool:
+    """Whether an utterance of `duration` seconds played `factor` times as fast (ds2.augment.change_speed)
+    still fits a batch `width` frames wide and leaves CTC enough output frames for its labels."""
+    from ds2.text import min_ctc_frames
+
+    samples = int(round(duration * cfg.features.sample_rate))
+    frames = input_frames(speed_samples(samples, factor), cfg.features)
+    return (frames < width and   # one frame to spare: a duration in seconds may round the sample count
+            int(output_lengths(frames - 1, cfg.model)) >= min_ctc_frames(labels))
+
+
 class UtteranceSet:
     """One split ready for batching: utterances, their label ids and frame counts, and features.
 
@@ -284,23 +295,16 @@ class UtteranceSet:
         named in `left_out`.
         """
         from ds2.features import AudioError
-        from ds2.text import min_ctc_frames
 
         label_width = sampler.label_width_of([len(l) for l in self.labels])
         n_bins = self.cfg.features.n_bins
-
-        def speed_fits(i: int, width: int, factor: float) -> bool:
-            samples = int(round(self.utterances[i].duration * self.cfg.features.sample_rate))
-            frames = input_frames(speed_samples(samples, factor), self.cfg.features)
-            return (frames < width and   # one frame to spare: the manifest duration is rounded
-                    int(output_lengths(frames - 1, self.cfg.model)) >= min_ctc_frames(self.labels[i]))
 
         def features_of(i: int, width: int, epoch: int) -> np.ndarray:
             path = self.utterances[i].audio_path
             if augmenter is None:
                 return self.cache.features(path)
-            return augmenter.features(path, self.cache.features, epoch, i,
-                                      lambda factor: speed_fits(i, width, factor))
+            return augmenter.features(path, self.cache.features, epoch, i, lambda factor: speed_fits(
+                self.utterances[i].duration, self.labels[i], width, factor, self.cfg))
 
         def load(batch: Batch, epoch: int = 0) -> PaddedBatch:
             kept, features, left_out = [], [], []

@@ -103,8 +103,9 @@ def summary_table(found: Dict[str, int], kept: Dict[str, List[Utterance]], repor
     rows += [(f"skipped: {reason}", [str(reports[s].counts[reason]) for s in splits]) for reason in reasons]
     rows += [(f"corrected: {reason}", [str(reports[s].corrected[reason]) for s in splits]) for reason in corrections]
     width = max(len(name) for name, _ in rows)
-    lines = [" " * width + "".join(f"{s:>10}" for s in splits)]
-    lines += [name.ljust(width) + "".join(f"{value:>10}" for value in values) for name, values in rows]
+    column = max(10, 2 + max(len(s) for s in splits))
+    lines = [" " * width + "".join(f"{s:>{column}}" for s in splits)]
+    lines += [name.ljust(width) + "".join(f"{value:>{column}}" for value in values) for name, values in rows]
     return "\n".join(lines)
 
 
