@@ -17,6 +17,10 @@ plans every batch from the durations. The kept utterances go to <data_dir>/manif
 and .csv, with one normalised transcript file per utterance under <data_dir>/transcripts/<split>/.
 Train and eval find them with ds2.data.sets.manifest_path(cfg, split). `--splits test` prepares only
 the splits named (make eval-pretrained: LibriSpeech's test-clean without its training data).
+
+Two things are made from the kept utterances (ds2.data.noise), once, and remade only when their inputs
+change: from train, the noise set augmentation mixes in (<data_dir>/noise); from test, the test-noisy
+split, the test utterances in a noise that set does not hold, with a manifest like every split's.
 """
 from __future__ import annotations
 
