@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ds2 import lm, lm_decode
+from ds2 import decoders, lm, lm_decode
 from ds2.decode import greedy_decode
 
 pytest.importorskip("flashlight.lib.text.decoder.kenlm")
@@ -95,11 +95,17 @@ def test_words_the_labels_cannot_spell_are_left_out(tmp_path):
         lm_decode.LmDecoder(LABELS, tmp_path / "missing.arpa")
 
 
-def test_make_decoder_chooses_by_its_arguments(arpa):
+def test_each_decoder_of_the_registry_builds_and_only_the_lm_reads_the_language_model(arpa):
     log_probs = frames(*list("THE "), {"K": 0.6, "C": 0.4}, *list("AT"))
-    assert lm_decode.make_decoder(LABELS)(log_probs) == "THE KAT"                  # greedy
-    assert lm_decode.make_decoder(LABELS, beam=8)(log_probs) == "THE KAT"          # prefix beam, no LM
-    assert lm_decode.make_decoder(LABELS, arpa, alpha=0.5, beta=1.0)(log_probs) == "THE CAT"
+    assert set(decoders.DECODERS) == {"greedy", "prefix", "lm"}
+    assert decoders.build("greedy", LABELS)(log_probs) == "THE KAT"
+    assert decoders.build("prefix", LABELS, beam=8)(log_probs) == "THE KAT"
+    assert decoders.build("prefix", LABELS)(log_probs) == "THE KAT"          # beam 0: prefix's own width
+    lm_decoder = decoders.build("lm", LABELS, lm_path=arpa, alpha=0.5, beta=1.0)
+    assert isinstance(lm_decoder, lm_decode.LmDecoder) and lm_decoder.settings["beam"] == lm_decode.DEFAULT_BEAM
+    assert lm_decoder(log_probs) == "THE CAT"
+    with pytest.raises(ValueError, match="needs a language model"):
+        decoders.build("lm", LABELS)
 
 
 def test_settings_live_beside_the_checkpoint(tmp_path):
