@@ -11,15 +11,16 @@ one entry of DECODERS (and, if it needs more than a beam width and an LM, an arg
 The default, auto, is the choice ds2 made before decoders had names: lm whenever a language model is
 in use (decode.lm), else prefix when decode.beam > 0, else greedy (`chosen`).
 
-Only the standard library is imported here (the builders import the decoders themselves), so the
-config can list the names and envcheck can read the config in a broken environment.
+ds2.config lists the same names (DECODER_NAMES, checked against DECODERS by tests/test_decoders.py): it
+validates decode.decoder without importing the decoders, as envcheck needs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
-AUTO = "auto"
+from ds2.config import AUTO_DECODER as AUTO
+
 GREEDY, PREFIX, LM = "greedy", "prefix", "lm"
 
 Decode = Callable[..., str]   # log_probs [frames, labels] -> transcript
@@ -63,7 +64,6 @@ DECODERS: Dict[str, DecoderKind] = {kind.name: kind for kind in (
     DecoderKind(LM, "lexicon beam search with a KenLM word n-gram model (flashlight-text, ds2.lm_decode)",
                 True, True, _lm),
 )}
-CHOICES = (AUTO,) + tuple(DECODERS)   # what decode.decoder accepts
 
 
 def chosen(name: str, has_lm: bool, beam: int) -> str:
