@@ -97,9 +97,12 @@ def greedy_decoder(labels: str) -> Decoder:
                    {"decoder": "greedy"})
 
 
-def _prefix_decoder(labels: str, beam: int) -> Decoder:
+def _decoder_without_lm(kind: str, labels: str, beam: int) -> Decoder:
+    """The greedy or the prefix decoder (beam 0: its default width), named as eval's files name it."""
     from ds2.decode import DEFAULT_BEAM_WIDTH
 
+    if kind == decoders.GREEDY:
+        return greedy_decoder(labels)
     beam = beam or DEFAULT_BEAM_WIDTH
     return Decoder(decoders.build(decoders.PREFIX, labels, beam=beam), decoders.PREFIX, f"beam{beam}",
                    f"prefix beam search, {beam} beams, no LM", {"decoder": f"beam{beam}", "beam": beam})
@@ -134,7 +137,8 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
     decode.beam > 0, else greedy. decode.lm: a file; none; built: the LM `ds2 lm` writes for cfg; or
     tuned: the LM `ds2 tune-lm` stored beside the checkpoint (no LM if it stored none). alpha, beta and
     the beam are the ones given, else the tuned ones when the LM is the tuned one, else the defaults.
-    A setting that contradicts the decoder (--alpha without an LM, an LM file for greedy) is a UserError.
+    A setting that contradicts the decoder (--alpha without an LM, an LM file or a beam for greedy) is a
+    UserError.
 
     name: build that decoder instead, with the settings that apply to it (`ds2 serve` offers each one
     to its requests): the LM settings are left out for a decoder that uses no LM.
@@ -143,18 +147,22 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
 
     decode = cfg.decode
     if name is not None and name != decode.decoder:
-        uses_lm = decoders.DECODERS[name].needs_lm
-        decode = dataclasses.replace(decode, decoder=name, **({} if uses_lm else {"lm": NO_LM, "alpha": None,
-                                                                                   "beta": None}))
+        kind = decoders.DECODERS[name]
+        decode = dataclasses.replace(decode, decoder=name, **({} if kind.needs_lm else dict(lm=NO_LM, alpha=None,
+                                                                                            beta=None)),
+                                     **({} if kind.uses_beam else dict(beam=0)))
     weighed = decode.alpha is not None or decode.beta is not None
     if decode.decoder != decoders.AUTO and not decoders.DECODERS[decode.decoder].needs_lm:
+        if decode.beam and not decoders.DECODERS[decode.decoder].uses_beam:
+            raise UserError(f"decode.decoder={decode.decoder} takes no beam width, and --beam (decode.beam) gives "
+                            f"{decode.beam}: drop one or the other")
         if decode.lm not in (TUNED_LM, NO_LM):
             raise UserError(f"decode.decoder={decode.decoder} decodes without a language model, and decode.lm="
                             f"{decode.lm} names one: drop one or the other")
         if weighed:
             raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and decode.decoder="
                             f"{decode.decoder} decodes without one: drop one or the other")
-        return _prefix_decoder(labels, decode.beam) if decode.decoder == decoders.PREFIX else greedy_decoder(labels)
+        return _decoder_without_lm(decode.decoder, labels, decode.beam)
 
     tuned = lm_decode.load_settings(checkpoint_path)
     lm_path = _lm_path(decode.lm, cfg, tuned)
@@ -172,7 +180,7 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
                                 "(decode.lm=none) turns it off: drop one or the other")
             raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and there is none: "
                             f"give one with --lm FILE, or tune one for {checkpoint_path} with ds2 tune-lm")
-        return _prefix_decoder(labels, decode.beam) if kind == decoders.PREFIX else greedy_decoder(labels)
+        return _decoder_without_lm(kind, labels, decode.beam)
 
     if not Path(lm_path).is_file():
         if decode.lm == TUNED_LM:
