@@ -17,14 +17,17 @@ from tests.test_user_mistakes import one_line_error
 LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 
 
-def spoken(text: str) -> np.ndarray:
-    """Log-probabilities that spell `text`, each letter a near-certain frame followed by a blank."""
+def spoken(*spec) -> np.ndarray:
+    """Log-probabilities of a frame sequence, each frame followed by a blank: a string spells its letters
+    (each near-certain), a dict {label: probability} is one uncertain frame."""
     rows = []
-    for char in text:
-        for label in (char, "_"):
-            row = np.full(len(LABELS), 1e-4)
-            row[LABELS.index(label)] = 0.98
-            rows.append(row / row.sum())
+    for item in spec:
+        for wanted in ([{char: 0.98} for char in item] if isinstance(item, str) else [item]):
+            for probabilities in (wanted, {"_": 0.98}):
+                row = np.full(len(LABELS), 1e-4)
+                for label, probability in probabilities.items():
+                    row[LABELS.index(label)] = probability
+                rows.append(row / row.sum())
     return np.log(np.array(rows, dtype=np.float32))
 
 
@@ -51,10 +54,18 @@ def test_the_config_lists_exactly_the_registry_s_decoders_and_auto_is_the_defaul
     assert load_config("small", overrides=["decode.decoder=Prefix"]).decode.decoder == "prefix"
 
 
-def test_greedy_and_prefix_build_by_name():
-    log_probs = spoken("THE CAT")
-    assert decoders.build("greedy", LABELS)(log_probs) == "THE CAT"
-    assert decoders.build("prefix", LABELS, beam=4)(log_probs) == "THE CAT"
+def test_each_name_builds_its_decoder_and_only_lm_reads_the_language_model(checkpoint):
+    log_probs = spoken("THE ", {"K": 0.6, "C": 0.4}, "AT")
+    assert decoders.build("greedy", LABELS)(log_probs) == "THE KAT"
+    assert decoders.build("prefix", LABELS, beam=4)(log_probs) == "THE KAT"
+    assert decoders.build("prefix", LABELS)(log_probs) == "THE KAT"       # beam 0: the prefix search's own width
+    with pytest.raises(ValueError, match="needs a language model"):
+        decoders.build("lm", LABELS)
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    _, arpa = checkpoint
+    lm_decoder = decoders.build("lm", LABELS, lm_path=arpa, alpha=0.5, beta=1.0)
+    assert isinstance(lm_decoder, lm_decode.LmDecoder) and lm_decoder.settings["beam"] == lm_decode.DEFAULT_BEAM
+    assert lm_decoder(log_probs) == "THE CAT"                               # KAT is no word of the LM
 
 
 def test_an_unknown_decoder_is_one_line_naming_the_choices(capsys):

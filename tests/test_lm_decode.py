@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ds2 import decoders, lm, lm_decode
+from ds2 import lm, lm_decode
 from ds2.decode import greedy_decode
 
 pytest.importorskip("flashlight.lib.text.decoder.kenlm")
@@ -93,19 +93,6 @@ def test_words_the_labels_cannot_spell_are_left_out(tmp_path):
         lm_decode.LmDecoder(LABELS, tmp_path / "lower.arpa")
     with pytest.raises(lm_decode.LmDecodeError, match="no language model"):
         lm_decode.LmDecoder(LABELS, tmp_path / "missing.arpa")
-
-
-def test_each_decoder_of_the_registry_builds_and_only_the_lm_reads_the_language_model(arpa):
-    log_probs = frames(*list("THE "), {"K": 0.6, "C": 0.4}, *list("AT"))
-    assert set(decoders.DECODERS) == {"greedy", "prefix", "lm"}
-    assert decoders.build("greedy", LABELS)(log_probs) == "THE KAT"
-    assert decoders.build("prefix", LABELS, beam=8)(log_probs) == "THE KAT"
-    assert decoders.build("prefix", LABELS)(log_probs) == "THE KAT"          # beam 0: prefix's own width
-    lm_decoder = decoders.build("lm", LABELS, lm_path=arpa, alpha=0.5, beta=1.0)
-    assert isinstance(lm_decoder, lm_decode.LmDecoder) and lm_decoder.settings["beam"] == lm_decode.DEFAULT_BEAM
-    assert lm_decoder(log_probs) == "THE CAT"
-    with pytest.raises(ValueError, match="needs a language model"):
-        decoders.build("lm", LABELS)
 
 
 def test_settings_live_beside_the_checkpoint(tmp_path):
