@@ -128,7 +128,7 @@ def test_make_and_compose_run_every_stage_through_ds2_stage():
 
 
 def test_compose_passes_the_settings_to_every_service_envcheck_included():
-    env = {**os.environ, "DS2_ARGS": "--set train.epochs=3", "DS2_PRESET": "seed"}
+    env = {**os.environ, "DS2_ARGS": "--set train.epochs=3", "DS2_PRESET": "seed", "DS2_CONFIG": "/work/runs/my.yaml"}
     result = run(["docker", "compose", "--profile", "gpu", "--profile", "train-dist", "config", "--format", "json"],
                  env=env)
     assert result.returncode == 0, result.stderr
@@ -136,6 +136,7 @@ def test_compose_passes_the_settings_to_every_service_envcheck_included():
     for name, service in services.items():
         assert service["environment"]["DS2_ARGS"] == "--set train.epochs=3", name
         assert service["environment"]["DS2_PRESET"] == "seed", name
+        assert service["environment"]["DS2_CONFIG"] == "/work/runs/my.yaml", name
 
 
 @pytest.fixture
