@@ -23,8 +23,8 @@ configured() {
     $program ${DS2_PRESET:+--preset "$DS2_PRESET"} ${DS2_CONFIG:+--config "$DS2_CONFIG"} ${DS2_ARGS:-} "$@"
 }
 
-# envcheck for CHECKED_STAGE (preprocess, train or eval) with the run's configuration; stop the stage
-# unless it is ready or has warnings only.
+# check PART: envcheck --stage PART (preprocess, train or eval) with the run's configuration; stop here
+# unless the environment is ready or has warnings only.
 check() {
     configured "python -m envcheck" --stage "$1"
     status=$?
