@@ -12,23 +12,16 @@ from ds2.__main__ import main
 from ds2.config import DECODER_NAMES, DecodeConfig, load_config
 from ds2.errors import UserError
 from ds2.inference import build_decoder
+from tests.helpers import label_frames
 from tests.test_user_mistakes import one_line_error
 
 LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 
 
 def spoken(*spec) -> np.ndarray:
-    """Log-probabilities of a frame sequence, each frame followed by a blank: a string spells its letters
-    (each near-certain), a dict {label: probability} is one uncertain frame."""
-    rows = []
-    for item in spec:
-        for wanted in ([{char: 0.98} for char in item] if isinstance(item, str) else [item]):
-            for probabilities in (wanted, {"_": 0.98}):
-                row = np.full(len(LABELS), 1e-4)
-                for label, probability in probabilities.items():
-                    row[LABELS.index(label)] = probability
-                rows.append(row / row.sum())
-    return np.log(np.array(rows, dtype=np.float32))
+    """Model outputs that spell `spec`: a string is its letters, each near-certain; a dict
+    {label: probability} is one uncertain frame."""
+    return label_frames(LABELS, *[frame for item in spec for frame in (item if isinstance(item, str) else [item])])
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 
 from ds2 import lm, lm_decode
 from ds2.decode import greedy_decode
+from tests.helpers import label_frames
 
 pytest.importorskip("flashlight.lib.text.decoder.kenlm")
 
@@ -14,17 +15,7 @@ LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 
 
 def frames(*spec):
-    """Log-probabilities of a frame sequence. Each item is a label (near-certain), or a dict
-    {label: probability} for an uncertain frame; a blank frame follows every item."""
-    rows = []
-    for item in spec:
-        wanted = item if isinstance(item, dict) else {item: 0.98}
-        for probabilities in (wanted, {"_": 0.98}):
-            row = np.full(len(LABELS), 1e-4)
-            for label, probability in probabilities.items():
-                row[LABELS.index(label)] = probability
-            rows.append(row / row.sum())
-    return np.log(np.array(rows, dtype=np.float32))
+    return label_frames(LABELS, *spec)
 
 
 @pytest.fixture(scope="module")
