@@ -137,17 +137,24 @@ def test_serve_offers_every_decoder_it_can_build(checkpoint):
     assert all(offered[name].kind == name for name in offered)
 
 
-def test_the_decoder_benchmark_takes_the_registry_s_names(tmp_path, capsys):
+def test_the_decoder_benchmark_takes_the_registry_s_names(checkpoint, tmp_path, capsys):
     from bench import lm_decoders
 
-    log_probs = [spoken("THE CAT"), spoken("A DOG")]
+    _, arpa = checkpoint
+    log_probs = [spoken("THE ", {"K": 0.6, "C": 0.4}, "AT"), spoken("A DOG")]   # greedy reads THE KAT
     for split in ("dev", "test"):
         lm_decode.save_log_probs(tmp_path / f"{split}.npz", log_probs, ["THE CAT", "A DOG"], ["u1", "u2"], LABELS)
-    arguments = ["--dev", str(tmp_path / "dev.npz"), "--test", str(tmp_path / "test.npz")]
-    assert lm_decoders.main(arguments + ["--decoders", "greedy,prefix", "--prefix-beam", "4"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| greedy") or
-            line.startswith("| ds2 prefix beam 4")]
-    assert len(rows) == 2 and all("| 0.00 | 0.00 |" in row for row in rows)
+    arguments = ["--dev", str(tmp_path / "dev.npz"), "--test", str(tmp_path / "test.npz"), "--lm", str(arpa)]
+
+    def rows(decoders):
+        assert lm_decoders.main(arguments + ["--decoders", decoders, "--prefix-beam", "4", "--alphas", "0,1",
+                                             "--betas", "0,1"]) == 0
+        return {line.split(" | ")[0][2:]: line.split(" | ")[2:4] for line in capsys.readouterr().out.splitlines()
+                if line.startswith("| ") and not line.startswith("| decoder |")}
+
+    assert rows("greedy,prefix") == {"greedy": ["25.00", "10.00"], "ds2 prefix beam 4": ["25.00", "10.00"]}
     with pytest.raises(SystemExit):
         lm_decoders.main(arguments + ["--decoders", "greedy,flashlight"])
     assert "unknown flashlight; choose from greedy, prefix, lm, pyctcdecode" in capsys.readouterr().err
+    pytest.importorskip("flashlight.lib.text.decoder.kenlm")
+    assert rows("lm") == {"flashlight-text beam 64": ["0.00", "0.00"]}     # the LM knows CAT, not KAT
