@@ -96,6 +96,13 @@ def _quiet_stderr():
         os.close(saved)
 
 
+def kenlm_reason(exc: BaseException) -> str:
+    """What KenLM says is wrong, without the C++ location and signature it puts first ("... threw
+    FormatLoadException.")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[1:]) if len(lines) > 1 and " threw " in lines[0] else first_line(exc)
+
+
 class LmDecoder:
     """One loaded LM and lexicon; call it on an utterance's log-probabilities. Not thread-safe
     (the compiled decoder keeps its search state): use one per process."""
@@ -103,7 +110,7 @@ class LmDecoder:
     def __init__(self, labels: str, lm_path: Union[str, Path], alpha: float = DEFAULT_ALPHA,
                  beta: float = DEFAULT_BETA, beam: int = DEFAULT_BEAM, token_beam: int = DEFAULT_TOKEN_BEAM,
                  beam_threshold: float = DEFAULT_BEAM_THRESHOLD, vocabulary: Optional[Sequence[str]] = None):
-        from ds2.lm import arpa_vocabulary
+        from ds2.lm import ARPA_FIX, ArpaError, arpa_vocabulary
 
         check_labels(labels)
         fl_decoder, fl_dictionary, KenLM = _flashlight()
@@ -129,7 +136,7 @@ class LmDecoder:
             with _quiet_stderr():
                 self.lm = KenLM(str(lm_path), self.words)
         except RuntimeError as exc:
-            raise LmDecodeError(f"KenLM could not load {lm_path}: {first_line(exc)}") from None
+            raise ArpaError(lm_path, f"KenLM could not load it: {kenlm_reason(exc)}", ARPA_FIX) from None
 
         # The lexicon trie: each word's spelling in label indices, with its unigram LM score.
         index = {char: i for i, char in enumerate(labels)}

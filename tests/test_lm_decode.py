@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ds2 import lm, lm_decode
+from ds2.errors import DataError
 from ds2.decode import greedy_decode
 
 pytest.importorskip("flashlight.lib.text.decoder.kenlm")
@@ -131,7 +132,8 @@ def test_settings_live_beside_the_checkpoint(tmp_path):
 def test_loading_the_lm_writes_nothing_to_stderr(arpa, capfd):
     lm_decode.LmDecoder(LABELS, arpa)
     assert capfd.readouterr().err == ""   # KenLM's "Loading the LM ..." and its star bar are discarded
-    with pytest.raises(lm_decode.LmDecodeError, match="KenLM could not load"):
+    with pytest.raises(DataError, match="bad.arpa: KenLM could not load it: This ngram implementation assumes at "
+                                        "least a bigram model. Byte: 18; build it again"):
         bad = arpa.parent / "bad.arpa"
         bad.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tA\n\n\\end\\\n")
         lm_decode.LmDecoder(LABELS, bad, vocabulary=["A"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Sequence
 
 from ds2.config import Config
-from ds2.errors import UserError
+from ds2.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from ds2.batching import UtteranceSet
@@ -47,8 +47,8 @@ def read_split(cfg: Config, split: str) -> List["Utterance"]:
     if problems.total:
         print(f"{split} manifest {path}: {problems}", file=sys.stderr)
     if not utterances:
-        raise UserError(f"the {split} manifest {path} has no usable utterances; run `ds2 preprocess` again "
-                        f"and read its table of skipped utterances")
+        raise DataError(path, f"the {split} manifest has no usable utterances ({problems.total} skipped)",
+                        "run `ds2 preprocess` again and read its table of skipped utterances")
     return utterances
 
 
