@@ -147,7 +147,7 @@ READERS = {
 }
 
 
-@pytest.fixture(params=sorted(READERS))
+@pytest.fixture(scope="session", params=sorted(READERS))
 def reader(request, scratch):
     """(Reader, the folder its inputs go in, the valid file's bytes)."""
     spec = READERS[request.param]
