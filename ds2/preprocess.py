@@ -27,7 +27,7 @@ from typing import Dict, List, Tuple
 from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
 from ds2.data.manifest import ProblemReport, Utterance, read_manifest, write_csv_manifest, write_json_manifest
-from ds2.data.sets import SPLITS, feature_cache_dir, manifest_path
+from ds2.data.sets import SPLITS, data_settings, feature_cache_dir, manifest_path
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
 from ds2.features import FeatureCache, check_window
@@ -174,7 +174,7 @@ def run(cfg: Config, args) -> int:
         write_transcripts(kept[split], Path(cfg.data.data_dir) / "transcripts" / split)
         if kept[split]:
             path = manifest_path(cfg, split)
-            write_json_manifest(path, kept[split])
+            write_json_manifest(path, kept[split], data_settings(cfg, split))
             write_csv_manifest(path.with_suffix(".csv"), kept[split])
     print(summary_table(found, kept, reports))
     for split in splits:

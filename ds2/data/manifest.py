@@ -7,6 +7,8 @@ JSON (deepspeech.pytorch's form, extended):
   Paths are relative to root_path (absolute paths are used as they are). A relative root_path is
   taken relative to the manifest's directory. Only wav_path and transcript_path are required:
   a missing transcript is read from transcript_path, a missing duration from the audio header.
+  A manifest `ds2 preprocess` writes also records the data settings that produced it under
+  "ds2_data_settings" (ds2.data.sets.data_settings); train and eval refuse one written under other settings.
 CSV (the report's form): `wav_path,transcript_path` per line, absolute paths, no header.
 
 Readers return the usable utterances and a ProblemReport; an entry is never dropped without
@@ -53,6 +55,8 @@ EXAMPLES_PER_REASON = 3
 # LibriSpeech utterance ids are <speaker>-<chapter>-<index>.
 LIBRISPEECH_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 CSV_HEADER = ["wav_path", "transcript_path"]
+# The top-level key of a JSON manifest holding the data settings that produced it.
+DATA_SETTINGS_KEY = "ds2_data_settings"
 
 
 class ManifestError(DataError):
@@ -356,8 +360,22 @@ def _common_root(paths: Iterable[str], fallback: str) -> str:
     return os.path.commonpath(directories) if directories else fallback
 
 
-def write_json_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
-    """root_path is written absolute (as deepspeech.pytorch does); entry paths relative to it."""
+def read_data_settings(path: Union[str, Path]) -> Optional[Dict]:
+    """The data settings a JSON manifest records (see write_json_manifest), or None when it records none
+    (a CSV manifest, one written by another tool or by a ds2 from before they were recorded)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return None
+    settings = _load_json_manifest(path).get(DATA_SETTINGS_KEY)
+    if settings is not None and not isinstance(settings, dict):
+        raise ManifestError(path, f"{DATA_SETTINGS_KEY} is not an object", MANIFEST_FIX)
+    return settings
+
+
+def write_json_manifest(path: Union[str, Path], utterances: List[Utterance],
+                        data_settings: Optional[Dict] = None) -> None:
+    """root_path is written absolute (as deepspeech.pytorch does); entry paths relative to it. With
+    data_settings, the manifest records them (ds2 preprocess: the settings that selected its utterances)."""
     path = Path(path)
     all_paths = [u.audio_path for u in utterances] + [u.transcript_path for u in utterances if u.transcript_path]
     root = _common_root(all_paths, str(path.resolve().parent))
@@ -369,7 +387,10 @@ def write_json_manifest(path: Union[str, Path], utterances: List[Utterance]) -> 
         sample.update(duration=utterance.duration, transcript=utterance.text,
                       speaker=utterance.speaker, id=utterance.id)
         samples.append(sample)
-    write_text_atomically(path, json.dumps({"root_path": root, "samples": samples}, indent=1) + "\n")
+    header = {"root_path": root}
+    if data_settings is not None:
+        header[DATA_SETTINGS_KEY] = data_settings
+    write_text_atomically(path, json.dumps(dict(header, samples=samples), indent=1) + "\n")
 
 
 def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
