@@ -40,11 +40,11 @@ class DataError(UserError, ValueError):
 
     def __init__(self, path: Union[str, PurePath, None], problem: str, fix: str = "",
                  place: Optional[str] = None):
-        self.path = "" if path is None else str(path)
-        self.place = place
+        self.path = "" if path is None else one_line(str(path), limit=4096)
+        self.place = one_line(place) if place else None
         self.problem = one_line(problem)
         self.fix = one_line(fix)
-        where = self.path + (f" ({place})" if place else "")
+        where = self.path + (f" ({self.place})" if self.place else "")
         message = f"{where}: {self.problem}" if where else self.problem
         super().__init__(message + (f"; {self.fix}" if self.fix else ""))
 

@@ -2,6 +2,7 @@
 import pytest
 
 from ds2.config import ConfigError, all_keys, apply_override, from_dict, load_config, to_dict, with_overrides
+from ds2.errors import DataError
 
 
 def write(tmp_path, text):
@@ -61,11 +62,11 @@ def test_choices_are_case_insensitive_and_normalised():
 def test_yaml_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key train.epoch; did you mean train.epochs"):
         load_config("small", write(tmp_path, "train:\n  epoch: 3\n"))
-    with pytest.raises(ConfigError, match="not valid YAML at line"):
+    with pytest.raises(DataError, match=r"c.yaml \(line 3\): not valid YAML: .*; edit the file"):
         load_config("small", write(tmp_path, "train:\n  lr: [1\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config("small", write(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(DataError, match="none.yaml: no such file; give the path"):
         load_config("small", str(tmp_path / "none.yaml"))
     with pytest.raises(ConfigError, match="did you mean seed"):
         load_config("sed")

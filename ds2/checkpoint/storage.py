@@ -221,8 +221,8 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         values = _mindspore_load(path)
     meta_text = values.pop(META_KEY, None)
     if meta_text is None:
-        raise UserError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint; convert it first "
-                        f"with ds2 convert {path}")
+        raise CorruptCheckpoint(path, f"no {META_KEY!r} entry: cut off, or not a ds2 training checkpoint",
+                                f"{CHECKPOINT_FIX}; a checkpoint of another code base goes through ds2 convert {path}")
     meta = _meta(path, meta_text)
     check_values(path, values)
     return values, meta

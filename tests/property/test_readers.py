@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,8 +24,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ds2 import lm
+from ds2.checkpoint import storage
+from ds2.checkpoint.torch_unpickler import read_torch_checkpoint
+from ds2.config import Config, FeatureConfig, load_config
+from ds2.data.librispeech import safe_extract
 from ds2.data.manifest import Utterance, read_csv_manifest, read_json_manifest, write_csv_manifest, write_json_manifest
-from ds2.features import load_audio
+from ds2.features import FeatureCache, load_audio
 from ds2.metrics import read_metrics_log
 from tests.property.fuzzing import mutations, outcome, random_bytes, searches, truncations
 
@@ -135,6 +142,126 @@ def check_arpa(model) -> None:
     model.vocabulary()
 
 
+# --- YAML configs ------------------------------------------------------------------------------------
+
+
+def valid_yaml(folder: Path) -> bytes:
+    return (b"# a config file\ntrain:\n  epochs: 2\n  lr: 0.001\ndata:\n  max_duration: 20.5\n"
+            b"  train_subsets: [train-clean-100]\nmodel:\n  rnn_hidden: 64\n")
+
+
+def check_config(cfg) -> None:
+    assert isinstance(cfg, Config)
+    assert math.isfinite(cfg.train.lr) and math.isfinite(cfg.data.max_duration)
+
+
+# --- tar archives ------------------------------------------------------------------------------------
+
+
+def valid_tar(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in [("LibriSpeech/README.TXT", b"readme\n"), ("LibriSpeech/dev-clean/19/a.txt", b"A B\n")]:
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def extract_into_fresh_folder(path: Path) -> Path:
+    target = path.parent / "extracted"
+    shutil.rmtree(target, ignore_errors=True)
+    safe_extract(path, target)
+    return target
+
+
+def check_extracted(target: Path) -> None:
+    real = os.path.realpath(target)
+    for root, folders, files in os.walk(target):
+        for name in folders + files:
+            assert os.path.realpath(os.path.join(root, name)).startswith(real + os.sep) or \
+                os.path.islink(os.path.join(root, name))
+
+
+# --- the feature cache -------------------------------------------------------------------------------
+
+
+def feature_cache(folder: Path) -> FeatureCache:
+    return FeatureCache(folder / "cache", FeatureConfig())
+
+
+def valid_cache_entry(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones((FeatureConfig().n_bins, 7), dtype=np.float32))
+    return buffer.getvalue()
+
+
+def check_features(features) -> None:
+    assert features.dtype == np.float32 and features.shape[0] == FeatureConfig().n_bins
+    assert np.isfinite(features).all()
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+def save_tiny_checkpoint(path: Path) -> None:
+    import mindspore as ms
+
+    model = ms.nn.Dense(3, 2)
+    storage.save(path, model, None, {"step": 1, "config": {}})
+
+
+def valid_checkpoint(folder: Path) -> bytes:
+    save_tiny_checkpoint(folder / "valid.ckpt")
+    return (folder / "valid.ckpt").read_bytes()
+
+
+def load_without_sidecar(path: Path):
+    storage.checksum_path(path).unlink(missing_ok=True)
+    return storage.load(path)
+
+
+def valid_checkpoint_with_sidecar(folder: Path) -> bytes:
+    save_tiny_checkpoint(folder / "checkpoint.ckpt")
+    return (folder / "checkpoint.ckpt").read_bytes()
+
+
+def check_checkpoint(result) -> None:
+    values, meta = result
+    assert isinstance(meta, dict)
+    for value in values.values():
+        array = value.asnumpy()
+        assert array.dtype.kind != "f" or np.isfinite(array).all()
+
+
+def valid_sidecar(folder: Path) -> bytes:
+    """A checkpoint.ckpt beside the sidecar, which is the file mutated."""
+    save_tiny_checkpoint(folder / "checkpoint.ckpt")
+    return storage.checksum_path(folder / "checkpoint.ckpt").read_bytes()
+
+
+def load_through_sidecar(path: Path):
+    return storage.load(path.with_name("checkpoint.ckpt"))
+
+
+# --- torch checkpoints (ds2 convert) -----------------------------------------------------------------
+
+
+def valid_torch_checkpoint(new_format: bool) -> Callable[[Path], bytes]:
+    def make(folder: Path) -> bytes:
+        import torch
+
+        state = {"state_dict": {"fc.weight": torch.ones(2, 3), "fc.bias": torch.zeros(2)}, "labels": list("_AB ")}
+        torch.save(state, folder / "valid.pth", _use_new_zipfile_serialization=new_format)
+        return (folder / "valid.pth").read_bytes()
+    return make
+
+
+def check_torch(result) -> None:
+    arrays, others = result
+    assert arrays and all(not a.dtype.kind == "f" or np.isfinite(a).all() for a in arrays.values())
+
+
 READERS = {
     "json manifest": Reader("manifest.json", valid_json_manifest, read_json_manifest, check_manifest),
     "csv manifest": Reader("manifest.csv", valid_csv_manifest, read_csv_manifest, check_manifest),
@@ -144,6 +271,16 @@ READERS = {
     "metrics.jsonl": Reader("metrics.jsonl", valid_metrics_log, read_metrics_log, check_metrics),
     "arpa": Reader("lm.arpa", valid_arpa("valid.arpa"), lm.read_arpa, check_arpa),
     "arpa.gz": Reader("lm.arpa.gz", valid_arpa("valid.arpa.gz"), lm.read_arpa, check_arpa),
+    "yaml config": Reader("config.yaml", valid_yaml, lambda p: load_config("small", str(p)), check_config),
+    "tar.gz": Reader("archive.tar.gz", valid_tar, extract_into_fresh_folder, check_extracted),
+    "feature cache entry": Reader("entry.npy", valid_cache_entry, lambda p: feature_cache(p.parent).read_entry(p),
+                                  check_features),
+    "checkpoint without sidecar": Reader("checkpoint.ckpt", valid_checkpoint, load_without_sidecar, check_checkpoint),
+    "checkpoint with sidecar": Reader("checkpoint.ckpt", valid_checkpoint_with_sidecar, storage.load,
+                                      check_checkpoint),
+    "checkpoint sidecar": Reader("checkpoint.ckpt.sha256", valid_sidecar, load_through_sidecar, check_checkpoint),
+    "torch checkpoint": Reader("model.pth", valid_torch_checkpoint(True), read_torch_checkpoint, check_torch),
+    "legacy torch checkpoint": Reader("model.pth", valid_torch_checkpoint(False), read_torch_checkpoint, check_torch),
 }
 
 
