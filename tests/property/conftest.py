@@ -18,7 +18,7 @@ from tests.property import fuzzing
 SLOW_INPUTS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile("bounded", max_examples=int(os.environ.get("DS2_HYPOTHESIS_EXAMPLES", "25")),
                           deadline=None, database=None, suppress_health_check=SLOW_INPUTS)
-settings.register_profile("fuzz", max_examples=2000, deadline=None, database=None,
+settings.register_profile("fuzz", max_examples=500, deadline=None, database=None,
                           suppress_health_check=SLOW_INPUTS)
 settings.load_profile(os.environ.get("DS2_HYPOTHESIS_PROFILE", "bounded"))
 
