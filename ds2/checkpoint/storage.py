@@ -230,11 +230,13 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 def read_checkpoint(path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not; CorruptCheckpoint
-    when MindSpore cannot parse it (its CRC is checked when it has one)."""
+    when MindSpore cannot parse it (its CRC is checked when it has one) or a value is not finite."""
     path = Path(path)
     values = _mindspore_load(path, crc_check=has_crc(path))
     meta_text = values.pop(META_KEY, None)
-    return values, (_meta(path, meta_text) if isinstance(meta_text, str) else None)
+    meta = _meta(path, meta_text) if isinstance(meta_text, str) else None
+    check_values(path, values)
+    return values, meta
 
 
 def restore(values: Dict[str, Any], model, optimizer=None) -> None:
