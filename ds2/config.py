@@ -511,7 +511,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigFileError(path, "no such file", "give the path of an existing YAML file") from None
+        raise ConfigFileError(path, "does not exist", "give the path of an existing YAML file") from None
     except OSError as exc:
         raise ConfigFileError(path, f"cannot read it ({exc.strerror or exc})", "check its permissions") from None
     except UnicodeDecodeError as exc:

@@ -66,7 +66,7 @@ def test_yaml_errors_are_one_line(tmp_path):
         load_config("small", write(tmp_path, "train:\n  lr: [1\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config("small", write(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(DataError, match="none.yaml: no such file; give the path"):
+    with pytest.raises(DataError, match="none.yaml: does not exist; give the path"):
         load_config("small", str(tmp_path / "none.yaml"))
     with pytest.raises(ConfigError, match="did you mean seed"):
         load_config("sed")

@@ -102,7 +102,24 @@ def test_cache_replaces_a_corrupt_entry(tmp_path):
     good = cache.features(audio_path)
     cache.path_for(audio_path).write_bytes(b"truncated")
     np.testing.assert_array_equal(cache.features(audio_path), good)
-    assert cache.misses == 2
+    assert cache.misses == 2 and cache.damaged == 1
+    np.save(cache.path_for(audio_path), np.full_like(good, np.nan))   # loads, but is not features
+    np.testing.assert_array_equal(cache.features(audio_path), good)
+    assert cache.misses == 3 and cache.damaged == 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_are_unreadable_audio_from_a_path_or_an_open_file(tmp_path, bad):
+    samples = noise(4000).astype(np.float32)
+    samples[1234] = bad
+    path = tmp_path / "float.wav"
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    with pytest.raises(UnreadableAudioError, match=r"float.wav \(sample 1234\): 1 samples are not finite numbers"):
+        load_audio(path, 16000)
+    with open(path, "rb") as f, pytest.raises(UnreadableAudioError, match="not finite"):
+        load_audio(f, 16000)
+    with pytest.raises(UnreadableAudioError, match="not finite"):
+        compute_features(samples, FeatureConfig())
 
 
 def test_cache_concurrent_writers_leave_one_complete_file(tmp_path):

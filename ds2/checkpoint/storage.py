@@ -217,8 +217,8 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     elif has_crc(path):
         values = _mindspore_load(path, crc_check=True)
     else:
-        print(f"ds2: {path} has no {sidecar.name} and no CRC: it is loaded unverified", file=sys.stderr)
         values = _mindspore_load(path)
+        print(f"ds2: {path} has no {sidecar.name} and no CRC: it was loaded unverified", file=sys.stderr)
     meta_text = values.pop(META_KEY, None)
     if meta_text is None:
         raise CorruptCheckpoint(path, f"no {META_KEY!r} entry: cut off, or not a ds2 training checkpoint",
@@ -229,10 +229,13 @@ def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def read_checkpoint(path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not; CorruptCheckpoint
-    when MindSpore cannot parse it (its CRC is checked when it has one) or a value is not finite."""
+    """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not. MindSpore's own error
+    when it cannot parse it (its CRC is checked when it has one): envcheck's checkpoint probe reports it as
+    it is, and ds2 convert in one line; CorruptCheckpoint for a meta that is not JSON or a non-finite value."""
+    import mindspore as ms
+
     path = Path(path)
-    values = _mindspore_load(path, crc_check=has_crc(path))
+    values = ms.load_checkpoint(str(path), crc_check=has_crc(path))
     meta_text = values.pop(META_KEY, None)
     meta = _meta(path, meta_text) if isinstance(meta_text, str) else None
     check_values(path, values)
