@@ -121,12 +121,13 @@ def test_settings_live_beside_the_checkpoint(tmp_path):
     assert moved.lm_path == str(tmp_path / "moved" / "data" / "lm" / "train-1gram.arpa")
 
     path = lm_decode.settings_path(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
-    path.write_text('{"alpha": "much"}')
-    with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
-        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
-    path.write_text('not json')
-    with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
-        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
+    moved_checkpoint = tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt"
+    for damaged in ['{"alpha": "much"}', 'not json', '{"lm_path": "a.arpa", "alpha": NaN, "beta": 1}', "[]",
+                    b'{"lm_path": "\xff.arpa", "alpha": 1, "beta": 1}']:
+        path.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+        with pytest.raises(DataError, match=r"best.ckpt.lm.json: not a tuned-LM settings file .*; remove it, or run "
+                                            r"ds2 tune-lm again"):
+            lm_decode.load_settings(moved_checkpoint)
 
 
 def test_loading_the_lm_writes_nothing_to_stderr(arpa, capfd):

@@ -35,7 +35,7 @@ def test_preprocess_records_the_data_settings(prepared):
     cfg = load_config("small", overrides=prepared)
     stored = json.loads(manifest_path(cfg, "train").read_text())[DATA_SETTINGS_KEY]
     assert stored == data_settings(cfg, "train")
-    assert stored["max_duration"] == cfg.data.max_duration and stored["labels"] == cfg.model.labels
+    assert stored["max_duration"] == cfg.data.max_duration and set(stored["labels"]) == set(cfg.model.labels)
     assert len(read_split(cfg, "train")) == 2
 
 
@@ -52,6 +52,12 @@ def test_train_refuses_a_stale_manifest_in_one_line(prepared, capsys):
     assert main(["train"] + argv) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "written under other data settings" in error and "ds2 preprocess" in error
+
+
+def test_labels_in_another_order_are_the_same_data_settings(prepared):
+    labels = load_config("small", overrides=prepared).model.labels
+    reordered = labels[0] + labels[1:][::-1]
+    assert len(read_split(load_config("small", overrides=prepared + [f"model.labels={reordered}"]), "train")) == 2
 
 
 def test_a_manifest_without_settings_is_used_with_one_warning(prepared, capsys):

@@ -48,7 +48,9 @@ def data_settings(cfg: Config, split: str) -> Dict[str, Any]:
         settings.update(subsets=list(getattr(data, f"{split}_subsets")))
     else:
         settings.update(manifest=getattr(data, f"{split}_manifest"))
-    settings.update(max_duration=data.max_duration, labels=cfg.model.labels)
+    # The labels as a set of characters: which transcripts they can spell, whatever their order (a converted
+    # checkpoint may order them otherwise than the preset that prepared the data).
+    settings.update(max_duration=data.max_duration, labels="".join(sorted(set(cfg.model.labels))))
     return json.loads(json.dumps(settings))
 
 

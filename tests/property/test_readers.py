@@ -23,7 +23,7 @@ import soundfile
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ds2 import lm
+from ds2 import lm, lm_decode
 from ds2.checkpoint import storage
 from ds2.checkpoint.torch_unpickler import read_torch_checkpoint
 from ds2.config import Config, FeatureConfig, load_config
@@ -262,6 +262,23 @@ def check_torch(result) -> None:
     assert arrays and all(not a.dtype.kind == "f" or np.isfinite(a).all() for a in arrays.values())
 
 
+# --- tuned LM settings (<checkpoint>.lm.json) ---------------------------------------------------------
+
+
+def valid_lm_settings(folder: Path) -> bytes:
+    settings = lm_decode.LmSettings(lm_path=str(folder / "lm" / "train-2gram.arpa"), alpha=0.75, beta=2.0, beam=32)
+    return lm_decode.save_settings(folder / "best.ckpt", settings, {"dev_wer": 0.08}).read_bytes()
+
+
+def load_lm_settings(path: Path):
+    return lm_decode.load_settings(path.with_name(path.name[:-len(lm_decode.SETTINGS_SUFFIX)]))
+
+
+def check_lm_settings(settings) -> None:
+    assert math.isfinite(settings.alpha) and math.isfinite(settings.beta) and settings.beam > 0
+    settings.lm_path.encode("utf-8")
+
+
 READERS = {
     "json manifest": Reader("manifest.json", valid_json_manifest, read_json_manifest, check_manifest),
     "csv manifest": Reader("manifest.csv", valid_csv_manifest, read_csv_manifest, check_manifest),
@@ -271,6 +288,7 @@ READERS = {
     "metrics.jsonl": Reader("metrics.jsonl", valid_metrics_log, read_metrics_log, check_metrics),
     "arpa": Reader("lm.arpa", valid_arpa("valid.arpa"), lm.read_arpa, check_arpa),
     "arpa.gz": Reader("lm.arpa.gz", valid_arpa("valid.arpa.gz"), lm.read_arpa, check_arpa),
+    "tuned lm settings": Reader("best.ckpt.lm.json", valid_lm_settings, load_lm_settings, check_lm_settings),
     "yaml config": Reader("config.yaml", valid_yaml, lambda p: load_config("small", str(p)), check_config),
     "tar.gz": Reader("archive.tar.gz", valid_tar, extract_into_fresh_folder, check_extracted),
     "feature cache entry": Reader("entry.npy", valid_cache_entry, lambda p: feature_cache(p.parent).read_entry(p),
