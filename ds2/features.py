@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import tokenize
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -161,17 +162,30 @@ class FeatureCache:
 
     def read_entry(self, cached: Path) -> np.ndarray:
         """The features stored at `cached`, or DataError when the entry is not features of this
-        configuration: truncated, damaged, another shape or dtype, or values that are not finite."""
+        configuration: truncated, damaged, another shape or dtype, or values that are not finite. The .npy
+        header is checked against the file's size before any array is allocated."""
         fix = "it is recomputed"
+        n_bins = self.feature_cfg.n_bins
         try:
             with open(cached, "rb") as f:
-                features = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, TypeError) as exc:  # np.load's errors for a damaged .npy
-            raise DataError(cached, f"not a readable .npy file ({exc})", fix) from None
-        if not isinstance(features, np.ndarray) or features.dtype != np.float32 or features.ndim != 2:
-            raise DataError(cached, "not a float32 [bins, frames] array", fix)
-        if features.shape[0] != self.feature_cfg.n_bins or features.shape[1] == 0:
-            raise DataError(cached, f"shape {features.shape}, expected [{self.feature_cfg.n_bins}, frames]", fix)
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran_order, dtype = read_header(f)
+                if dtype != np.float32 or len(shape) != 2 or shape[0] != n_bins or shape[1] == 0:
+                    raise DataError(cached, f"holds a {dtype} array of shape {shape}, not float32 [{n_bins}, frames]", fix)
+                expected = shape[0] * shape[1] * 4
+                available = os.fstat(f.fileno()).st_size - f.tell()
+                if available != expected:
+                    raise DataError(cached, f"{available} bytes of data where the header says {expected}", fix)
+                data = f.read(expected)
+        # np.lib.format's errors for a damaged header: numpy 1.20 parses it with tokenize and ast
+        except (ValueError, OSError, EOFError, TypeError, SyntaxError, tokenize.TokenError) as exc:
+            raise DataError(cached, f"not a readable .npy file ({first_line(exc)})", fix) from None
+        if len(data) != expected:
+            raise DataError(cached, f"{len(data)} bytes of data where the header says {expected}", fix)   # shrank meanwhile
+        flat = np.frombuffer(data, dtype=np.float32)
+        features = np.array(flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape), order="C")
         if not np.isfinite(features).all():
             raise DataError(cached, "holds values that are not finite numbers", fix)
         return features

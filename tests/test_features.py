@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from ds2.config import FeatureConfig
+from ds2.errors import DataError
 from ds2.features import (EmptyAudioError, FeatureCache, UnreadableAudioError, compute_features,
                           load_audio)
 from ds2.shapes import input_frames
@@ -106,6 +107,17 @@ def test_cache_replaces_a_corrupt_entry(tmp_path):
     np.save(cache.path_for(audio_path), np.full_like(good, np.nan))   # loads, but is not features
     np.testing.assert_array_equal(cache.features(audio_path), good)
     assert cache.misses == 3 and cache.damaged == 2
+    entry = cache.path_for(audio_path).read_bytes()
+    header_end = entry.index(b"}")
+    # A header cut inside its dict (numpy 1.20 raises tokenize.TokenError), a header claiming far more
+    # frames than the file holds: both recomputed, neither allocates what the header claims.
+    for damaged in (entry[:header_end - 3] + b"\n" + entry[header_end + 1:],
+                    entry.replace(b"%d)" % good.shape[1], b"%d)" % (10 ** 12), 1)):
+        cache.path_for(audio_path).write_bytes(damaged)
+        with pytest.raises(DataError):
+            cache.read_entry(cache.path_for(audio_path))
+        np.testing.assert_array_equal(cache.features(audio_path), good)
+    assert cache.damaged == 4 and cache.features(audio_path).flags.writeable
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
