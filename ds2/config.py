@@ -504,6 +504,29 @@ def load_config(preset: str = DEFAULT_PRESET, path: Optional[str] = None,
     return validate(cfg)
 
 
+# A config file sets tens of values; YAML's aliases can make a few lines hold billions, which would take
+# minutes and gigabytes to check and to quote in an error.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _more_values_than(value: Any, limit: int) -> bool:
+    """True when value holds more than `limit` values, counting every list item and mapping entry (an alias
+    counts each time it is used); stops counting at the limit."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            pending.extend(item)
+        else:
+            continue
+        seen += len(item)
+        if seen > limit:
+            return True
+    return False
+
+
 def read_yaml(path: str) -> Dict[str, Any]:
     """The top-level mapping of a YAML config file; ConfigFileError when it is not one."""
     import yaml  # only needed for config files
@@ -526,6 +549,9 @@ def read_yaml(path: str) -> Dict[str, Any]:
         raise ConfigFileError(path, f"a value YAML cannot build ({exc})", CONFIG_FILE_FIX) from None
     if values is None:
         return {}
+    if _more_values_than(values, MAX_CONFIG_VALUES):
+        raise ConfigFileError(path, f"holds more than {MAX_CONFIG_VALUES} values (YAML aliases repeating lists?)",
+                              CONFIG_FILE_FIX)
     if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
         raise ConfigFileError(path, "expected a mapping of sections at the top level", CONFIG_FILE_FIX)
     return values
