@@ -74,6 +74,8 @@ class ArpaError(DataError, LmError):
     """An ARPA file (plain or gzip) that is not one: the file, the line, what is wrong and the fix."""
 
 
+# An ARPA line is a probability, up to a few words and a backoff weight: far shorter than this.
+MAX_ARPA_LINE_CHARS = 1 << 16
 # What to do about an ARPA file that cannot be read.
 ARPA_FIX = "build it again with ds2 lm (make lm), or give another ARPA file"
 
@@ -249,7 +251,10 @@ def read_arpa(path: Union[str, Path], max_order: Optional[int] = None,
     number = 0
     try:
         with _open_text(path, "r") as lines:
-            for number, line in enumerate(lines, 1):
+            # Lines are read with a bound, so a file without line breaks (a gzip bomb) is not read whole.
+            for number, line in enumerate(iter(lambda: lines.readline(MAX_ARPA_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_ARPA_LINE_CHARS:
+                    raise ArpaError(None, f"a line longer than {MAX_ARPA_LINE_CHARS} characters")
                 if _read_arpa_line(line.strip(), max_order, kept, declared, probabilities, backoffs) == "end":
                     break
     except ArpaError as exc:

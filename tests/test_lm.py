@@ -1,6 +1,7 @@
 """ds2.lm: modified Kneser-Ney ARPA models checked against hand-computed values and the properties every
 backoff model has; LibriSpeech's official models downloaded and checked."""
 import functools
+import gzip
 import hashlib
 import http.server
 import random
@@ -234,6 +235,11 @@ def test_a_damaged_arpa_is_one_data_error_naming_the_line(tmp_path):
     (tmp_path / "cut.arpa.gz").write_bytes(gz[: len(gz) // 2])
     with pytest.raises(DataError, match=r"cut.arpa.gz \(line \d+\): damaged or cut-off gzip data.*; build it again"):
         lm.read_arpa(tmp_path / "cut.arpa.gz")
+    with gzip.open(tmp_path / "bomb.arpa.gz", "wb") as bomb:   # 64 MB without a line break, in 64 kB
+        for _ in range(64):
+            bomb.write(b"A" * (1 << 20))
+    with pytest.raises(DataError, match=r"bomb.arpa.gz \(line 1\): a line longer than 65536 characters"):
+        lm.read_arpa(tmp_path / "bomb.arpa.gz")
     (tmp_path / "latin1.arpa").write_bytes(text.replace("CAT", "CAT\xe9").encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
         lm.read_arpa(tmp_path / "latin1.arpa")
