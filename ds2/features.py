@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import tokenize
 import warnings
@@ -199,8 +200,10 @@ class FeatureCache:
                 features = self.read_entry(cached)
                 self.hits += 1
                 return features
-            except DataError:
+            except DataError as exc:
                 self.damaged += 1
+                if self.damaged == 1:   # said once: a cache damaged by a full disk can hold thousands
+                    print(f"ds2: {exc} (damaged feature cache entries are recomputed and counted)", file=sys.stderr)
         self.misses += 1
         features = compute_features(load_audio(audio_path, self.feature_cfg.sample_rate), self.feature_cfg)
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ def test_cache_reuses_and_invalidates(tmp_path):
     assert other_config.misses == 1  # a different feature config never reads these entries
 
 
-def test_cache_replaces_a_corrupt_entry(tmp_path):
+def test_cache_replaces_a_corrupt_entry(tmp_path, capsys):
     audio_path = tmp_path / "a.wav"
     soundfile.write(audio_path, noise(4000), 16000)
     cache = FeatureCache(tmp_path / "cache", FeatureConfig())
@@ -104,6 +104,7 @@ def test_cache_replaces_a_corrupt_entry(tmp_path):
     cache.path_for(audio_path).write_bytes(b"truncated")
     np.testing.assert_array_equal(cache.features(audio_path), good)
     assert cache.misses == 2 and cache.damaged == 1
+    assert "not a readable .npy file (" in capsys.readouterr().err
     np.save(cache.path_for(audio_path), np.full_like(good, np.nan))   # loads, but is not features
     np.testing.assert_array_equal(cache.features(audio_path), good)
     assert cache.misses == 3 and cache.damaged == 2
