@@ -35,6 +35,7 @@ from ds2 import distributed, memory
 from ds2.checkpoint import storage
 from ds2.config import Config, count, save_config, to_dict, with_overrides
 from ds2.errors import UserError
+from ds2.metrics import describe_skipped, read_metrics_log
 
 METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
 PLOT_FILE = "curves.png"
@@ -95,14 +96,12 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> List[Dict[str, Any]]:
+        """The records; lines that are not records (cut off by a kill, damaged) are skipped and named on stderr."""
         if not self.path.exists():
             return []
-        records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut off by a kill: it and anything after it are dropped
+        records, skipped = read_metrics_log(self.path)
+        if skipped:
+            print(f"ds2: {describe_skipped(self.path, skipped)}", file=sys.stderr)
         return records
 
     def truncate_after(self, step: int) -> None:
@@ -129,11 +128,11 @@ def train(cfg: Config, args) -> int:
     from ds2.batching import Prefetcher
     from ds2.data.sets import load_sets
     from ds2.inference import evaluate_set
-    from ds2.model import DeepSpeech2, TrainNetwork, count_parameters
+    from ds2.model import count_parameters
     from ds2.plot import plot_curves
     from ds2.progress import progress
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, configured_train_step, learning_rate
+    from ds2.step import build_training_state, learning_rate
 
     run_dir = Path(cfg.run_dir)
     resume_from: Optional[Path] = None
@@ -178,10 +177,7 @@ def train(cfg: Config, args) -> int:
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
 
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    network = TrainNetwork(model)
-    optimizer = build_optimizer(model, cfg.train)
-    train_step = configured_train_step(network, optimizer, cfg, cluster.world_size)
+    model, _, optimizer, train_step = build_training_state(cfg, cluster.world_size)
     # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 
