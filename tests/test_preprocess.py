@@ -174,3 +174,35 @@ def test_test_noisy_is_the_test_split_in_held_out_noise_and_the_noise_set_is_mad
     with pytest.raises(SystemExit):
         run_preprocess(cfg, "--splits", "test-noisy")
     assert "made from test" in capsys.readouterr().err
+
+
+def test_warm_cache_names_audio_with_nan_samples_and_goes_on(tmp_path, capsys):
+    """Float audio can hold NaN: preprocess --warm-cache counts and names it instead of failing."""
+    source = tmp_path / "source"
+    utterances = []
+    for index in range(3):
+        samples = (np.random.RandomState(index).randn(16000) * 0.1).astype(np.float32)
+        if index == 1:
+            samples[100] = np.nan
+        audio = source / f"19-198-000{index}.wav"
+        audio.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(audio, samples, 16000, subtype="FLOAT")
+        transcript = source / f"19-198-000{index}.txt"
+        transcript.write_text("HELLO")
+        utterances.append(Utterance(audio.stem, str(audio), "HELLO", 1.0, "", str(transcript)))
+    write_csv_manifest(source / "train.csv", utterances)
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.source=manifest",
+                                          f"data.train_manifest={source / 'train.csv'}"])
+    assert run_preprocess(cfg, "--warm-cache", "--workers", "1", "--splits", "train") == 0
+    error = capsys.readouterr().err
+    assert "1 utterances have audio that cannot be used" in error and "19-198-0001.wav (sample 100)" in error
+
+
+def test_noise_set_kinds_draw_from_streams_of_their_own(tmp_path):
+    from ds2.data.noise import build_noise_set
+
+    directory = build_noise_set(tmp_path / "noise", [], seed=1, sample_rate=16000)
+    first = {kind: soundfile.read(str(directory / f"{kind}-00.flac"))[0] for kind in ("white", "pink", "brown")}
+    assert not list(directory.glob("babble-*"))          # no training utterance to babble with
+    whitened = np.diff(first["brown"])                  # brown noise is integrated white noise
+    assert abs(np.corrcoef(whitened, first["white"][1:])[0, 1]) < 0.1

@@ -33,7 +33,7 @@ BABBLE_TALKERS = 6
 TEST_NOISY_SNR_DB = (0.0, 20.0)
 MARKER_NAME = "noise.json"
 SNR_TABLE = "snr.json"
-NOISE_VERSION = 1               # bump when what is made changes
+NOISE_VERSION = 2               # bump when what is made changes (2: each noise kind its own stream)
 # Random streams, each seeded by [data seed, stream, ...]: the training set and test-noisy never share one.
 TRAIN_NOISE_STREAM = 1
 TEST_NOISY_STREAM = 2
@@ -66,10 +66,22 @@ def _ids_digest(utterances: Sequence[Utterance]) -> str:
     return hashlib.sha256("\n".join(f"{u.id} {u.duration}" for u in utterances).encode()).hexdigest()
 
 
+def usable_speech(utterances: Sequence[Utterance], chosen: Sequence[int], sample_rate: int) -> List[np.ndarray]:
+    """The audio of the chosen utterances that can be read (bad audio is left out here; preprocess counts
+    and names it when it reads the features)."""
+    from ds2.features import AudioError, load_audio
+
+    speech = []
+    for index in chosen:
+        try:
+            speech.append(load_audio(utterances[index].audio_path, sample_rate))
+        except AudioError:
+            continue
+    return speech
+
+
 def build_noise_set(directory: Path, train: Sequence[Utterance], seed: int, sample_rate: int) -> Path:
     """The training noise set in directory (see the module docstring), unless it is there already."""
-    from ds2.features import load_audio
-
     directory = Path(directory)
     parameters = {"noise_version": NOISE_VERSION, "seed": seed, "sample_rate": sample_rate,
                   "seconds": NOISE_SECONDS, "per_kind": NOISES_PER_KIND, "train": _ids_digest(train)}
@@ -80,13 +92,15 @@ def build_noise_set(directory: Path, train: Sequence[Utterance], seed: int, samp
     staging.mkdir(parents=True)
     samples = int(NOISE_SECONDS * sample_rate)
     try:
-        for kind in COLOURED_NOISES + (BABBLE,):
+        for kind_number, kind in enumerate(COLOURED_NOISES + (BABBLE,)):
             for number in range(NOISES_PER_KIND):
-                rng = np.random.default_rng([seed, TRAIN_NOISE_STREAM, len(kind), number])
+                rng = np.random.default_rng([seed, TRAIN_NOISE_STREAM, kind_number, number])
                 if kind == BABBLE:
-                    talkers = rng.choice(len(train), size=min(BABBLE_TALKERS, len(train)), replace=False)
-                    noise = babble([load_audio(train[i].audio_path, sample_rate) for i in sorted(talkers)],
-                                   samples, rng)
+                    chosen = rng.choice(len(train), size=min(BABBLE_TALKERS, len(train)), replace=False)
+                    talkers = usable_speech(train, sorted(chosen), sample_rate)
+                    if not talkers:
+                        continue   # no training utterance could be read: the set is the coloured noise alone
+                    noise = babble(talkers, samples, rng)
                 else:
                     noise = coloured_noise(kind, samples, rng)
                 # unit RMS is too loud for a file; augmentation sets the level from the SNR anyway
@@ -106,7 +120,7 @@ def build_noisy_test(directory: Path, test: Sequence[Utterance], seed: int, samp
 
     They keep the test utterances' ids, speakers and transcripts; their audio is the noisy copy.
     """
-    from ds2.features import load_audio
+    from ds2.features import AudioError, load_audio
     from ds2.progress import progress
 
     directory = Path(directory)
@@ -121,16 +135,19 @@ def build_noisy_test(directory: Path, test: Sequence[Utterance], seed: int, samp
             with progress(total=len(test), desc="mixing test-noisy", unit="utt") as bar:
                 for utterance in test:
                     rng = np.random.default_rng([seed, TEST_NOISY_STREAM, _utterance_seed(utterance.id)])
-                    speech = load_audio(utterance.audio_path, sample_rate)
+                    bar.update(1)
+                    try:
+                        speech = load_audio(utterance.audio_path, sample_rate)
+                    except AudioError:
+                        continue   # left out of test-noisy; preprocess names it with test's features
                     snr_db = float(rng.uniform(*TEST_NOISY_SNR_DB))
                     _write_flac(staging / f"{utterance.id}.flac",
                                 mix_at_snr(speech, hum_noise(len(speech), sample_rate, rng), snr_db), sample_rate)
                     table[utterance.id] = {"snr_db": round(snr_db, 3), "duration": len(speech) / sample_rate}
-                    bar.update(1)
             (staging / SNR_TABLE).write_text(json.dumps(table, indent=1) + "\n")
             _replace_with(staging, directory, parameters)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     table = json.loads((directory / SNR_TABLE).read_text())
     return [replace(u, audio_path=str((directory / f"{u.id}.flac").resolve()), duration=table[u.id]["duration"],
-                    transcript_path="") for u in test]
+                    transcript_path="") for u in test if u.id in table]
