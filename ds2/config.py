@@ -173,7 +173,7 @@ class AugmentConfig:
     the epoch and the utterance alone, so a resumed run sees the same batches.
 
     Enabled, the defaults add noise alone: on the small preset's 4 epochs that left greedy test WER about
-    where it was (27.49 against 27.12 %) and halved test-noisy's (64.20 against 130.56 %); speed 0.9-1.1,
+    where it was (26.76 against 27.12 %) and halved test-noisy's (66.91 against 130.56 %); speed 0.9-1.1,
     +-6 dB gain and 2 + 2 masks on top measured worse on both (36.17 and 73.96 %; docs/results.md,
     Augmentation). Longer training may want them.
     """
