@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -21,6 +21,7 @@ from typing import BinaryIO, Union
 import numpy as np
 import soundfile
 
+from ds2 import files
 from ds2.config import FeatureConfig
 from ds2.errors import UserError, first_line
 
@@ -143,13 +144,7 @@ class FeatureCache:
                 pass  # unreadable cache entry (e.g. disk was full): recompute and replace it
         self.misses += 1
         features = compute_features(load_audio(audio_path, self.feature_cfg.sample_rate), self.feature_cfg)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(handle, "wb") as tmp:
-                np.save(tmp, features)
-            os.replace(tmp_name, cached)
-        except BaseException:
-            os.unlink(tmp_name)
-            raise
+        stored = io.BytesIO()
+        np.save(stored, features)
+        files.write_bytes(cached, stored.getvalue())
         return features

@@ -22,12 +22,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
+from ds2 import files
 from ds2.errors import UserError
 from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
 
@@ -268,20 +268,6 @@ def read_manifest(path: Union[str, Path], labels: Optional[str] = None,
     raise ManifestError(f"{path}: unknown manifest type {suffix!r}; expected .json or .csv")
 
 
-def write_text_atomically(path: Union[str, Path], text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
-
-
 def _common_root(paths: Iterable[str], fallback: str) -> str:
     directories = [os.path.dirname(p) for p in paths]
     return os.path.commonpath(directories) if directories else fallback
@@ -300,7 +286,7 @@ def write_json_manifest(path: Union[str, Path], utterances: List[Utterance]) -> 
         sample.update(duration=utterance.duration, transcript=utterance.text,
                       speaker=utterance.speaker, id=utterance.id)
         samples.append(sample)
-    write_text_atomically(path, json.dumps({"root_path": root, "samples": samples}, indent=1) + "\n")
+    files.write_text(path, json.dumps({"root_path": root, "samples": samples}, indent=1) + "\n")
 
 
 def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
@@ -313,7 +299,7 @@ def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> N
     writer = csv.writer(buffer, lineterminator="\n")
     for utterance in utterances:
         writer.writerow([os.path.abspath(utterance.audio_path), os.path.abspath(utterance.transcript_path)])
-    write_text_atomically(path, buffer.getvalue())
+    files.write_text(path, buffer.getvalue())
 
 
 def add_arguments(parser) -> None:

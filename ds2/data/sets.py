@@ -35,6 +35,13 @@ def feature_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.data_dir) / "features"
 
 
+def sweep_feature_cache(cfg: Config) -> None:
+    """Remove what killed writers left in the feature cache (<cache>/<settings hash>/<2 hex digits>/)."""
+    from ds2 import files
+
+    files.sweep_tree(feature_cache_dir(cfg), depth=2)
+
+
 def read_split(cfg: Config, split: str) -> List["Utterance"]:
     """The usable utterances of split's manifest (its problems printed to stderr)."""
     from ds2.data.manifest import read_manifest
