@@ -23,7 +23,8 @@ TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{8}-\d+-[0-9a-f]{8}$")
 
 
 def ds2(image, runs_dir, *args, name=None, detach=False):
-    command = ["docker", "run", "--init", "-v", f"{runs_dir}:/work/runs", "-w", "/work"]
+    # As root, so that the entrypoint runs the command as the owner of the runs folder (as Compose does).
+    command = ["docker", "run", "--init", "--user", "0:0", "-v", f"{runs_dir}:/work/runs", "-w", "/work"]
     command += ["-d"] if detach else ["--rm"]
     command += ["--name", name] if name else []
     return run(command + [image, "python", "-m", "ds2", *args, *SETTINGS], timeout=1800)
