@@ -44,7 +44,7 @@ def run(cfg: Config, args) -> int:
     from ds2.data.sets import manifest_path, read_split
 
     files.hold(cfg.data.data_dir, "lm")
-    files.sweep(lm.lm_dir(cfg))
+    files.sweep(lm.lm_dir(cfg), held=True)
     if cfg.lm.official:
         if args.output:
             raise UserError(f"--output is for a model built from transcripts; the official {cfg.lm.official} "

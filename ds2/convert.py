@@ -173,6 +173,7 @@ def run(cfg: Config, args) -> int:
         return 1
     if output.resolve().parent.name == storage.checkpoint_dir(".").name:  # into a run: hold it
         files.hold(storage.run_folder(output, cfg.run_dir), "convert")
+        files.sweep(output.parent, held=True)
     if output.exists():
         print(f"ds2 convert: {output} exists; remove it or give another --output", file=sys.stderr)
         return 1

@@ -45,7 +45,7 @@ def run(cfg: Config, args) -> int:
     summary = dict(result["summary"], split=args.split, checkpoint=str(loaded.path), step=loaded.meta["step"])
     out_dir = loaded.run_dir / "eval"
     files.hold(loaded.run_dir, "eval")
-    files.sweep(out_dir)
+    files.sweep(out_dir, held=True)
     stem = f"{args.split}_{decoder.name}"
     files.write_json_lines(out_dir / f"{stem}.jsonl", result["utterances"])
     files.write_json(out_dir / f"{stem}_summary.json", summary)

@@ -66,9 +66,10 @@ def run(cfg: Config, args) -> int:
         raise UserError(f"cannot write {destination}: no folder {destination.parent}")
     if args.format == "onnx":
         refuse_onnx(loaded)
-    if loaded.run_dir.resolve() in destination.resolve().parents:  # a folder of the user's own is left as it is
+    in_run = files.inside(destination, loaded.run_dir)
+    if in_run:  # a folder of the user's own gets no lock file
         files.hold(loaded.run_dir, "export")
-    files.sweep(destination.parent)
+    files.sweep(destination.parent, held=in_run)
     with files.staging(destination) as work:
         graph = export_mindir(loaded.model, loaded.cfg, work / "model")
         if args.verify:

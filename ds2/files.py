@@ -8,10 +8,10 @@ graphs, envcheck's report) is written here, so that:
   folder, is fsynced, renamed over the destination, and the folder is fsynced: a crash, a SIGKILL or a
   full disk at any point leaves the old file or the new one, never part of one.
 - A temporary name says what it is and who made it: `.<name>.tmp-<host>-<pid>-<random>` (a file, or a
-  folder for writers that make files of their own, like MindSpore's save_checkpoint or matplotlib).
+  folder for writers that make files of their own, like MindSpore's save_checkpoint).
   It is removed when its write fails; `sweep(folder)`, run by every writing command at its start,
   removes the ones a killed process left (only ours: only names of that form, and only when their
-  writer is gone from this host or they are older than STALE_SECONDS).
+  writer is gone, see sweep).
 - A failure of the disk or the folder (full, read-only, no permission, I/O error, quota) is one line,
   WriteError (a UserError), naming the folder and what to do.
 - metrics-style JSON lines are appended with one write each, and an append that fails is cut back,
@@ -316,24 +316,32 @@ def _whole_lines_length(fd: int, size: int) -> int:
 # Leftovers of killed writers
 
 
-def _writer_gone(match: "re.Match[str]") -> bool:
+def _writer_state(match: "re.Match[str]") -> str:
+    """"alive", "gone", or "unknown" (it ran on another host or in another container: its pid means
+    nothing here) for the writer a temporary name names."""
     if match.group("host") != host_tag():
-        return False
+        return "unknown"
     pid = int(match.group("pid"))
     if pid == os.getpid():
-        return False
+        return "alive"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return "gone"
     except PermissionError:  # alive, another user's
-        return False
-    return False
+        return "alive"
+    return "alive"
 
 
-def sweep(*folders: PathLike) -> int:
-    """Remove the temporary files and folders a killed writer left directly in each folder (see the
-    module's docstring for which); the number removed. Folders that do not exist are skipped."""
+def sweep(*folders: PathLike, held: bool = False) -> int:
+    """Remove the temporary files and folders killed writers left directly in each folder; the number
+    removed. Folders that do not exist are skipped.
+
+    Only names of TEMP_NAME's form are touched, and of those only ones whose writer is gone from this
+    host, or that are older than STALE_SECONDS. held=True says the caller holds the lock that every
+    writer of these folders takes (hold): then a writer of another host or container is gone too, and
+    only a writer seen alive here keeps its file.
+    """
     removed = 0
     now = time.time()
     for folder in folders:
@@ -349,10 +357,18 @@ def sweep(*folders: PathLike) -> int:
                 age = now - entry.stat(follow_symlinks=False).st_mtime
             except OSError:
                 continue
-            if _writer_gone(match) or age > STALE_SECONDS:
+            state = _writer_state(match)
+            if state == "gone" or (state == "unknown" and held) or (state != "alive" and age > STALE_SECONDS):
                 _remove(Path(entry.path))
                 removed += 1
     return removed
+
+
+def inside(path: PathLike, folder: PathLike) -> bool:
+    """True when path is folder or lies under it (both resolved)."""
+    folder = Path(folder).resolve()
+    path = Path(path).resolve()
+    return path == folder or folder in path.parents
 
 
 def sweep_tree(folder: PathLike, depth: int) -> int:
@@ -408,7 +424,7 @@ def hold(folder: PathLike, command: str) -> None:
         os.close(fd)
         raise write_error(lock, exc) from None
     _held[key] = fd
-    sweep(folder)
+    sweep(folder, held=True)
 
 
 def release(folder: PathLike) -> None:

@@ -156,8 +156,9 @@ def run(cfg: Config, args) -> int:
 
     workers = args.workers or usable_cpus()
     files.hold(cfg.data.data_dir, "preprocess")
-    files.sweep(*{manifest_path(cfg, split).parent for split in SPLITS},
-                *(Path(cfg.data.data_dir) / "transcripts" / split for split in SPLITS))
+    for folder in {manifest_path(cfg, split).parent for split in SPLITS} | \
+            {Path(cfg.data.data_dir) / "transcripts" / split for split in SPLITS}:
+        files.sweep(folder, held=files.inside(folder, cfg.data.data_dir))
     sweep_feature_cache(cfg)
     check_window(cfg.features)
     splits = [s for s in SPLITS if s in args.splits and

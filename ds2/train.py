@@ -117,8 +117,10 @@ class MetricsLog:
 def claim_run_folder(run_dir: Path) -> None:
     """This process becomes the run folder's one writer (ds2.files.hold), and what a killed writer left
     in it and in its checkpoints/ is swept."""
+    # Workers of a data-parallel job other than rank 0 write their metrics-rank<r>.jsonl without the lock,
+    # but only once their model is built, seconds after rank 0 swept the run folder here (on joining).
     files.hold(run_dir, "train")
-    files.sweep(storage.checkpoint_dir(run_dir))
+    files.sweep(storage.checkpoint_dir(run_dir), held=True)
 
 
 def dev_summary(model, dev_set, cfg: Config, epoch: int) -> Optional[Dict[str, Any]]:

@@ -88,7 +88,7 @@ def run(cfg: Config, args) -> int:
     configure_mindspore(cfg)
     loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     files.hold(loaded.run_dir, "tune-lm")  # the settings go beside the checkpoint, in the run's folder
-    files.sweep(loaded.path.parent)
+    files.sweep(loaded.path.parent, held=files.inside(loaded.path, loaded.run_dir))
     labels = loaded.cfg.model.labels
     data = load_sets(loaded.cfg, [SPLIT], limit=args.utterances)[SPLIT]
     left_out: List[str] = []

@@ -195,6 +195,18 @@ def test_sweep_removes_what_dead_writers_left_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [live, elsewhere_young] + not_ours)
 
 
+def test_a_sweep_under_the_folders_lock_removes_what_other_containers_left(tmp_path):
+    """Every writer of a held folder holds its lock: a writer whose pid cannot be checked here (another
+    container) is gone; one seen alive here keeps its file."""
+    elsewhere = tmp_path / temporary_name("step-0000010.ckpt", 1234, host="00000000")
+    live = tmp_path / temporary_name("curves.png", os.getppid())
+    for path in (elsewhere, live):
+        path.write_bytes(b"x")
+    assert files.sweep(tmp_path) == 0
+    assert files.sweep(tmp_path, held=True) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
 def test_sweep_tree_reaches_the_feature_cache_fan_out(tmp_path):
     deep = tmp_path / "features" / "0f3a" / "ab"
     deep.mkdir(parents=True)

@@ -1,11 +1,14 @@
-"""SIGKILL at random moments: the last good checkpoint survives and the next command works.
+"""SIGKILL at random moments: the last good state survives and the next command works.
 
 `ds2 train` runs in the image on a tiny synthetic corpus and is killed (docker kill -s KILL: the
 process gets no chance to clean up) at seeded random moments; after each kill every checkpoint left is
 whole (its SHA-256 sidecar matches), the next `ds2 train --resume` continues from the newest one, and
-in the end `ds2 eval` works and no temporary file of a killed writer is left.
+in the end `ds2 eval` works and no temporary file of a killed writer is left. `ds2 preprocess`, `ds2 lm`
+and `ds2 tune-lm` are each run once whole (which also times them), then again and killed at a seeded
+random moment of that time: what the whole run wrote is still whole, and the command then works.
 """
 import hashlib
+import json
 import random
 import re
 import time
@@ -65,5 +68,43 @@ def test_train_killed_at_random_moments_resumes_and_evaluates(image, runs_dir):
     whole_checkpoints(run_dir / "checkpoints")
     evaluated = ds2(image, runs_dir, "eval", "--checkpoint", "last")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    left = [p for p in runs_dir.rglob("*") if TEMPORARY.match(p.name)]
+    assert left == [], f"temporary files of killed writers left: {left}"
+
+
+def killed_at_random(image, runs_dir, rng, *args):
+    """Run the command whole (timing it), then again killed at a random moment of that time."""
+    started = time.monotonic()
+    whole = ds2(image, runs_dir, *args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    name = f"ds2-kill-{args[0]}-{time.time_ns()}"
+    assert ds2(image, runs_dir, *args, name=name, detach=True).returncode == 0
+    time.sleep(rng.uniform(0.0, time.monotonic() - started))
+    run(["docker", "kill", "-s", "KILL", name])
+    run(["docker", "wait", name], timeout=120)
+    run(["docker", "rm", name])
+
+
+@pytest.mark.slow
+def test_preprocess_lm_and_tune_lm_killed_at_random_moments_leave_whole_files(image, runs_dir):
+    rng = random.Random(SEED + 1)
+    data, run_dir = runs_dir / "data", runs_dir / "small"
+    killed_at_random(image, runs_dir, rng, "preprocess")
+    for manifest in (data / "manifests").glob("*.json"):
+        json.loads(manifest.read_text())
+    trained = ds2(image, runs_dir, "train", "--set", "train.epochs=1")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+    killed_at_random(image, runs_dir, rng, "lm")
+    model = next((data / "lm").glob("*.arpa"))
+    assert model.read_text().endswith("\\end\\\n")
+    tune = ["tune-lm", "--checkpoint", "last", "--alphas", "0,0.5", "--betas", "0,1"]
+    killed_at_random(image, runs_dir, rng, *tune)
+    settings = list((run_dir / "checkpoints").glob("*.lm.json"))
+    assert len(settings) == 1 and "alpha" in json.loads(settings[0].read_text())
+
+    for command in (["preprocess"], ["lm"], tune):
+        again = ds2(image, runs_dir, *command)
+        assert again.returncode == 0, again.stderr[-3000:]
     left = [p for p in runs_dir.rglob("*") if TEMPORARY.match(p.name)]
     assert left == [], f"temporary files of killed writers left: {left}"
