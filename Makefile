@@ -3,7 +3,7 @@
 # Variables you may set (make VAR=value ...):
 #   RUNS            host folder for data, manifests, feature cache, checkpoints, logs (./runs)
 #   PRESET          config preset: small (embedded synthetic corpus) or seed (the report's model)
-#   CONFIG          optional YAML file (relative to the checkout) overriding the preset
+#   CONFIG          optional YAML file overriding the preset (a relative path is relative to the checkout)
 #   SET             config overrides for every stage, e.g. SET="train.epochs=2 data.synth_train=500"
 #   BASE_IMAGE      base for the images (default in .env; falls back to a bootstrapped one)
 #   EXTRA_CA_CERTS  PEM file of CA certificates for the image build (default: the host's bundle when
@@ -11,6 +11,7 @@
 #   WORKERS         number of data-parallel workers for make train-dist (2)
 #   SOURCE, LM      make eval-pretrained: the checkpoint to evaluate, and optionally an ARPA LM (host paths)
 #   DOCKER          docker CLI to use
+# RUNS, CONFIG, SOURCE and LM are taken as typed: spaces, quotes, '$', any character but a line break.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -38,20 +39,71 @@ PYTHON ?= python3
 
 export BASE_IMAGE FALLBACK_BASE_IMAGE EXTRA_CA_CERTS DOCKER
 
-# envcheck takes the same preset, file and overrides, so it checks what the stage will run.
-CONFIG_ARGS = --preset $(PRESET) $(if $(CONFIG),--config /work/$(CONFIG)) $(foreach s,$(SET),--set $(s))
+# Paths are taken as typed. make expands a '$' in a value given on its command line or in the environment
+# (and exports it so, running any $(shell ...) in it): these four are read unexpanded and never exported.
+unexport RUNS CONFIG SOURCE LM
+literal = $(if $(filter command environment,$(firstword $(origin $1))),$(value $1),$($1))
+# $(call sh_word,TEXT): TEXT as one word for the recipe's shell, whatever it holds.
+sh_word = '$(subst ','\'',$1)'
+# $(call absolute,PATH): Docker mounts take absolute paths; a relative one is relative to the checkout.
+absolute = $(if $(filter /%,$(firstword $1)),$1,$(CURDIR)/$1)
+# $(call file_name,PATH): its last part (notdir would split it at spaces).
+file_name = $(shell basename -- $(call sh_word,$1))
+# $(call mount,HOST PATH,CONTAINER PATH[,ro]): a bind mount as one shell word. --mount, not -v, which splits
+# at ':'; --mount reads its value as CSV, so each path is a CSV field in quotes ("" for ").
+mount = --mount $(call sh_word,type=bind$(comma)"source=$(subst ","",$(call absolute,$1))"$(comma)"target=$(subst ","",$2)"$(if $3,$(comma)readonly))
+comma := ,
+define newline
+
+
+endef
+RUNS_PATH = $(call absolute,$(call literal,RUNS))
+CONFIG_PATH = $(call literal,CONFIG)
+SOURCE_PATH = $(call literal,SOURCE)
+LM_PATH = $(call literal,LM)
+# Where the container sees CONFIG, SOURCE and LM: their own file names (ds2 lm reads .arpa.gz by its name).
+CONFIG_IN_CONTAINER = /work/config/$(call file_name,$(CONFIG_PATH))
+SOURCE_IN_CONTAINER = /work/pretrained/$(call file_name,$(SOURCE_PATH))
+LM_IN_CONTAINER = /work/pretrained-lm/$(call file_name,$(LM_PATH))
+
+# Every stage runs as `ds2-stage STAGE` in a container: the image's docker/run-stage.sh holds each stage's
+# command line and runs envcheck for it first; Compose calls the same. The run's configuration goes in
+# the environment: DS2_PRESET, DS2_CONFIG (the file as the container sees it) and DS2_ARGS.
+SET_ARGS = $(foreach s,$(SET),--set $(s))
+# $(call docker_run,IMAGE,DOCKER OPTIONS[,ro]): a container of IMAGE with the runs folder (read-only: ro),
+# CONFIG and the target's MOUNTS; the recipe appends the command.
+docker_run = mkdir -p -- $(call sh_word,$(RUNS_PATH)) && $(DOCKER) run --rm --init $2 $(MOUNTS) \
+	$(call mount,$(RUNS_PATH),/work/runs,$3) \
+	$(if $(CONFIG_PATH),$(call mount,$(CONFIG_PATH),$(CONFIG_IN_CONTAINER),ro) \
+	  -e $(call sh_word,DS2_CONFIG=$(CONFIG_IN_CONTAINER))) \
+	-e DS2_RUNS_DIR=/work/runs -e $(call sh_word,DS2_PRESET=$(PRESET)) -e $(call sh_word,DS2_ARGS=$(SET_ARGS)) \
+	$(if $(TTY),-t) $1
 # The container starts as root and its entrypoint drops to the owner of $(RUNS) (see
 # docker/entrypoint.sh), so everything it writes there belongs to you.
-RUN_CPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 $(MOUNTS) \
-	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_CPU)
-RUN_GPU = mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user 0:0 --gpus all \
-	-v $(RUNS):/work/runs $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	-e DS2_RUNS_DIR=/work/runs -e DS2_ENVCHECK_ARGS="$(CONFIG_ARGS)" $(if $(TTY),-t) $(IMAGE_GPU)
+RUN_CPU = $(call docker_run,$(IMAGE_CPU),--user 0:0)
+RUN_GPU = $(call docker_run,$(IMAGE_GPU),--user 0:0 --gpus all)
+
+# A path no container can be given is refused in one line, before anything runs: every target that
+# runs a container lists check-paths first. (No commas in these messages: they are arguments of $(if).)
+is_file = $(shell [ -f $(call sh_word,$1) ] && echo yes)
+refuse_line_breaks = $(foreach v,RUNS CONFIG SOURCE LM,$(if $(findstring $(newline),$(call literal,$v)),\
+	$(error $v holds a line break: give a path without one)))
+refuse_missing_files = $(foreach v,CONFIG SOURCE LM,$(if $(call literal,$v),$(if $(call is_file,$(call literal,$v)),,\
+	$(error $v=$(call literal,$v): no such file (a relative path is relative to the checkout)))))
+refuse_runs_file = $(if $(shell [ -e $(call sh_word,$(RUNS_PATH)) ] && [ ! -d $(call sh_word,$(RUNS_PATH)) ] && echo yes),\
+	$(error RUNS=$(call literal,RUNS) is a file: give a folder (it is made when missing)))
+refuse_for_pretrained = $(if $(filter eval-pretrained,$(MAKECMDGOALS)),$(if $(SOURCE_PATH),,\
+	$(error make eval-pretrained needs SOURCE=path/to/checkpoint)))
+# Compose mounts the runs folder with -v, which splits at ':', and mounts no config file.
+refuse_for_compose = $(if $(filter train-dist,$(MAKECMDGOALS)),\
+	$(if $(findstring :,$(RUNS_PATH)),$(error RUNS=$(call literal,RUNS): docker compose cannot mount a path with ':' (make train-dist): use a folder without one))\
+	$(if $(CONFIG_PATH),$(error make train-dist takes no CONFIG (its containers do not mount it): give the settings with SET)))
+check-paths:
+	$(refuse_line_breaks)$(refuse_missing_files)$(refuse_runs_file)$(refuse_for_pretrained)$(refuse_for_compose)
 # Progress bars when make runs in a terminal.
 TTY := $(shell [ -t 1 ] && echo 1)
 
-.PHONY: help base-image image-cpu image-bench image-gpu lock envcheck envcheck-host data preprocess train \
+.PHONY: check-paths help base-image image-cpu image-bench image-gpu lock envcheck envcheck-host data preprocess train \
 	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
 	test-docs test-integration clean compat-matrix export serve bench-serve
 
@@ -80,34 +132,33 @@ lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pi
 	cd docker/requirements && uv pip compile host.in --universal --python-version 3.9 \
 	    --generate-hashes --no-header -q -o host.lock
 
-envcheck: image-cpu ## diagnose the CPU image's environment (python -m envcheck)
-	$(RUN_CPU) python -m envcheck $(CONFIG_ARGS)
+envcheck: check-paths image-cpu ## diagnose the CPU image's environment (python -m envcheck)
+	$(RUN_CPU) ds2-stage envcheck
 
 envcheck-host: $(HOST_VENV) ## diagnose this host: Docker engine, Compose, GPU runtime
 	$(HOST_VENV)/bin/python -m envcheck --host
 
-data: image-cpu ## build or download the corpus and write manifests
-	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS)
+data: check-paths image-cpu ## build or download the corpus and write manifests
+	$(RUN_CPU) ds2-stage data
 
-preprocess: image-cpu ## corpus + manifests + feature cache (so the first epoch does not wait on features)
-	$(RUN_CPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
+preprocess: check-paths image-cpu ## corpus + manifests + feature cache (so the first epoch does not wait on features)
+	$(RUN_CPU) ds2-stage preprocess
 
-train: image-cpu ## train on CPU (resumes when a checkpoint exists)
-	$(RUN_CPU) ds2-stage train ds2 train $(CONFIG_ARGS) --resume
+train: check-paths image-cpu ## train on CPU (resumes when a checkpoint exists)
+	$(RUN_CPU) ds2-stage train
 
-eval: image-cpu ## WER / CER of the best checkpoint on the test split (with its tuned LM if any; SET=decode.lm=none: greedy)
-	$(RUN_CPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --checkpoint best --split test
+eval: check-paths image-cpu ## WER / CER of the best checkpoint on the test split (with its tuned LM if any; SET=decode.lm=none: greedy)
+	$(RUN_CPU) ds2-stage eval
 
-lm: image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
-	$(RUN_CPU) ds2-stage preprocess ds2 lm $(CONFIG_ARGS)
+lm: check-paths image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
+	$(RUN_CPU) ds2-stage lm
 
-tune-lm: image-cpu ## choose the LM weight and word bonus on dev for the best checkpoint; make eval then uses them
-	$(RUN_CPU) ds2-stage eval ds2 tune-lm $(CONFIG_ARGS) --checkpoint best
+tune-lm: check-paths image-cpu ## choose the LM weight and word bonus on dev for the best checkpoint; make eval then uses them
+	$(RUN_CPU) ds2-stage tune-lm
 
 # One container, one envcheck: build the LM, tune it, then the test set greedy and with the tuned LM.
-eval-lm: image-cpu ## LM, tuning on dev, then test WER / CER greedy and with the LM, side by side
-	$(RUN_CPU) ds2-stage eval sh -c 'ds2 lm $(CONFIG_ARGS) && ds2 tune-lm $(CONFIG_ARGS) --checkpoint best && \
-	  ds2 eval $(CONFIG_ARGS) --checkpoint best --split test --no-lm && ds2 eval $(CONFIG_ARGS) --checkpoint best --split test'
+eval-lm: check-paths image-cpu ## LM, tuning on dev, then test WER / CER greedy and with the LM, side by side
+	$(RUN_CPU) ds2-stage eval-lm
 
 # A checkpoint trained elsewhere (deepspeech.pytorch .pth / Lightning .ckpt, MindSpore model zoo, ds2's own),
 # converted into RUNS/pretrained/<its name> (once) and evaluated on the test set, greedy and with an LM: LM=FILE, else the one
@@ -120,64 +171,46 @@ LM ?=
 TUNE ?=
 ALPHA ?=
 BETA ?=
-comma := ,
-PRETRAINED_DIR = runs/pretrained/$(basename $(notdir $(SOURCE)))
-PRETRAINED_CKPT = $(PRETRAINED_DIR)/checkpoints/step-0000000.ckpt
-PRETRAINED_LM = $(if $(LM),/work/pretrained-lm/$(notdir $(LM)),built)
-PRETRAINED_ARGS = $(CONFIG_ARGS) --set run_dir=$(PRETRAINED_DIR)
-eval-pretrained: MOUNTS = -v $(abspath $(SOURCE)):/work/pretrained/$(notdir $(SOURCE)):ro \
-	$(if $(LM),-v $(abspath $(LM)):/work/pretrained-lm/$(notdir $(LM)):ro)
-eval-pretrained: image-cpu ## SOURCE=checkpoint [LM=arpa] [TUNE=1]: convert, get test data and LM, WER greedy and with the LM
-	@[ -f "$(SOURCE)" ] || { echo "make eval-pretrained: give SOURCE=path/to/checkpoint (no file '$(SOURCE)')" >&2; exit 2; }
-	@[ -z "$(LM)" ] || [ -f "$(LM)" ] || { echo "make eval-pretrained: no file LM=$(LM)" >&2; exit 2; }
-	$(RUN_CPU) ds2-stage eval sh -c 'set -e; \
-	  [ -f $(PRETRAINED_CKPT) ] || ds2 convert $(PRETRAINED_ARGS) /work/pretrained/$(notdir $(SOURCE)); \
-	  ds2 preprocess $(PRETRAINED_ARGS) --splits $(if $(TUNE),dev$(comma))test; \
-	  $(if $(LM),,ds2 lm $(PRETRAINED_ARGS);) \
-	  $(if $(TUNE),ds2 tune-lm $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --lm $(PRETRAINED_LM);) \
-	  ds2 eval $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --split test --no-lm; \
-	  ds2 eval $(PRETRAINED_ARGS) --checkpoint $(PRETRAINED_CKPT) --split test --lm $(PRETRAINED_LM) \
-	    $(if $(ALPHA),--alpha $(ALPHA)) $(if $(BETA),--beta $(BETA))'
+eval-pretrained: MOUNTS = $(call mount,$(SOURCE_PATH),$(SOURCE_IN_CONTAINER),ro) \
+	$(if $(LM_PATH),$(call mount,$(LM_PATH),$(LM_IN_CONTAINER),ro))
+eval-pretrained: check-paths image-cpu ## SOURCE=checkpoint [LM=arpa] [TUNE=1]: convert, get test data and LM, WER greedy and with the LM
+	$(RUN_CPU) ds2-stage eval-pretrained $(call sh_word,$(SOURCE_IN_CONTAINER)) \
+	  $(if $(LM_PATH),--lm $(call sh_word,$(LM_IN_CONTAINER))) $(if $(TUNE),--tune) \
+	  $(if $(ALPHA),--alpha $(call sh_word,$(ALPHA))) $(if $(BETA),--beta $(call sh_word,$(BETA)))
 
 # Prerequisites run left to right, each once: one image build, then the stages in order. eval-lm adds about
 # 20 s to the greedy eval (docs/language-model.md).
-train-cpu: image-cpu preprocess train eval-lm ## the whole job on CPU: preprocess, train, eval greedy and with a tuned LM
+train-cpu: check-paths image-cpu preprocess train eval-lm ## the whole job on CPU: preprocess, train, eval greedy and with a tuned LM
 
-train-gpu: image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
-	$(RUN_GPU) ds2-stage preprocess ds2 preprocess $(CONFIG_ARGS) --warm-cache
-	$(RUN_GPU) ds2-stage train ds2 train $(CONFIG_ARGS) --set train.device=GPU --resume
-	$(RUN_GPU) ds2-stage eval ds2 eval $(CONFIG_ARGS) --set train.device=GPU --checkpoint best --split test
+train-gpu: check-paths image-gpu ## the whole job on an NVIDIA GPU (needs the NVIDIA container toolkit)
+	$(RUN_GPU) ds2-stage train-gpu
 
 # Compose starts preprocess, then one scheduler and $(WORKERS) worker containers; the first one to fail
 # stops the others (MindSpore's own timeouts end the job too, docs/distributed.md).
-train-dist: image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS workers in containers (resumes)
-	mkdir -p $(RUNS) && DS2_RUNS=$(RUNS) DS2_PRESET=$(PRESET) DS2_WORKERS=$(WORKERS) DS2_IMAGE_CPU=$(IMAGE_CPU) \
-	  DS2_ARGS="$(foreach s,$(SET),--set $(s))" $(DOCKER) compose --profile train-dist up --no-build \
+train-dist: check-paths image-cpu ## data-parallel training on CPU: 1 scheduler + WORKERS workers in containers (resumes)
+	mkdir -p -- $(call sh_word,$(RUNS_PATH)) && DS2_RUNS=$(call sh_word,$(RUNS_PATH)) \
+	  DS2_PRESET=$(call sh_word,$(PRESET)) DS2_WORKERS=$(WORKERS) DS2_IMAGE_CPU=$(IMAGE_CPU) \
+	  DS2_ARGS=$(call sh_word,$(SET_ARGS)) $(DOCKER) compose --profile train-dist up --no-build \
 	  --abort-on-container-failure dist-scheduler dist-worker
 
-bench: image-bench ## training speed, ds2 vs PyTorch 1.7.1 and a current PyTorch (BENCH=--short: ~2 min; BENCH= : full run)
-	$(RUN_CPU:$(IMAGE_CPU)=$(IMAGE_BENCH)) ds2-stage train python /opt/ds2/bench/train_speed.py $(BENCH) \
-	  --json /work/runs/bench/train_speed.json
+bench: check-paths image-bench ## training speed, ds2 vs PyTorch 1.7.1 and a current PyTorch (BENCH=--short: ~2 min; BENCH= : full run)
+	$(call docker_run,$(IMAGE_BENCH),--user 0:0) ds2-stage bench $(BENCH)
 
-export: image-cpu ## the best checkpoint as a MindIR graph beside it (best.mindir + .json), verified against it on test
-	$(RUN_CPU) ds2-stage eval ds2 export $(CONFIG_ARGS) --checkpoint best
+export: check-paths image-cpu ## the best checkpoint as a MindIR graph beside it (best.mindir + .json), verified against it on test
+	$(RUN_CPU) ds2-stage export
 
 # The server runs as the image's non-root user with the runs folder read-only, published on this machine
-# only (SERVE_ADDRESS=0.0.0.0: every interface); not through ds2-stage, whose eval check wants the runs
-# folder writable (the server writes nothing). Ctrl-C lets the requests in flight finish.
+# only (SERVE_ADDRESS=0.0.0.0: every interface); ds2-stage runs no envcheck for it, whose eval check wants
+# the runs folder writable (the server writes nothing). Ctrl-C lets the requests in flight finish.
 SERVE_PORT ?= 8000
 SERVE_ADDRESS ?= 127.0.0.1
-serve: image-cpu ## serve the best checkpoint: OpenAI's transcription API and a page on http://localhost:SERVE_PORT
-	mkdir -p $(RUNS) && $(DOCKER) run --rm --init --user ds2 -p $(SERVE_ADDRESS):$(SERVE_PORT):8000 \
-	  -v $(RUNS):/work/runs:ro $(if $(CONFIG),-v $(CURDIR)/$(CONFIG):/work/$(CONFIG):ro) \
-	  -e DS2_RUNS_DIR=/work/runs $(if $(TTY),-t) $(IMAGE_CPU) \
-	  ds2 serve $(CONFIG_ARGS) --checkpoint best --host 0.0.0.0 --port 8000
+serve: check-paths image-cpu ## serve the best checkpoint: OpenAI's transcription API and a page on http://localhost:SERVE_PORT
+	$(call docker_run,$(IMAGE_CPU),--user ds2 -p $(SERVE_ADDRESS):$(SERVE_PORT):8000,ro) ds2-stage serve
 
 # The server and its clients in one container, side by side in one run (docs/serving.md: Benchmark).
 BENCH_SERVE ?=
-bench-serve: image-cpu ## serving throughput and latency: 16 concurrent clients against one at a time (minutes)
-	$(RUN_CPU) ds2-stage eval python /opt/ds2/bench/serve_bench.py $(CONFIG_ARGS) \
-	  --json /work/runs/bench/serve_bench.json $(BENCH_SERVE)
+bench-serve: check-paths image-cpu ## serving throughput and latency: 16 concurrent clients against one at a time (minutes)
+	$(RUN_CPU) ds2-stage bench-serve $(BENCH_SERVE)
 
 # Real installs of mindspore x numpy x numba in throwaway Python 3.9 venvs (uv from host.lock, one wheel
 # cache outside the checkout), probed by envcheck; resumes where it stopped. The heat map is drawn in the image.
@@ -219,7 +252,7 @@ test-docs: $(HOST_VENV) ## documentation checks on the host: links, paths, targe
 
 test: test-unit test-docs test-integration ## all tests: unit tests in the CPU image, the documentation checks, then the integration tests
 
-clean: ## remove run outputs under $(RUNS) (asks first) and the host test venv
-	@read -p "Delete everything under $(RUNS)? [y/N] " answer && [ "$$answer" = y ] && \
-	  find $(RUNS) -mindepth 1 ! -name .gitkeep -delete || true
+clean: check-paths ## remove run outputs under $(RUNS) (asks first) and the host test venv
+	@read -p "Delete everything under "$(call sh_word,$(RUNS_PATH))"? [y/N] " answer && [ "$$answer" = y ] && \
+	  find $(call sh_word,$(RUNS_PATH)) -mindepth 1 ! -name .gitkeep -delete || true
 	rm -rf $(HOST_VENV)
