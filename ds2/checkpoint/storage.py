@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -129,6 +130,9 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
     # the checkpoint, whence the file is renamed into place.
     with files.staging(path) as work:
         written = work / path.name
+        # A failed save is the one line below: MindSpore's own CRITICAL log line about it is left out.
+        previous = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
         try:
             ms.save_checkpoint(entries, str(written), append_dict={META_KEY: files.json_text(meta)})
         except OSError as exc:
@@ -136,6 +140,8 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
         except RuntimeError as exc:  # MindSpore reports a failed write (a full disk) as a RuntimeError
             raise files.WriteError(f"cannot write {path.name} in {path.parent}/ ({first_line(exc)}): check the "
                                    f"disk has room and the folder is writable, then resume") from None
+        finally:
+            logging.disable(previous)
         # The checksum goes first: a crash between the two renames leaves a sidecar without its
         # checkpoint (ignored), never a checkpoint with a stale checksum.
         files.write_text(checksum_path(path), f"{file_sha256(written)}  {path.name}\n")
