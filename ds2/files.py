@@ -409,7 +409,9 @@ def hold(folder: PathLike, command: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        # The first line the holder wrote, cut short: the refusal stays one line whatever the file holds.
+        written = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip().splitlines()
+        holder = written[0][:200] if written else "another process"
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise FolderInUse(f"{folder} is in use by {holder}; wait for it to finish, stop it, or use another "

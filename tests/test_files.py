@@ -207,6 +207,17 @@ def test_a_sweep_under_the_folders_lock_removes_what_other_containers_left(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
 
 
+def test_a_temporary_name_planted_as_a_link_is_removed_not_followed(tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "model.ckpt").write_bytes(b"keep")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / temporary_name("step-1.ckpt", a_dead_pid())).symlink_to(target)
+    assert files.sweep(folder, held=True) == 1
+    assert list(folder.iterdir()) == [] and (target / "model.ckpt").read_bytes() == b"keep"
+
+
 def test_sweep_tree_reaches_the_feature_cache_fan_out(tmp_path):
     deep = tmp_path / "features" / "0f3a" / "ab"
     deep.mkdir(parents=True)
@@ -247,6 +258,14 @@ def test_a_second_writer_is_refused_in_one_line_naming_the_holder(other_holder):
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{folder} is in use by ds2 train (pid {holder.pid} on ")
     assert "started" in message
+
+
+def test_a_refusal_stays_one_line_whatever_the_lock_file_holds(other_holder):
+    folder, _ = other_holder
+    (folder / files.LOCK_NAME).write_text("ds2 train (pid 1)\n" + "x" * 5000 + "\nmore\n")
+    with pytest.raises(files.FolderInUse) as caught:
+        files.hold(folder, "eval")
+    assert str(caught.value).startswith(f"{folder} is in use by ds2 train (pid 1); ")
 
 
 def test_a_killed_holder_leaves_the_folder_free(other_holder):
