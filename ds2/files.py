@@ -401,6 +401,8 @@ def hold(folder: PathLike, command: str) -> None:
     if key in _held:
         return
     lock = folder / LOCK_NAME
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(f"{folder} is a file, not a folder: give a folder (for ds2 {command}), or move the file")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(str(lock), os.O_RDWR | os.O_CREAT, _mode())

@@ -277,6 +277,12 @@ def test_a_killed_holder_leaves_the_folder_free(other_holder):
     assert f"ds2 train (pid {os.getpid()} " in (folder / files.LOCK_NAME).read_text()
 
 
+def test_holding_a_file_is_one_line(tmp_path):
+    (tmp_path / "run").write_text("")
+    with pytest.raises(files.WriteError, match=f"^{tmp_path / 'run'} is a file, not a folder: give a folder"):
+        files.hold(tmp_path / "run", "train")
+
+
 def test_holding_a_folder_sweeps_it(tmp_path):
     left = tmp_path / temporary_name("config.yaml", a_dead_pid())
     left.write_bytes(b"x")
