@@ -202,14 +202,11 @@ def mindspore_step(cfg):
     """ds2's compiled training step, built as `ds2 train` builds it: step(features, frames, labels,
     label_lengths) -> loss (float), for numpy arrays. Configures MindSpore from cfg first."""
     import mindspore as ms
-    from ds2.model import DeepSpeech2, TrainNetwork
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, configured_train_step
+    from ds2.step import build_training_state
 
     configure_mindspore(cfg)
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    optimizer = build_optimizer(model, cfg.train)
-    train_step = configured_train_step(TrainNetwork(model), optimizer, cfg)
+    model, _, _, train_step = build_training_state(cfg)
     model.set_train(True)
     lr = ms.Tensor(cfg.train.lr, ms.float32)
 

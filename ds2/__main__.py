@@ -21,7 +21,7 @@ COMMANDS = {
     "tune-lm": ("ds2.tune_lm", "choose the LM weight and word bonus on dev; eval and transcribe then use them"),
     "eval": ("ds2.evaluate", "decode a manifest with a checkpoint and report WER / CER"),
     "transcribe": ("ds2.transcribe", "transcribe audio files with a checkpoint"),
-    "manifest": ("ds2.data.manifest", "convert manifests between the JSON and CSV forms"),
+    "manifest": ("ds2.manifest_command", "convert manifests between the JSON and CSV forms"),
     "convert": ("ds2.convert", "convert a model-zoo or deepspeech.pytorch checkpoint into a ds2 checkpoint"),
     "export": ("ds2.export", "export a checkpoint's model as a MindIR graph (verified against the checkpoint)"),
     "serve": ("ds2.serve", "serve a checkpoint over HTTP: OpenAI's transcription API and a web page"),

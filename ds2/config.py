@@ -35,6 +35,10 @@ DEVICES = ("CPU", "GPU")
 DEFAULT_OFFICIAL_LM = "3-gram.pruned.1e-7.arpa.gz"
 # decode.lm values that are not files.
 TUNED_LM, BUILT_LM, NO_LM = "tuned", "built", "none"
+# decode.decoder's values: auto, or a decoder of the registry in ds2.decoders (which builds them; this
+# module lists the names so that it needs nothing beyond the standard library).
+AUTO_DECODER = "auto"
+DECODER_NAMES = ("greedy", "prefix", "lm")
 
 
 class ConfigError(UserError, ValueError):
@@ -169,7 +173,10 @@ class DecodeConfig:
     --alpha, --beta are shorthands for them), not from the checkpoint's: decoding is not part of
     the trained model.
     """
-    beam: int = setting(0, minimum=0)           # beams; 0: greedy without an LM, the tuned (or 64) with one
+    # greedy, prefix (beam search over letters, no LM) or lm (LM beam search), see ds2.decoders; auto: lm
+    # when an LM is in use, else prefix when beam > 0, else greedy
+    decoder: str = setting(AUTO_DECODER, choices=(AUTO_DECODER,) + DECODER_NAMES)
+    beam: int = setting(0, minimum=0)           # beams; 0: prefix 32, lm the tuned (or 64); auto without an LM: greedy
     lm: str = TUNED_LM                          # ARPA file; tuned: the LM ds2 tune-lm stored beside the
                                                 # checkpoint (none if it did not); built: the LM ds2 lm
                                                 # writes for this config; none: no LM
@@ -579,7 +586,9 @@ def add_shorthand(parser, flag: str, key: str, help: str, **kwargs) -> None:
 
 
 def add_decode_options(parser) -> None:
-    """The decode section's shorthands, as `ds2 eval` and `ds2 transcribe` take them."""
+    """The decode section's shorthands, as `ds2 eval`, `ds2 transcribe` and `ds2 serve` take them."""
+    add_shorthand(parser, "--decoder", "decode.decoder", f"{', '.join(DECODER_NAMES)}, or {AUTO_DECODER} (the "
+                  "default): lm when an LM is in use, else prefix with --beam N, else greedy", metavar="NAME")
     add_shorthand(parser, "--beam", "decode.beam", "beams: prefix beam search without an LM, or the LM beam search's "
                   "width (default 0: greedy without an LM, the tuned width or 64 with one)", type=count, metavar="N")
     add_shorthand(parser, "--lm", "decode.lm", f"decode with this ARPA language model, or '{BUILT_LM}': the one ds2 lm "

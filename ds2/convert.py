@@ -165,6 +165,7 @@ def adopt_torch_settings(cfg: Config, features: Dict[str, Any], labels) -> List[
 
 def run(cfg: Config, args) -> int:
     from ds2.checkpoint import reconcile
+    from ds2.step import build_training_state
 
     source = Path(args.source)
     output = Path(args.output) if args.output else storage.step_path(cfg.run_dir, 0)
@@ -199,7 +200,7 @@ def run(cfg: Config, args) -> int:
         print(f"ds2 convert: {exc}", file=sys.stderr)
         return 1
 
-    model, optimizer = _fresh_training_state(cfg)
+    model, _, optimizer, _ = build_training_state(cfg, compile_step=False)   # as ds2 train builds them
     if layout is None:
         layout = layouts.detect_layout(values, dict(model.parameters_and_names()))
     if layout is not layouts.NATIVE:
@@ -235,12 +236,3 @@ def run(cfg: Config, args) -> int:
     print(f"wrote {output}")
     return 0
 
-
-def _fresh_training_state(cfg: Config):
-    """Model and optimizer built as ds2 train builds them, so the optimizer's names match a resume."""
-    from ds2.model import DeepSpeech2, TrainNetwork
-    from ds2.step import build_optimizer
-
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    TrainNetwork(model)   # renames the parameters as train's TrainNetwork does; the optimizer keys on those names
-    return model, build_optimizer(model, cfg.train)

@@ -26,6 +26,8 @@ LOG_PROB_SUM_TOLERANCE = 1e-2
 # trained CTC model skipping them leaves a few labels per frame instead of 28, several times
 # faster. pyctcdecode's default is -5. Pass float('-inf') to try every label.
 DEFAULT_TOKEN_MIN_LOG_PROB = -8.0
+# Prefixes kept per frame when none is asked for (decode.decoder=prefix with decode.beam=0).
+DEFAULT_BEAM_WIDTH = 32
 
 
 def _check_inputs(log_probs: np.ndarray, length: int, labels: str) -> None:
@@ -59,7 +61,7 @@ def _log_add(a: float, b: float) -> float:
     return b + math.log1p(math.exp(a - b))
 
 
-def prefix_beam_search(log_probs: np.ndarray, length: int, beam_width: int = 32, blank: int = 0,
+def prefix_beam_search(log_probs: np.ndarray, length: int, beam_width: int = DEFAULT_BEAM_WIDTH, blank: int = 0,
                        token_min_log_prob: float = DEFAULT_TOKEN_MIN_LOG_PROB) -> List[Tuple[Tuple[int, ...], float]]:
     """The beam after the last frame: (label-index prefix, log probability), most likely first.
 
@@ -102,8 +104,8 @@ def prefix_beam_search(log_probs: np.ndarray, length: int, beam_width: int = 32,
             sorted(beams.items(), key=lambda item: _log_add(*item[1]), reverse=True)]
 
 
-def beam_search_decode(log_probs: np.ndarray, length: int, labels: str, beam_width: int = 32, blank: int = 0,
-                       token_min_log_prob: float = DEFAULT_TOKEN_MIN_LOG_PROB) -> str:
+def beam_search_decode(log_probs: np.ndarray, length: int, labels: str, beam_width: int = DEFAULT_BEAM_WIDTH,
+                       blank: int = 0, token_min_log_prob: float = DEFAULT_TOKEN_MIN_LOG_PROB) -> str:
     """Most likely transcript found by prefix beam search over the first length frames."""
     _check_inputs(log_probs, length, labels)
     best_prefix, _ = prefix_beam_search(log_probs, length, beam_width, blank, token_min_log_prob)[0]

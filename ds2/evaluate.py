@@ -2,12 +2,13 @@
 
     ds2 eval --checkpoint best --split test            # the LM ds2 tune-lm tuned for it, else greedy
     ds2 eval --checkpoint best --no-lm                 # greedy, even when an LM was tuned
+    ds2 eval --checkpoint best --decoder prefix        # a decoder by name (ds2.decoders): greedy, prefix, lm
     ds2 eval --checkpoint last --split dev --beam 32 --no-lm       # prefix beam search, 32 beams
     ds2 eval --lm runs/data/lm/train-1gram.arpa --alpha 0.5 --beta -2   # this LM and these weights
 
 The decoding flags are shorthands for the decode config section (--beam N is --set decode.beam=N),
 so make and Compose pass them with SET / DS2_ARGS like any setting; ds2.inference.build_decoder
-says how they combine with the settings tune-lm stored. The decoder is built once, before the
+says how they combine with the settings tune-lm stored (decode.decoder=auto: the LM when there is one). The decoder is built once, before the
 first utterance. Results go to <run_dir>/eval/<split>_<decoder>.jsonl (one line per utterance: id,
 ref, hyp, edits) and <run_dir>/eval/<split>_<decoder>_summary.json, decoder being greedy,
 beam<N> or lm, where run_dir is the directory holding the checkpoint's checkpoints/ folder. The

@@ -133,13 +133,13 @@ def verify(graph_path: Path, loaded, utterances: int) -> str:
     from ds2.data.sets import load_sets
     from ds2.errors import UserError
     from ds2.inference import log_probs_of
-    from ds2.lm_decode import make_decoder
+    from ds2 import decoders
 
     try:
         data = load_sets(loaded.cfg, ["test"], limit=utterances)["test"]
     except UserError as exc:
         raise UserError(f"{exc}; or export without comparing: --verify 0") from None
-    decode = make_decoder(loaded.cfg.model.labels)
+    decode = decoders.build(decoders.GREEDY, loaded.cfg.model.labels)
     graph = load_graph(graph_path)
     left_out = []
     expected = dict(log_probs_of(loaded.model, data, left_out))

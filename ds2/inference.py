@@ -4,10 +4,11 @@ Used by `ds2 eval`, `ds2 transcribe` and `ds2 tune-lm`, and by `ds2 train` for i
 The model's features, labels and architecture come from the config stored in the checkpoint (with
 the command's --set overrides on top, e.g. to point at another manifest), so a run is evaluated the
 way it was trained. How its outputs are decoded comes from the command's decode settings and the
-LM settings `ds2 tune-lm` stored beside the checkpoint (build_decoder).
+LM settings `ds2 tune-lm` stored beside the checkpoint (build_decoder, from ds2.decoders' registry).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from ds2 import decoders
 from ds2.checkpoint import storage
 from ds2.config import BUILT_LM, NO_LM, TUNED_LM, Config, with_overrides
 from ds2.errors import UserError
@@ -83,15 +85,26 @@ def log_probs_of(model, data, left_out: List[str]) -> Iterator[Tuple[int, np.nda
 
 class Decoder(NamedTuple):
     decode: Callable[[np.ndarray], str]   # [frames, labels] log-probabilities -> transcript
+    kind: str                             # its name in ds2.decoders.DECODERS: greedy, prefix or lm
     name: str                             # greedy, beam<N> or lm: names eval's result files
     description: str                      # one line for the user: what decodes, with which settings
     settings: Dict[str, Any]              # the same for the eval summary
 
 
 def greedy_decoder(labels: str) -> Decoder:
-    from ds2.lm_decode import make_decoder
+    return Decoder(decoders.build(decoders.GREEDY, labels), decoders.GREEDY, "greedy", "greedy (best path)",
+                   {"decoder": "greedy"})
 
-    return Decoder(make_decoder(labels), "greedy", "greedy (best path)", {"decoder": "greedy"})
+
+def _decoder_without_lm(kind: str, labels: str, beam: int) -> Decoder:
+    """The greedy or the prefix decoder (beam 0: its default width), named as eval's files name it."""
+    from ds2.decode import DEFAULT_BEAM_WIDTH
+
+    if kind == decoders.GREEDY:
+        return greedy_decoder(labels)
+    beam = beam or DEFAULT_BEAM_WIDTH
+    return Decoder(decoders.build(decoders.PREFIX, labels, beam=beam), decoders.PREFIX, f"beam{beam}",
+                   f"prefix beam search, {beam} beams, no LM", {"decoder": f"beam{beam}", "beam": beam})
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -101,40 +114,72 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_step: Optional[int] = None
-                  ) -> Decoder:
-    """The decoder cfg.decode asks for (cfg: the command's own config), built once for a whole command.
-
-    decode.lm: a file; none; built: the LM `ds2 lm` writes for cfg; or tuned: the LM `ds2 tune-lm`
-    stored beside the checkpoint (no LM if it stored none). alpha, beta and the beam are the ones
-    given, else the tuned ones when the LM is the tuned one, else the defaults. Without an LM:
-    greedy (beam 0) or prefix beam search.
-    """
-    from ds2 import lm_decode
+def _lm_path(lm: str, cfg: Config, tuned) -> Optional[str]:
+    """The LM file a decode.lm value names (None: no LM): a file, none, built (the LM `ds2 lm` writes for
+    cfg) or tuned (the one `ds2 tune-lm` stored beside the checkpoint, if any)."""
     from ds2.lm import lm_path_for
 
+    if lm == NO_LM:
+        return None
+    if lm == TUNED_LM:
+        return tuned.lm_path if tuned else None
+    if lm == BUILT_LM:
+        return str(lm_path_for(cfg))
+    return lm
+
+
+def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_step: Optional[int] = None,
+                  name: Optional[str] = None) -> Decoder:
+    """The decoder cfg.decode asks for (cfg: the command's own config), built once for a whole command.
+
+    decode.decoder names it (ds2.decoders); auto: lm when decode.lm gives an LM, else prefix when
+    decode.beam > 0, else greedy. decode.lm: a file; none; built: the LM `ds2 lm` writes for cfg; or
+    tuned: the LM `ds2 tune-lm` stored beside the checkpoint (no LM if it stored none). alpha, beta and
+    the beam are the ones given, else the tuned ones when the LM is the tuned one, else the defaults.
+    A setting that contradicts the decoder (--alpha without an LM, an LM file or a beam for greedy) is a
+    UserError.
+
+    name: build that decoder instead, with the settings that apply to it (`ds2 serve` offers each one
+    to its requests): the LM settings are left out for a decoder that uses no LM.
+    """
+    from ds2 import lm_decode
+
     decode = cfg.decode
+    if name is not None and name != decode.decoder:
+        kind = decoders.DECODERS[name]
+        decode = dataclasses.replace(decode, decoder=name, **({} if kind.needs_lm else dict(lm=NO_LM, alpha=None,
+                                                                                            beta=None)),
+                                     **({} if kind.uses_beam else dict(beam=0)))
+    weighed = decode.alpha is not None or decode.beta is not None
+    if decode.decoder != decoders.AUTO and not decoders.DECODERS[decode.decoder].needs_lm:
+        if decode.beam and not decoders.DECODERS[decode.decoder].uses_beam:
+            raise UserError(f"decode.decoder={decode.decoder} takes no beam width, and --beam (decode.beam) gives "
+                            f"{decode.beam}: drop one or the other")
+        if decode.lm not in (TUNED_LM, NO_LM):
+            raise UserError(f"decode.decoder={decode.decoder} decodes without a language model, and decode.lm="
+                            f"{decode.lm} names one: drop one or the other")
+        if weighed:
+            raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and decode.decoder="
+                            f"{decode.decoder} decodes without one: drop one or the other")
+        return _decoder_without_lm(decode.decoder, labels, decode.beam)
+
     tuned = lm_decode.load_settings(checkpoint_path)
-    if decode.lm == NO_LM:
-        lm_path = None
-    elif decode.lm == TUNED_LM:
-        lm_path = tuned.lm_path if tuned else None
-    elif decode.lm == BUILT_LM:
-        lm_path = str(lm_path_for(cfg))
-    else:
-        lm_path = decode.lm
+    lm_path = _lm_path(decode.lm, cfg, tuned)
+    kind = decoders.chosen(decode.decoder, lm_path is not None, decode.beam)
     if lm_path is None:
-        if decode.alpha is not None or decode.beta is not None:
+        if kind == decoders.LM:
+            if decode.lm == NO_LM:
+                raise UserError("decode.decoder=lm decodes with a language model, and --no-lm (decode.lm=none) turns "
+                                "it off: drop one or the other")
+            raise UserError(f"decode.decoder=lm decodes with a language model, and there is none: give one with "
+                            f"--lm FILE, or tune one for {checkpoint_path} with ds2 tune-lm")
+        if weighed:
             if decode.lm == NO_LM:
                 raise UserError("--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and --no-lm "
                                 "(decode.lm=none) turns it off: drop one or the other")
             raise UserError(f"--alpha / --beta (decode.alpha, decode.beta) weigh a language model, and there is none: "
                             f"give one with --lm FILE, or tune one for {checkpoint_path} with ds2 tune-lm")
-        if decode.beam > 0:
-            return Decoder(lm_decode.make_decoder(labels, beam=decode.beam), f"beam{decode.beam}",
-                           f"prefix beam search, {decode.beam} beams, no LM",
-                           {"decoder": f"beam{decode.beam}", "beam": decode.beam})
-        return greedy_decoder(labels)
+        return _decoder_without_lm(kind, labels, decode.beam)
 
     if not Path(lm_path).is_file():
         if decode.lm == TUNED_LM:
@@ -144,12 +189,13 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
         raise UserError(f"no language model at {lm_path}: build one with ds2 lm, or give another --lm FILE")
     use_tuned = tuned is not None and _same_file(tuned.lm_path, lm_path)
     weights, sources = {}, {}
-    for name, default in (("alpha", lm_decode.DEFAULT_ALPHA), ("beta", lm_decode.DEFAULT_BETA)):
-        given = getattr(decode, name)
-        weights[name], sources[name] = ((given, "given") if given is not None else
-                                        (getattr(tuned, name), "tuned") if use_tuned else (default, "default"))
+    for weight, default in (("alpha", lm_decode.DEFAULT_ALPHA), ("beta", lm_decode.DEFAULT_BETA)):
+        given = getattr(decode, weight)
+        weights[weight], sources[weight] = ((given, "given") if given is not None else
+                                            (getattr(tuned, weight), "tuned") if use_tuned else (default, "default"))
     beam = decode.beam or (tuned.beam if use_tuned else lm_decode.DEFAULT_BEAM)
-    decoder = lm_decode.make_decoder(labels, lm_path, weights["alpha"], weights["beta"], beam)
+    decoder = decoders.build(decoders.LM, labels, beam=beam, lm_path=lm_path, alpha=weights["alpha"],
+                             beta=weights["beta"])
 
     notes = []
     if "tuned" in sources.values():
@@ -166,7 +212,7 @@ def build_decoder(cfg: Config, labels: str, checkpoint_path: Path, checkpoint_st
         notes.append(f"{decoder.skipped_words} LM words the labels cannot spell left out")
     description = (f"LM beam search, {beam} beams, {lm_path}, alpha {weights['alpha']:g} ({sources['alpha']}), "
                    f"beta {weights['beta']:g} ({sources['beta']})" + "".join(f"; {n}" for n in notes))
-    return Decoder(decoder, "lm", description,
+    return Decoder(decoder, decoders.LM, "lm", description,
                    {"decoder": "lm", "beam": beam, "lm": str(lm_path), "alpha": weights["alpha"],
                     "beta": weights["beta"], "alpha_from": sources["alpha"], "beta_from": sources["beta"]})
 

@@ -1,6 +1,6 @@
 """CTC beam search with a word n-gram language model: flashlight-text's compiled lexicon decoder + KenLM.
 
-    decoder = make_decoder(labels, "runs/small/lm/train-2gram.arpa", alpha=0.5, beta=1.0, beam=64)
+    decoder = LmDecoder(labels, "runs/small/lm/train-2gram.arpa", alpha=0.5, beta=1.0, beam=64)
     text = decoder(log_probs)            # log_probs: [frames, labels], natural log, one utterance
 
 The decoder is flashlight-text's LexiconDecoder (the decoder behind torchaudio's ctc_decoder, C++,
@@ -175,19 +175,6 @@ class LmDecoder:
         emissions = np.concatenate([emissions, final])
         best = self.decoder.decode(emissions.ctypes.data, emissions.shape[0], emissions.shape[1])[0]
         return " ".join(self.words.get_entry(i) for i in best.words if i >= 0)
-
-
-def make_decoder(labels: str, lm_path: Union[str, Path, None] = None, alpha: float = DEFAULT_ALPHA,
-                 beta: float = DEFAULT_BETA, beam: int = 0, **options) -> Callable[[np.ndarray], str]:
-    """A function log_probs [frames, labels] -> text: greedy (beam 0, no LM), prefix beam search
-    without LM (beam > 0, no LM; ds2.decode), or LM beam search (an LM; beam 0 means DEFAULT_BEAM)."""
-    from ds2.decode import beam_search_decode, greedy_decode
-
-    if lm_path is not None:
-        return LmDecoder(labels, lm_path, alpha, beta, beam or DEFAULT_BEAM, **options)
-    if beam > 0:
-        return lambda log_probs: beam_search_decode(log_probs, len(log_probs), labels, beam_width=beam)
-    return lambda log_probs: greedy_decode(log_probs, len(log_probs), labels)
 
 
 # ---------------------------------------------------------------------------------------------

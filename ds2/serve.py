@@ -6,7 +6,8 @@
 The API, the limits and the batching are in docs/serving.md; the settings are the config's serve section
 (--host and --port are shorthands for serve.host and serve.port; the rest: --set serve.max_wait_ms=20, ...).
 The default decoder is the one `ds2 eval` would use for the same checkpoint and options (the LM that
-`ds2 tune-lm` tuned for it, if any, else greedy); a request may name another with its `decoder` field.
+`ds2 tune-lm` tuned for it, if any, else greedy; --decoder NAME chooses); a request may name another of
+ds2.decoders (greedy, prefix, lm) with its `decoder` field.
 
 Start-up, in order: the address is taken (a mistake or a busy port ends here, in one line), the checkpoint
 loaded (connections are refused meanwhile), then the server listens and compiles the model's graph in the
@@ -61,6 +62,26 @@ def model_id(cfg: Config, stored: Config) -> str:
     return cfg.serve.model_name or f"ds2-{stored.name}"
 
 
+def offered_decoders(cfg: Config, labels: str, checkpoint_path, checkpoint_step: int):
+    """(the default decoder, {name: decoder} of every decoder a request may name).
+
+    The default is the one `ds2 eval` builds for these options; every other decoder of ds2.decoders is
+    offered too, with the options that apply to it, when it can be built (the lm decoder needs an LM)."""
+    from ds2.decoders import DECODERS
+    from ds2.errors import UserError
+    from ds2.inference import build_decoder
+
+    default = build_decoder(cfg, labels, checkpoint_path, checkpoint_step)
+    offered = {default.kind: default}
+    for name in DECODERS:
+        if name not in offered:
+            try:
+                offered[name] = build_decoder(cfg, labels, checkpoint_path, checkpoint_step, name=name)
+            except UserError as exc:
+                log.info("ds2 serve: decoder %s not offered: %s", name, exc)
+    return default, offered
+
+
 def run(cfg: Config, args) -> int:
     sock = listening_socket(cfg.serve.host, cfg.serve.port)
     try:
@@ -73,7 +94,7 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
     import uvicorn
 
     from ds2.errors import UserError
-    from ds2.inference import build_decoder, greedy_decoder, load_for_inference
+    from ds2.inference import load_for_inference
     from ds2.runtime import configure_mindspore
     from ds2.serving.app import Service, create_app
     from ds2.serving import intake
@@ -93,15 +114,13 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
                         f"folder readable to it (chmod -R a+rX runs; make serve and Compose run the server as the "
                         f"image's user ds2)") from None
     labels = loaded.cfg.model.labels
-    default = build_decoder(cfg, labels, loaded.path, loaded.meta["step"])
-    decoders = {default.name: default}
-    decoders.setdefault("greedy", greedy_decoder(labels))
+    default, decoders = offered_decoders(cfg, labels, loaded.path, loaded.meta["step"])
     recognizer = Recognizer(loaded, decoders)
     batcher = Batcher(recognizer.run, max_batch_size=settings.max_batch_size,
                       max_batch_frames=int(settings.max_batch_seconds / recognizer.feature_seconds),
                       max_wait=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
     service = Service(model_id(cfg, loaded.cfg), labels, recognizer.frame_seconds, loaded.cfg.features, settings,
-                      {name: d.description for name, d in decoders.items()}, default.name, batcher)
+                      {name: d.description for name, d in decoders.items()}, default.kind, batcher)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_config=None, access_log=False, lifespan="off",
                                            timeout_graceful_shutdown=settings.drain_seconds))
     stop_on_signal = server.handle_exit
@@ -127,7 +146,7 @@ def serve(cfg: Config, args, sock: socket.socket) -> int:
         batcher.start()
         service.ready = True
         log.info("ready: %s's audio intake and graph warmed up in %.1f s; decoders: %s (default %s)",
-                 service.model_id, time.monotonic() - started, ", ".join(decoders), default.name)
+                 service.model_id, time.monotonic() - started, ", ".join(decoders), default.kind)
 
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.info("ds2 serve: %s from %s (step %s), decoder %s; listening on http://%s:%d (GET /health answers 200 "

@@ -9,11 +9,44 @@ Parameter had when it was compiled, so with bucketed shapes every bucket would t
 rate was current at its first batch. That freezes a schedule silently, while the weights still change.
 
 Schedule: linear warm-up over warmup_steps, then lr / lr_anneal**epoch.
+
+The training state (model, training wrapper, optimizer, compiled step) is built in one place,
+build_training_state: `ds2 train`, `ds2 convert`, envcheck's checkpoint probe and the benchmarks
+(bench/harness.py) all take it from there, so their checkpoints name the same parameters and their
+optimizers are the same.
 """
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple, Optional
+
 from ds2 import distributed
-from ds2.config import TrainConfig
+from ds2.config import Config, TrainConfig
+
+
+class TrainingState(NamedTuple):
+    model: Any                            # ds2.model.DeepSpeech2
+    network: Any                          # ds2.model.TrainNetwork: the model and its CTC loss
+    optimizer: Any                        # build_optimizer's Adam
+    train_step: Optional[Callable]        # configured_train_step's compiled step; None unless asked for
+
+
+def build_training_state(cfg: Config, world_size: int = 1, compile_step: bool = True) -> TrainingState:
+    """The model, its training wrapper and optimizer as cfg describes them, and (compile_step) the
+    compiled step: what `ds2 train` trains and checkpoints. compile_step=False for what only reads or
+    writes a checkpoint (convert, envcheck's probe): no step (train.conv_time_taps, which it applies,
+    changes how a step computes the convolutions, not their parameters).
+
+    The training wrapper comes before the optimizer: wrapping the model names its parameters as
+    training does, and the optimizer names its state after them, so a checkpoint of one user of this
+    function resumes in another.
+    """
+    from ds2.model import DeepSpeech2, TrainNetwork
+
+    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
+    network = TrainNetwork(model)
+    optimizer = build_optimizer(model, cfg.train)
+    train_step = configured_train_step(network, optimizer, cfg, world_size) if compile_step else None
+    return TrainingState(model, network, optimizer, train_step)
 
 
 def learning_rate(train_cfg: TrainConfig, step: int, epoch: int) -> float:

@@ -147,11 +147,11 @@ def train(cfg: Config, args) -> int:
 
     from ds2.batching import Prefetcher
     from ds2.data.sets import load_sets, sweep_feature_cache
-    from ds2.model import DeepSpeech2, TrainNetwork, count_parameters
+    from ds2.model import count_parameters
     from ds2.plot import plot_curves
     from ds2.progress import progress
     from ds2.runtime import configure_mindspore
-    from ds2.step import build_optimizer, configured_train_step, learning_rate
+    from ds2.step import build_training_state, learning_rate
 
     run_dir = Path(cfg.run_dir)
     if not distributed.role():  # a worker of a data-parallel job learns whether it writes once it joined
@@ -201,10 +201,7 @@ def train(cfg: Config, args) -> int:
     load_batch = train_set.loader(sampler)
     steps_per_epoch = len(sampler)
 
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    network = TrainNetwork(model)
-    optimizer = build_optimizer(model, cfg.train)
-    train_step = configured_train_step(network, optimizer, cfg, cluster.world_size)
+    model, _, optimizer, train_step = build_training_state(cfg, cluster.world_size)
     # Rank 0 keeps the single-process name, so plots, eval and tools read it unchanged.
     metrics = MetricsLog(run_dir / (METRICS_FILE if cluster.rank == 0 else f"metrics-rank{cluster.rank}.jsonl"))
 

@@ -2,7 +2,7 @@
 
 Features are computed with the feature config stored in the checkpoint; any sample rate is
 resampled to it. Decoding is eval's (the LM ds2 tune-lm stored beside the checkpoint, else greedy;
---beam, --lm, --no-lm, --alpha, --beta as for ds2 eval), built once for all the files. Output: one
+--decoder, --beam, --lm, --no-lm, --alpha, --beta as for ds2 eval), built once for all the files. Output: one
 line per file on stdout, "<path>\t<transcript>"; the decoder's description goes to stderr.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from ds2 import files
+from ds2 import decoders, files
 from ds2.config import BUILT_LM, NO_LM, TUNED_LM, Config, add_shorthand, count
 from ds2.errors import UserError
 
@@ -76,6 +76,9 @@ def run(cfg: Config, args) -> int:
     from ds2.progress import progress
     from ds2.runtime import configure_mindspore
 
+    if cfg.decode.decoder != decoders.AUTO and not decoders.DECODERS[cfg.decode.decoder].needs_lm:
+        raise UserError(f"tune-lm tunes the lm decoder's weights, and decode.decoder={cfg.decode.decoder} uses no "
+                        f"language model: drop decode.decoder (or set it to lm)")
     if cfg.decode.lm == NO_LM:
         raise UserError("tune-lm tunes a language model, and decode.lm=none names none: give one with --lm FILE")
     lm_path = lm.lm_path_for(cfg) if cfg.decode.lm in (TUNED_LM, BUILT_LM) else cfg.decode.lm
@@ -98,7 +101,8 @@ def run(cfg: Config, args) -> int:
     order = sorted(outputs)
     log_probs = [outputs[i] for i in order]
     references = [data.utterances[i].text for i in order]
-    greedy = error_rates(references, [lm_decode.make_decoder(labels)(lp) for lp in log_probs])
+    greedy_decode = decoders.build(decoders.GREEDY, labels)
+    greedy = error_rates(references, [greedy_decode(lp) for lp in log_probs])
     print(f"{SPLIT}: {len(order)} utterances; greedy WER {greedy.wer:.4f} CER {greedy.cer:.4f}; "
           f"tuning {len(args.alphas)} alphas x {len(args.betas)} betas, {beam} beams, LM {lm_path}")
 

@@ -1,5 +1,6 @@
-"""Helpers shared by several test files: a tiny tone corpus with its run overrides, and a training-state
-checkpoint as MindSpore's ModelCheckpoint writes one, and a pickle that runs a command when it is loaded."""
+"""Helpers shared by several test files: a tiny tone corpus with its run overrides, a training-state
+checkpoint as MindSpore's ModelCheckpoint writes one, a pickle that runs a command when it is loaded, and
+model outputs that spell what a decoder test needs."""
 import json
 from pathlib import Path
 
@@ -103,3 +104,18 @@ class RunsACommand:
     def __reduce__(self):
         import os
         return os.system, (f"touch {self.marker}",)
+
+
+def label_frames(labels: str, *spec) -> np.ndarray:
+    """Log-probabilities [frames, labels] of a frame sequence over `labels` (the blank "_" among them). Each
+    item is a label (near-certain) or a dict {label: probability} for an uncertain frame; a blank frame
+    follows every item."""
+    rows = []
+    for item in spec:
+        wanted = item if isinstance(item, dict) else {item: 0.98}
+        for probabilities in (wanted, {"_": 0.98}):
+            row = np.full(len(labels), 1e-4)
+            for label, probability in probabilities.items():
+                row[labels.index(label)] = probability
+            rows.append(row / row.sum())
+    return np.log(np.array(rows, dtype=np.float32))

@@ -16,8 +16,7 @@ from mindspore import nn, ops  # noqa: E402
 from ds2 import convert  # noqa: E402
 from ds2.checkpoint import layouts, storage  # noqa: E402
 from ds2.config import DEFAULT_LABELS, Config, ModelConfig  # noqa: E402
-from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.step import build_optimizer  # noqa: E402
+from ds2.step import build_training_state  # noqa: E402
 from ds2.checkpoint.transforms import label_order  # noqa: E402
 from tests.helpers import RunsACommand  # noqa: E402
 
@@ -34,9 +33,8 @@ def convert_command(cfg, source, output, *extra):
 def load_converted(cfg, path):
     """The converted file restored the way ds2 train --resume and eval do today (ds2.checkpoint.storage.restore)."""
     values, meta = storage.load(path)
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    TrainNetwork(model)
-    storage.restore(values, model, build_optimizer(model, cfg.train))
+    model, _, optimizer, _ = build_training_state(cfg, compile_step=False)
+    storage.restore(values, model, optimizer)
     model.set_train(False)
     return model, meta
 

@@ -17,8 +17,7 @@ ms = pytest.importorskip("mindspore")
 
 from ds2.checkpoint import storage  # noqa: E402
 from ds2.config import load_config, to_dict  # noqa: E402
-from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.step import build_optimizer  # noqa: E402
+from ds2.step import build_training_state  # noqa: E402
 from tests.helpers import save_training_state  # noqa: E402
 
 TINY = ["model.conv_channels=4", "model.rnn_hidden=8", "model.rnn_layers=2"]
@@ -28,9 +27,8 @@ TINY_OPTIONS = [word for override in TINY for word in ("--set", override)]
 def training_state(overrides):
     """Config, model and optimizer as ds2 train builds them for preset small with these overrides."""
     cfg = load_config("small", None, overrides)
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    TrainNetwork(model)
-    return cfg, model, build_optimizer(model, cfg.train)
+    model, _, optimizer, _ = build_training_state(cfg, compile_step=False)
+    return cfg, model, optimizer
 
 
 @pytest.fixture(scope="module")

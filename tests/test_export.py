@@ -42,7 +42,7 @@ def test_the_exported_graph_matches_the_checkpoint_on_the_test_split(run):
     from ds2.data.sets import load_sets
     from ds2.export import PARITY_TOLERANCE, load_graph
     from ds2.inference import load_for_inference, log_probs_of
-    from ds2.lm_decode import make_decoder
+    from ds2 import decoders
 
     checkpoint_path, _, overrides = run
     graph_path = checkpoint_path.with_suffix(".mindir")
@@ -54,7 +54,7 @@ def test_the_exported_graph_matches_the_checkpoint_on_the_test_split(run):
     expected = dict(log_probs_of(loaded.model, data, []))
     exported = dict(log_probs_of(load_graph(graph_path), data, []))
     assert expected.keys() == exported.keys() and len(expected) == 6
-    greedy = make_decoder(loaded.cfg.model.labels)
+    greedy = decoders.build(decoders.GREEDY, loaded.cfg.model.labels)
     for index, log_probs in expected.items():
         assert exported[index].shape == log_probs.shape
         assert np.abs(exported[index] - log_probs).max() <= PARITY_TOLERANCE

@@ -221,6 +221,11 @@ def test_explicit_decoding_flags_win_over_the_tuned_settings(run, capsys):
     assert summary(run_dir, "greedy")["decoder"] == "greedy"
     assert main(["eval", "--no-lm", "--beam", "4"] + overrides) == 0
     assert summary(run_dir, "beam4")["decoder"] == "beam4"
+    (run_dir / "eval" / "test_greedy_summary.json").unlink()
+    assert main(["eval", "--decoder", "greedy"] + overrides) == 0     # by name: the tuned LM stays unused
+    assert summary(run_dir, "greedy")["decoder"] == "greedy"
+    assert main(["eval", "--decoder", "prefix"] + overrides) == 0     # the prefix search's own width
+    assert summary(run_dir, "beam32")["beam"] == 32
     out = capsys.readouterr().out
     assert "every decoder evaluated" in out and "beam4" in out.split("every decoder evaluated")[-1]
 
@@ -251,6 +256,8 @@ def test_decoding_mistakes_are_one_line(run, capsys):
     one_line_error(capsys, main(["eval", "--no-lm", "--beta", "1"] + overrides), "drop one or the other")
     one_line_error(capsys, main(["eval", "--lm", str(run_dir / "missing.arpa")] + overrides), "no language model at")
     one_line_error(capsys, main(["tune-lm", "--lm", str(run_dir / "missing.arpa")] + overrides), "build it with ds2 lm")
+    one_line_error(capsys, main(["tune-lm", "--set", "decode.decoder=greedy"] + overrides), "uses no language model")
+    one_line_error(capsys, main(["eval", "--decoder", "lm", "--no-lm"] + overrides), "drop one or the other")
     (run_dir / "checkpoints" / "best.ckpt.lm.json").write_text('{"alpha": 1}')
     one_line_error(capsys, main(["eval"] + overrides), "run ds2 tune-lm again")
     assert main(["lm"] + overrides) == 0

@@ -7,6 +7,7 @@ import pytest
 
 from ds2 import lm, lm_decode
 from ds2.decode import greedy_decode
+from tests.helpers import label_frames
 
 pytest.importorskip("flashlight.lib.text.decoder.kenlm")
 
@@ -14,17 +15,7 @@ LABELS = "_'ABCDEFGHIJKLMNOPQRSTUVWXYZ "
 
 
 def frames(*spec):
-    """Log-probabilities of a frame sequence. Each item is a label (near-certain), or a dict
-    {label: probability} for an uncertain frame; a blank frame follows every item."""
-    rows = []
-    for item in spec:
-        wanted = item if isinstance(item, dict) else {item: 0.98}
-        for probabilities in (wanted, {"_": 0.98}):
-            row = np.full(len(LABELS), 1e-4)
-            for label, probability in probabilities.items():
-                row[LABELS.index(label)] = probability
-            rows.append(row / row.sum())
-    return np.log(np.array(rows, dtype=np.float32))
+    return label_frames(LABELS, *spec)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +84,6 @@ def test_words_the_labels_cannot_spell_are_left_out(tmp_path):
         lm_decode.LmDecoder(LABELS, tmp_path / "lower.arpa")
     with pytest.raises(lm_decode.LmDecodeError, match="no language model"):
         lm_decode.LmDecoder(LABELS, tmp_path / "missing.arpa")
-
-
-def test_make_decoder_chooses_by_its_arguments(arpa):
-    log_probs = frames(*list("THE "), {"K": 0.6, "C": 0.4}, *list("AT"))
-    assert lm_decode.make_decoder(LABELS)(log_probs) == "THE KAT"                  # greedy
-    assert lm_decode.make_decoder(LABELS, beam=8)(log_probs) == "THE KAT"          # prefix beam, no LM
-    assert lm_decode.make_decoder(LABELS, arpa, alpha=0.5, beta=1.0)(log_probs) == "THE CAT"
 
 
 def test_settings_live_beside_the_checkpoint(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from ds2.config import DEFAULT_LABELS
+from ds2 import manifest_command
 from ds2.data import manifest
 from ds2.data.manifest import (ManifestError, Utterance, read_csv_manifest, read_json_manifest, read_manifest,
                                write_csv_manifest, write_json_manifest)
@@ -109,8 +110,8 @@ def test_csv_needs_transcript_files(tmp_path, corpus):
 
 def run_cli(*argv):
     parser = argparse.ArgumentParser()
-    manifest.add_arguments(parser)
-    return manifest.run(None, parser.parse_args(argv))
+    manifest_command.add_arguments(parser)
+    return manifest_command.run(None, parser.parse_args(argv))
 
 
 def test_cli_converts_both_ways(tmp_path, corpus):

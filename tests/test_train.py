@@ -17,7 +17,7 @@ from ds2.__main__ import main  # noqa: E402
 from ds2.config import ModelConfig, TrainConfig, load_config  # noqa: E402
 from ds2.errors import UserError  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
-from ds2.step import build_optimizer, learning_rate, make_train_step  # noqa: E402
+from ds2.step import build_optimizer, build_training_state, learning_rate, make_train_step  # noqa: E402
 from tests.helpers import read_metrics, tiny_overrides, write_tone_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,6 +88,38 @@ def test_dynamic_shape_step_computes_what_the_per_shape_steps_compute():
     for _ in range(10):
         run_step(dynamic_step, wider, 1e-2)
     assert run_step(dynamic_step, wider, 0.0)[0] < loss_before  # its updates reach the weights
+
+
+def test_the_training_state_names_its_checkpoint_entries_as_train_always_has(tmp_path):
+    """build_training_state (train, convert, envcheck's probe, the benchmarks): the model's own names, and
+    the optimizer's state named after the wrapped model's parameters, as in checkpoints of earlier versions."""
+    from ds2.checkpoint import storage
+
+    cfg = load_config("small", overrides=["model.conv_channels=2", "model.rnn_hidden=8", "model.rnn_layers=1",
+                                          "train.weight_decay=0.25", "train.lr=0.125"])
+    state = build_training_state(cfg, compile_step=False)
+    assert state.train_step is None and state.network.model is state.model
+    storage.save(tmp_path / "state.ckpt", state.model, state.optimizer, {"step": 0})
+    names = set(storage.read_checkpoint(tmp_path / "state.ckpt")[0])
+    assert {"conv.0.conv.weight", "rnns.0.lstm.weight_hh_reverse", "fc.weight",
+            "optimizer.moment1.model.fc.weight", "optimizer.moment2.model.conv.0.conv.weight"} <= names
+    assert not any(name.startswith(("optimizer.moment1.fc", "optimizer.moment1.conv")) for name in names)
+    # Adam with weight decay on weight matrices only, eps 1e-8, at the configured rate
+    decay = {p.name: d for p, d in zip(state.optimizer.parameters, state.optimizer.decay_flags)}
+    assert decay["model.fc.weight"] and not decay["model.fc_bn.gamma"] and not decay["model.conv.0.conv.bias"]
+    assert float(state.optimizer.eps.asnumpy()) == pytest.approx(1e-8)
+    assert float(state.optimizer.learning_rate.asnumpy()) == pytest.approx(0.125)
+
+    restored = build_training_state(cfg)     # with the compiled step, as ds2 train resumes
+    values, _ = storage.read_checkpoint(tmp_path / "state.ckpt")
+    storage.restore(values, restored.model, restored.optimizer)
+    n_bins = cfg.features.n_bins
+    rng = np.random.default_rng(0)
+    inputs = (rng.standard_normal((2, 1, n_bins, 40)).astype(np.float32), np.array([40, 32], np.int32),
+              np.array([[3, 4, 5], [6, 7, 0]], np.int32), np.array([3, 2], np.int32))
+    restored.model.set_train(True)
+    loss, _, applied = run_step(restored.train_step, inputs, 1e-3)
+    assert applied and np.isfinite(loss)
 
 
 def test_recomputing_the_lstm_layers_changes_no_number():

@@ -12,7 +12,8 @@ CSV (the report's form): `wav_path,transcript_path` per line, absolute paths, no
 Readers return the usable utterances and a ProblemReport; an entry is never dropped without
 being counted there under a reason.
 
-Command line: `ds2 manifest to-csv IN.json OUT.csv` and `ds2 manifest to-json IN.csv OUT.json`.
+Command line (ds2/manifest_command.py): `ds2 manifest to-csv IN.json OUT.csv` and `ds2 manifest to-json
+IN.csv OUT.json`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import io
 import json
 import os
 import re
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,30 +301,3 @@ def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> N
         writer.writerow([os.path.abspath(utterance.audio_path), os.path.abspath(utterance.transcript_path)])
     files.write_text(path, buffer.getvalue())
 
-
-def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["to-csv", "to-json"],
-                        help="to-csv: JSON manifest -> CSV; to-json: CSV manifest -> JSON (durations from audio headers)")
-    parser.add_argument("input", help="manifest to read (.json or .csv)")
-    parser.add_argument("output", help="manifest to write")
-
-
-def run(cfg, args) -> int:
-    """Convert; entries that cannot be converted are listed and make the exit status 1."""
-    try:
-        utterances, report = read_manifest(args.input)
-        if args.action == "to-csv":
-            for utterance in [u for u in utterances if not os.path.isfile(u.transcript_path)]:
-                report.add(NO_TRANSCRIPT_FILE, utterance.id)
-            utterances = [u for u in utterances if os.path.isfile(u.transcript_path)]
-            write_csv_manifest(args.output, utterances)
-        else:
-            write_json_manifest(args.output, utterances)
-    except (ManifestError, OSError) as exc:
-        print(f"ds2 manifest: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(utterances)} utterances to {args.output}")
-    if report.total:
-        print(report, file=sys.stderr)
-        return 1
-    return 0

@@ -21,7 +21,7 @@ WARM_UP_SHAPE = (2, 1.0)
 class Utterance(NamedTuple):
     """What the batcher carries for one request."""
     features: np.ndarray    # float32 [n_bins, frames]
-    decoder: str            # a key of Recognizer.decoders
+    decoder: str            # a decoder's name (ds2.decoders) that Recognizer.decoders holds
 
 
 class Recognized(NamedTuple):

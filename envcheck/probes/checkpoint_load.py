@@ -12,7 +12,8 @@ need that interpreter's MindSpore. In order:
 3. The model is built as the stage builds it: from the config stored in a ds2 checkpoint plus the
    --set overrides (what ds2 train --resume and ds2 eval do), else from the configured preset,
    --config and --set (what ds2 convert does). Except for stage eval, also the optimizer, as ds2
-   train builds it: without --stage the file is checked for the stricter use, resuming training.
+   train builds it (ds2.step.build_training_state): without --stage the file is checked for the
+   stricter use, resuming training.
 4. ds2.checkpoint.reconcile.reconcile decides what of the file goes where; its table is details["table"].
 5. ds2's own loader, ds2.checkpoint.storage.restore (ds2 train --resume, ds2 eval), runs on the throwaway
    model: it takes only ds2 checkpoints whose names and shapes are exactly the model's.
@@ -149,8 +150,8 @@ def run(settings: dict) -> dict:
         import ds2
         from ds2.checkpoint import reconcile, storage
         from ds2.config import ConfigError, with_overrides
-        from ds2.model import DeepSpeech2, TrainNetwork
-        from ds2.step import build_optimizer
+        from ds2.model import DeepSpeech2
+        from ds2.step import build_training_state
     except BaseException as exc:
         return imports.import_failure("ds2", exc, "cannot import ds2's model and loader: ")
     details["ds2"] = os.path.dirname(os.path.abspath(ds2.__file__))
@@ -180,11 +181,10 @@ def run(settings: dict) -> dict:
                 "not load (see the config line)", "details": details, "findings": ["checkpoint-no-config"]}
 
     progress.mark("build the model")
-    model = DeepSpeech2(cfg.model, cfg.features.n_bins)
-    optimizer = None
-    if settings.get("stage") != EVAL:
-        TrainNetwork(model)  # names the parameters as ds2 train does; the optimizer names its state after them
-        optimizer = build_optimizer(model, cfg.train)
+    if settings.get("stage") == EVAL:
+        model, optimizer = DeepSpeech2(cfg.model, cfg.features.n_bins), None   # as ds2 eval builds it
+    else:
+        model, _, optimizer, _ = build_training_state(cfg, compile_step=False)   # as ds2 train builds them
     loader = "ds2 eval" if optimizer is None else "ds2 train --resume"
 
     progress.mark("reconcile")
