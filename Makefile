@@ -105,7 +105,7 @@ TTY := $(shell [ -t 1 ] && echo 1)
 
 .PHONY: check-paths help base-image image-cpu image-bench image-gpu lock envcheck envcheck-host data preprocess train \
 	train-cpu train-gpu train-dist eval lm tune-lm eval-lm eval-pretrained bench test test-unit test-fast \
-	test-docs test-integration clean compat-matrix export serve bench-serve
+	test-docs test-integration clean compat-matrix export serve bench-serve fuzz
 
 help: ## list the targets
 	@echo "DeepSpeech2 on MindSpore. Start with:  make train-cpu   (whole job on the embedded data)"
@@ -245,6 +245,13 @@ test-integration: image-cpu $(HOST_VENV) ## integration tests: images and stages
 	DS2_IMAGE=$(IMAGE_CPU) $(HOST_VENV)/bin/python -m pytest -p no:cacheprovider -m integration \
 	  $(HOST_TEST_FILES) \
 	  $(NO_TESTS_IS_FAILURE)
+
+# The property tests of the readers (tests/property) run a few dozen examples each in test-unit; here each
+# searches with fresh random inputs until its share of FUZZ_MINUTES is used (docs/reliability.md: Reading).
+FUZZ_MINUTES ?= 30
+fuzz: image-cpu ## search every file reader for inputs that break it, for FUZZ_MINUTES minutes (30), in the CPU image
+	$(DOCKER) run --rm --init -e DS2_HYPOTHESIS_PROFILE=fuzz -e DS2_FUZZ_SECONDS=$$(( $(FUZZ_MINUTES) * 60 )) \
+	  -w /opt/ds2 $(IMAGE_CPU) python -m pytest -p no:cacheprovider -q tests/property $(NO_TESTS_IS_FAILURE)
 
 # The documentation's checks read the checkout (README, docs/, Makefile, Dockerfiles), which the image does not hold.
 test-docs: $(HOST_VENV) ## documentation checks on the host: links, paths, targets and commands exist; docs are no image input

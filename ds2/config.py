@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ds2.errors import UserError
+from ds2.errors import DataError, UserError
 
 DEFAULT_PRESET = "small"
 # Index 0 is the CTC blank. The reference implementation puts blank last; ds2.checkpoint.reconcile maps orders.
@@ -43,6 +43,16 @@ DECODER_NAMES = ("greedy", "prefix", "lm")
 
 class ConfigError(UserError, ValueError):
     """A config key or value that cannot be used."""
+
+
+class ConfigFileError(DataError, ConfigError):
+    """A YAML config file that cannot be read, or holds a value its key does not take: the file, the line
+    when the YAML parser knows it, and what is wrong."""
+
+
+# What to do about a config file that cannot be used.
+CONFIG_FILE_FIX = "edit the file (docs/configuration.md lists every key), or leave --config out"
+
 
 
 def setting(default=None, *, factory=None, choices: Sequence[str] = (), minimum=None, above=None, maximum=None):
@@ -493,30 +503,68 @@ def load_config(preset: str = DEFAULT_PRESET, path: Optional[str] = None,
                           + (f" (did you mean {close[0]}?)" if close else ""))
     cfg = PRESETS[preset]()
     if path:
-        _apply_mapping(cfg, read_yaml(path))
+        try:
+            _apply_mapping(cfg, read_yaml(path))
+            validate(cfg)
+        except ConfigFileError:
+            raise
+        except ConfigError as exc:
+            raise ConfigFileError(path, str(exc), CONFIG_FILE_FIX) from None
     for override in overrides or []:
         apply_override(cfg, override)
     return validate(cfg)
 
 
+# A config file sets tens of values; YAML's aliases can make a few lines hold billions, which would take
+# minutes and gigabytes to check and to quote in an error.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _more_values_than(value: Any, limit: int) -> bool:
+    """True when value holds more than `limit` values, counting every list item and mapping entry (an alias
+    counts each time it is used); stops counting at the limit."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            pending.extend(item)
+        else:
+            continue
+        seen += len(item)
+        if seen > limit:
+            return True
+    return False
+
+
 def read_yaml(path: str) -> Dict[str, Any]:
-    """The top-level mapping of a YAML config file."""
+    """The top-level mapping of a YAML config file; ConfigFileError when it is not one."""
     import yaml  # only needed for config files
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        raise ConfigFileError(path, "does not exist", "give the path of an existing YAML file") from None
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot read it ({exc.strerror or exc})", "check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(path, "not UTF-8 text", CONFIG_FILE_FIX, place=f"byte {exc.start}") from None
     try:
-        values = yaml.safe_load(text) or {}
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+        raise ConfigFileError(path, f"not valid YAML: {getattr(exc, 'problem', None) or exc}", CONFIG_FILE_FIX,
+                              place=f"line {where.line + 1}" if where is not None else None) from None
+    except (ValueError, OverflowError, RecursionError) as exc:   # e.g. a date that does not exist: 2024-02-30
+        raise ConfigFileError(path, f"a value YAML cannot build ({exc})", CONFIG_FILE_FIX) from None
+    if values is None:
+        return {}
+    if _more_values_than(values, MAX_CONFIG_VALUES):
+        raise ConfigFileError(path, f"holds more than {MAX_CONFIG_VALUES} values (YAML aliases repeating lists?)",
+                              CONFIG_FILE_FIX)
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise ConfigFileError(path, "expected a mapping of sections at the top level", CONFIG_FILE_FIX)
     return values
 
 

@@ -67,7 +67,13 @@ def comparison(out_dir: Path, summary: dict) -> str:
     the summaries in out_dir; empty when there is only this one."""
     rows = []
     for path in sorted(out_dir.glob(f"{summary['split']}_*_summary.json")):
-        other = json.loads(path.read_text())
+        try:
+            other = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            continue   # a damaged summary of another decoder: left out of the comparison, not this evaluation's
+        if not isinstance(other, dict) or not all(isinstance(other.get(key), (int, float))
+                                                  for key in ("wer", "cer", "decode_utterances_per_sec")):
+            continue
         if (other.get("split"), other.get("checkpoint"), other.get("step")) == \
                 (summary["split"], summary["checkpoint"], summary["step"]) and "decode_utterances_per_sec" in other:
             rows.append(other)

@@ -39,10 +39,7 @@ def load_for_inference(cfg: Config, which: str, overrides: Sequence[str]) -> Loa
     from ds2.model import DeepSpeech2
 
     path = storage.resolve(cfg.run_dir, which)
-    try:
-        values, meta = storage.load(path)
-    except storage.CorruptCheckpoint as exc:
-        raise UserError(f"{exc}; use another checkpoint of the run (--checkpoint last, or a step-N.ckpt file)") from None
+    values, meta = storage.load(path)   # a damaged file is a CorruptCheckpoint naming it and what to use instead
     stored = with_overrides(meta["config"], overrides)
     model = DeepSpeech2(stored.model, stored.features.n_bins)
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import AbstractSet, Dict, Iterable, List, Optional, Sequence, TextIO
 
 from ds2 import files
 from ds2.config import Config
-from ds2.errors import UserError
+from ds2.errors import DataError, UserError
 
 SENTENCE_START, SENTENCE_END, UNKNOWN = "<s>", "</s>", "<unk>"
 # lmplz's --discount_fallback defaults, for orders whose counts of counts give no valid discounts.
@@ -68,6 +69,16 @@ Ngram = Tuple[str, ...]
 
 class LmError(UserError, ValueError):
     """An LM that cannot be built or read; the message says why."""
+
+
+class ArpaError(DataError, LmError):
+    """An ARPA file (plain or gzip) that is not one: the file, the line, what is wrong and the fix."""
+
+
+# An ARPA line is a probability, up to a few words and a backoff weight: far shorter than this.
+MAX_ARPA_LINE_CHARS = 1 << 16
+# What to do about an ARPA file that cannot be read.
+ARPA_FIX = "build it again with ds2 lm (make lm), or give another ARPA file"
 
 
 @dataclass
@@ -233,43 +244,78 @@ def read_arpa(path: Union[str, Path], max_order: Optional[int] = None,
               words: Optional[AbstractSet[str]] = None) -> NgramModel:
     """The n-grams of an ARPA file (.gz read as it is), up to max_order; with `words`, only the
     n-grams made of those words (and <s>, </s>, <unk>): all that scoring text of those words needs,
-    so LibriSpeech's large models fit in memory for a perplexity."""
+    so LibriSpeech's large models fit in memory for a perplexity. ArpaError on anything else."""
     kept = None if words is None else set(words) | {SENTENCE_START, SENTENCE_END, UNKNOWN}
     probabilities: List[Dict[Ngram, float]] = []
     backoffs: List[Dict[Ngram, float]] = []
     declared: List[int] = []
-    section = 0
-    with _open_text(path, "r") as lines:
-        for number, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("ngram ") and section == 0:
-                declared.append(int(line.split("=", 1)[1]))
-            elif line.endswith("-grams:") and line.startswith("\\"):
-                section = int(line[1:line.index("-")])
-                if max_order is not None and section > max_order:
+    number = 0
+    try:
+        with _open_text(path, "r") as lines:
+            # Lines are read with a bound, so a file without line breaks (a gzip bomb) is not read whole.
+            for number, line in enumerate(iter(lambda: lines.readline(MAX_ARPA_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_ARPA_LINE_CHARS:
+                    raise ArpaError(None, f"a line longer than {MAX_ARPA_LINE_CHARS} characters")
+                if _read_arpa_line(line.strip(), max_order, kept, declared, probabilities, backoffs) == "end":
                     break
-                probabilities.append({})
-                backoffs.append({})
-            elif line == "\\end\\":
-                break
-            elif section > 0:
-                fields = line.split()
-                if len(fields) not in (section + 1, section + 2):
-                    raise LmError(f"{path}:{number}: expected a {section}-gram line, got {line!r}")
-                ngram = tuple(fields[1:section + 1])
-                if kept is not None and not kept.issuperset(ngram):
-                    continue
-                probabilities[-1][ngram] = float(fields[0])
-                if len(fields) == section + 2:
-                    backoffs[-1][ngram] = float(fields[-1])
+    except ArpaError as exc:
+        raise ArpaError(path, exc.problem, ARPA_FIX, place=f"line {number}") from None
+    except UnicodeDecodeError as exc:
+        raise ArpaError(path, f"not UTF-8 text ({exc.reason})", ARPA_FIX, place=f"line {number + 1}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ArpaError(path, f"damaged or cut-off gzip data ({exc})", ARPA_FIX, place=f"line {number + 1}") from None
     if not probabilities:
-        raise LmError(f"{path} is not an ARPA file: no \\1-grams: section")
+        raise ArpaError(path, "not an ARPA file: no \\1-grams: section", ARPA_FIX)
     for n, (expected, found) in enumerate(zip(declared, probabilities), 1):
         if expected != len(found) and kept is None:
-            raise LmError(f"{path}: the header declares {expected} {n}-grams, the file lists {len(found)}")
+            raise ArpaError(path, f"the header declares {expected} {n}-grams, the file lists {len(found)} "
+                                  f"(cut off?)", ARPA_FIX)
     return NgramModel(len(probabilities), probabilities, backoffs)
+
+
+def _arpa_number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArpaError(None, f"{what} {text!r} is not a number") from None
+    if math.isnan(value) or value == math.inf:
+        raise ArpaError(None, f"{what} {text!r} is not a log10 value")
+    return value
+
+
+def _read_arpa_line(line: str, max_order: Optional[int], kept: Optional[AbstractSet[str]], declared: List[int],
+                    probabilities: List[Dict[Ngram, float]], backoffs: List[Dict[Ngram, float]]) -> str:
+    """Take one stripped line of an ARPA file into the lists; "end" when reading should stop. ArpaError
+    (without the file: read_arpa adds it) when the line cannot be where it is."""
+    section = len(probabilities)
+    if not line:
+        return ""
+    if line.startswith("ngram ") and section == 0:
+        count = line.split("=", 1)[-1].strip()
+        if not count.isdigit():
+            raise ArpaError(None, f"expected 'ngram N=count', got {line[:80]!r}")
+        declared.append(int(count))
+    elif line.endswith("-grams:") and line.startswith("\\"):
+        order = line[1:-len("-grams:")]
+        if not order.isdigit() or int(order) != section + 1:
+            raise ArpaError(None, f"expected the \\{section + 1}-grams: section, got {line[:80]!r}")
+        if max_order is not None and int(order) > max_order:
+            return "end"
+        probabilities.append({})
+        backoffs.append({})
+    elif line == "\\end\\":
+        return "end"
+    elif section > 0:
+        fields = line.split()
+        if len(fields) not in (section + 1, section + 2):
+            raise ArpaError(None, f"expected a {section}-gram line, got {line[:80]!r}")
+        ngram = tuple(fields[1:section + 1])
+        if kept is not None and not kept.issuperset(ngram):
+            return ""
+        probabilities[-1][ngram] = _arpa_number(fields[0], "probability")
+        if len(fields) == section + 2:
+            backoffs[-1][ngram] = _arpa_number(fields[-1], "backoff weight")
+    return ""
 
 
 def arpa_vocabulary(path: Union[str, Path]) -> List[str]:

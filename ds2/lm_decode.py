@@ -28,6 +28,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ds2 import files
-from ds2.errors import UserError, first_line
+from ds2.errors import DataError, UserError, first_line
 from ds2.text import BLANK, check_labels
 
 # Decoder defaults. beam: hypotheses kept per frame; token_beam: labels tried per frame (the most
@@ -98,6 +99,13 @@ def _quiet_stderr():
         os.close(saved)
 
 
+def kenlm_reason(exc: BaseException) -> str:
+    """What KenLM says is wrong, without the C++ location and signature it puts first ("... threw
+    FormatLoadException.")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[1:]) if len(lines) > 1 and " threw " in lines[0] else first_line(exc)
+
+
 class LmDecoder:
     """One loaded LM and lexicon; call it on an utterance's log-probabilities. Not thread-safe
     (the compiled decoder keeps its search state): use one per process."""
@@ -105,7 +113,7 @@ class LmDecoder:
     def __init__(self, labels: str, lm_path: Union[str, Path], alpha: float = DEFAULT_ALPHA,
                  beta: float = DEFAULT_BETA, beam: int = DEFAULT_BEAM, token_beam: int = DEFAULT_TOKEN_BEAM,
                  beam_threshold: float = DEFAULT_BEAM_THRESHOLD, vocabulary: Optional[Sequence[str]] = None):
-        from ds2.lm import arpa_vocabulary
+        from ds2.lm import ARPA_FIX, ArpaError, arpa_vocabulary
 
         check_labels(labels)
         fl_decoder, fl_dictionary, KenLM = _flashlight()
@@ -131,7 +139,7 @@ class LmDecoder:
             with _quiet_stderr():
                 self.lm = KenLM(str(lm_path), self.words)
         except RuntimeError as exc:
-            raise LmDecodeError(f"KenLM could not load {lm_path}: {first_line(exc)}") from None
+            raise ArpaError(lm_path, f"KenLM could not load it: {kenlm_reason(exc)}", ARPA_FIX) from None
 
         # The lexicon trie: each word's spelling in label indices, with its unigram LM score.
         index = {char: i for i, char in enumerate(labels)}
@@ -235,24 +243,42 @@ def save_settings(checkpoint_path: Union[str, Path], settings: LmSettings, detai
     return files.write_json(path, dict(stored, **(details or {})))
 
 
+def _stored_settings(path: Path) -> Dict:
+    """The JSON object of a tuned-settings file, or DataError."""
+    fix = "remove it, or run ds2 tune-lm again"
+    try:
+        stored = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(path, f"not a tuned-LM settings file ({first_line(exc)})", fix) from None
+    if not isinstance(stored, dict):
+        raise DataError(path, "not a tuned-LM settings file (not a JSON object)", fix)
+    return stored
+
+
 def load_settings(checkpoint_path: Union[str, Path]) -> Optional[LmSettings]:
-    """The settings stored beside checkpoint_path (the LM's path as a usable path), or None if there are none."""
+    """The settings stored beside checkpoint_path (the LM's path as a usable path), or None if there are none.
+    DataError when the file is not one: alpha and beta must be finite numbers, beam a positive whole number."""
     path = settings_path(checkpoint_path)
     if not path.is_file():
         return None
-    try:
-        stored = json.loads(path.read_text())
-        return LmSettings(lm_path=os.path.normpath(path.parent / stored["lm_path"]), alpha=float(stored["alpha"]),
-                          beta=float(stored["beta"]), beam=int(stored.get("beam", DEFAULT_BEAM)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LmDecodeError(f"{path} is not a tuned-LM settings file ({type(exc).__name__}: {exc}); remove it or "
-                            f"run ds2 tune-lm again") from None
+    stored = _stored_settings(path)
+    alpha, beta, beam = stored.get("alpha"), stored.get("beta"), stored.get("beam", DEFAULT_BEAM)
+    lm_path = stored.get("lm_path")
+    if not (isinstance(lm_path, str) and lm_path and "\0" not in lm_path and _finite(alpha) and _finite(beta)
+            and isinstance(beam, int) and not isinstance(beam, bool) and beam > 0):
+        raise DataError(path, "not a tuned-LM settings file (lm_path, finite alpha and beta, a positive beam)",
+                        "remove it, or run ds2 tune-lm again")
+    return LmSettings(lm_path=os.path.normpath(path.parent / lm_path), alpha=float(alpha), beta=float(beta), beam=beam)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def settings_details(checkpoint_path: Union[str, Path]) -> Dict:
     """Everything stored beside checkpoint_path by save_settings ({} if nothing)."""
     path = settings_path(checkpoint_path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return _stored_settings(path) if path.is_file() else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Word and character error rates, corpus-level: total edits / total reference length.
+"""Word and character error rates, corpus-level: total edits / total reference length; and the reader of
+a training run's metrics.jsonl.
 
 Summing edits over the corpus (instead of averaging per-utterance rates) weights every word
 equally, as deepspeech.pytorch and the report do. CER ignores spaces, as they do too, so the
@@ -6,10 +7,18 @@ numbers are comparable with the published 9.90 / 3.32.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import Levenshtein
+
+# Fields a metrics.jsonl record of each kind must hold as finite numbers (ds2.plot draws them).
+REQUIRED_NUMBERS = {"dev": ("dev_cer", "dev_wer")}
+# How many skipped lines a reader names (it counts them all).
+NAMED_BAD_LINES = 3
 
 
 @dataclass
@@ -69,3 +78,61 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 
 def corpus_cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     return error_rates(references, hypotheses).cer
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl: one JSON object per line, written by ds2 train
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _record_problem(record: Any) -> str:
+    """Why a parsed line is not a metrics record, or ''."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return "no step number"
+    if not isinstance(record.get("kind"), str):
+        return "no kind"
+    for name in REQUIRED_NUMBERS.get(record["kind"], ()):
+        if not _is_number(record.get(name)):
+            return f"{name} is not a finite number"
+    return ""
+
+
+def read_metrics_log(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """(the records of a metrics.jsonl, its skipped lines as "line N: why").
+
+    A line that is not a record (cut off by a kill, damaged, not UTF-8, a record without its step) is
+    skipped and named; the lines after it are kept. NaN and infinity, which Python's json writes but JSON
+    does not allow, are read as None: the value is unknown, the rest of the record stands.
+    """
+    records: List[Dict[str, Any]] = []
+    skipped: List[str] = []
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=lambda _: None)
+        except (json.JSONDecodeError, RecursionError):
+            skipped.append(f"line {number}: not JSON")
+            continue
+        if "\ufffd" in line:
+            skipped.append(f"line {number}: not UTF-8")
+            continue
+        problem = _record_problem(record)
+        if problem:
+            skipped.append(f"line {number}: {problem}")
+            continue
+        records.append(record)
+    return records, skipped
+
+
+def describe_skipped(path: Union[str, Path], skipped: List[str]) -> str:
+    """One line saying which lines of a metrics log were skipped."""
+    named = "; ".join(skipped[:NAMED_BAD_LINES]) + ("; ..." if len(skipped) > NAMED_BAD_LINES else "")
+    return f"{path}: {len(skipped)} lines are not metrics records and were skipped ({named})"

@@ -20,6 +20,7 @@ the splits named (make eval-pretrained: LibriSpeech's test-clean without its tra
 """
 from __future__ import annotations
 
+import sys
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -27,11 +28,12 @@ from typing import Dict, List, Tuple
 from ds2 import files
 from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
-from ds2.data.manifest import ProblemReport, Utterance, read_manifest, write_csv_manifest, write_json_manifest
-from ds2.data.sets import SPLITS, feature_cache_dir, manifest_path, sweep_feature_cache
+from ds2.data.manifest import (EXAMPLES_PER_REASON, ProblemReport, Utterance, read_manifest, write_csv_manifest,
+                               write_json_manifest)
+from ds2.data.sets import SPLITS, data_settings, feature_cache_dir, manifest_path, sweep_feature_cache
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
-from ds2.features import FeatureCache, check_window
+from ds2.features import AudioError, FeatureCache, check_window
 from ds2.shapes import output_frames
 from ds2.text import encode, min_ctc_frames
 
@@ -116,18 +118,33 @@ def _cache_worker_init(cache_dir: str, feature_cfg) -> None:
     _worker_cache = FeatureCache(cache_dir, feature_cfg)
 
 
-def _cache_one(audio_path: str) -> None:
-    _worker_cache.features(audio_path)
+def _cache_one(audio_path: str) -> str:
+    """'' once the features of audio_path are cached, or why its audio cannot be used."""
+    try:
+        _worker_cache.features(audio_path)
+    except AudioError as exc:
+        return str(exc)
+    return ""
 
 
-def warm_feature_cache(utterances: List[Utterance], cfg: Config, workers: int) -> None:
+def warm_feature_cache(utterances: List[Utterance], cfg: Config, workers: int) -> List[str]:
+    """Compute every utterance's features into the cache. Audio that cannot be used (it decodes to no
+    samples, or to NaN or infinite ones) is counted and named on stderr, not fatal: training and
+    evaluation leave such an utterance out of its batch. Returns the problems."""
     from ds2.progress import progress
 
     paths = [u.audio_path for u in utterances]
+    problems = []
     with Pool(workers, initializer=_cache_worker_init, initargs=(str(feature_cache_dir(cfg)), cfg.features)) as pool, \
             progress(total=len(paths), desc="computing features", unit="utt") as bar:
-        for _ in pool.imap_unordered(_cache_one, paths, chunksize=16):
+        for problem in pool.imap_unordered(_cache_one, paths, chunksize=16):
+            if problem:
+                problems.append(problem)
             bar.update(1)
+    if problems:
+        print(f"{len(problems)} utterances have audio that cannot be used; training and evaluation leave them "
+              f"out (e.g. {'; '.join(problems[:EXAMPLES_PER_REASON])})", file=sys.stderr)
+    return problems
 
 
 def add_arguments(parser) -> None:
@@ -180,7 +197,7 @@ def run(cfg: Config, args) -> int:
         write_transcripts(kept[split], Path(cfg.data.data_dir) / "transcripts" / split)
         if kept[split]:
             path = manifest_path(cfg, split)
-            write_json_manifest(path, kept[split])
+            write_json_manifest(path, kept[split], data_settings(cfg, split))
             write_csv_manifest(path.with_suffix(".csv"), kept[split])
     print(summary_table(found, kept, reports))
     for split in splits:

@@ -35,6 +35,7 @@ from ds2 import distributed, files, memory
 from ds2.checkpoint import storage
 from ds2.config import Config, count, save_config, to_dict, with_overrides
 from ds2.errors import UserError, first_line
+from ds2.metrics import describe_skipped, read_metrics_log
 
 METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
 PLOT_FILE = "curves.png"
@@ -94,14 +95,12 @@ class MetricsLog:
         files.append_line(self.path, record)
 
     def read(self) -> List[Dict[str, Any]]:
+        """The records; lines that are not records (cut off by a kill, damaged) are skipped and named on stderr."""
         if not self.path.exists():
             return []
-        records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut off by a kill: it and anything after it are dropped
+        records, skipped = read_metrics_log(self.path)
+        if skipped:
+            print(f"ds2: {describe_skipped(self.path, skipped)}", file=sys.stderr)
         return records
 
     def truncate_after(self, step: int) -> None:

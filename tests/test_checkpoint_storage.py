@@ -105,6 +105,43 @@ def test_truncated_or_damaged_checkpoint_is_detected_by_its_checksum(tmp_path):
         storage.load(path)
 
 
+def test_a_flipped_byte_is_found_without_the_sidecar_by_the_crc(tmp_path, capsys):
+    model, optimizer = model_and_optimizer(1)
+    path = storage.step_path(tmp_path, 4)
+    storage.save(path, model, optimizer, {"step": 4})
+    storage.checksum_path(path).unlink()
+    assert storage.has_crc(path)
+    storage.load(path)   # intact: loads on its CRC alone
+
+    data = bytearray(path.read_bytes())
+    path.chmod(0o600)
+    for offset in (len(data) // 3, len(data) // 2, len(data) - storage.CRC_TRAILER_BYTES - 1):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(storage.CorruptCheckpoint, match="MindSpore cannot read it"):
+            storage.load(path)
+
+    path.write_bytes(bytes(data[:-storage.CRC_TRAILER_BYTES]))   # neither sidecar nor CRC: said, not silent
+    storage.load(path)
+    assert "it was loaded unverified" in capsys.readouterr().err
+
+
+def test_a_damaged_sidecar_or_a_non_finite_value_is_refused(tmp_path):
+    model, optimizer = model_and_optimizer(1)
+    path = storage.step_path(tmp_path, 4)
+    storage.save(path, model, optimizer, {"step": 4})
+    storage.checksum_path(path).write_text("not a checksum\n")
+    with pytest.raises(storage.CorruptCheckpoint, match=r"\.sha256: not a SHA-256 checksum line; delete it"):
+        storage.load(path)
+    storage.checksum_path(path).unlink()
+    name, parameter = next(iter(model.parameters_and_names()))
+    parameter.set_data(parameter * float("nan"))
+    storage.save(path, model, optimizer, {"step": 4})
+    with pytest.raises(storage.CorruptCheckpoint, match=f"entry {name}.*not finite"):
+        storage.load(path)
+
+
 def test_prune_removes_checksums_with_their_checkpoints(tmp_path):
     model, optimizer = model_and_optimizer(1)
     for step in (1, 2, 3):

@@ -2,6 +2,7 @@
 import pytest
 
 from ds2.config import ConfigError, all_keys, apply_override, from_dict, load_config, to_dict, with_overrides
+from ds2.errors import DataError
 
 
 def write(tmp_path, text):
@@ -58,14 +59,21 @@ def test_choices_are_case_insensitive_and_normalised():
     assert load_config("small", overrides=["model.activation=HardTanh"]).model.activation == "hardtanh"
 
 
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """Nine aliases make 9^8 (43 million) list items; checking and quoting them took seconds and gigabytes."""
+    items = ["&a [x, x, x, x, x, x, x, x, x]"] + [f"&{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefg", "bcdefgh")]
+    with pytest.raises(DataError, match="holds more than 100000 values"):
+        load_config("small", write(tmp_path, "model:\n  rnn_hidden: [" + ", ".join(items) + "]\n"))
+
+
 def test_yaml_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key train.epoch; did you mean train.epochs"):
         load_config("small", write(tmp_path, "train:\n  epoch: 3\n"))
-    with pytest.raises(ConfigError, match="not valid YAML at line"):
+    with pytest.raises(DataError, match=r"c.yaml \(line 3\): not valid YAML: .*; edit the file"):
         load_config("small", write(tmp_path, "train:\n  lr: [1\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config("small", write(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(DataError, match="none.yaml: does not exist; give the path"):
         load_config("small", str(tmp_path / "none.yaml"))
     with pytest.raises(ConfigError, match="did you mean seed"):
         load_config("sed")

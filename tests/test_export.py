@@ -69,7 +69,8 @@ def test_an_export_that_does_not_match_is_not_written(run, tmp_path, monkeypatch
     monkeypatch.setattr(ds2.export, "PARITY_TOLERANCE", -1.0)    # nothing can match
     destination = tmp_path / "model.mindir"
     assert main(["export", "--checkpoint", str(checkpoint_path), "--output", str(destination)] + overrides) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if "does not record the data settings" not in line]   # the test's manifests are written by hand
     assert len(err) == 1 and "does not reproduce" in err[0] and "nothing written" in err[0]
     assert os.listdir(tmp_path) == []
 

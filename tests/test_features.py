@@ -7,6 +7,7 @@ import pytest
 import soundfile
 
 from ds2.config import FeatureConfig
+from ds2.errors import DataError
 from ds2.features import (EmptyAudioError, FeatureCache, UnreadableAudioError, compute_features,
                           load_audio)
 from ds2.shapes import input_frames
@@ -95,14 +96,43 @@ def test_cache_reuses_and_invalidates(tmp_path):
     assert other_config.misses == 1  # a different feature config never reads these entries
 
 
-def test_cache_replaces_a_corrupt_entry(tmp_path):
+def test_cache_replaces_a_corrupt_entry(tmp_path, capsys):
     audio_path = tmp_path / "a.wav"
     soundfile.write(audio_path, noise(4000), 16000)
     cache = FeatureCache(tmp_path / "cache", FeatureConfig())
     good = cache.features(audio_path)
     cache.path_for(audio_path).write_bytes(b"truncated")
     np.testing.assert_array_equal(cache.features(audio_path), good)
-    assert cache.misses == 2
+    assert cache.misses == 2 and cache.damaged == 1
+    assert "not a readable .npy file (" in capsys.readouterr().err
+    np.save(cache.path_for(audio_path), np.full_like(good, np.nan))   # loads, but is not features
+    np.testing.assert_array_equal(cache.features(audio_path), good)
+    assert cache.misses == 3 and cache.damaged == 2
+    entry = cache.path_for(audio_path).read_bytes()
+    header_end = entry.index(b"}")
+    # A header cut inside its dict (numpy 1.20 raises tokenize.TokenError), a header claiming far more
+    # frames than the file holds: both recomputed, neither allocates what the header claims.
+    for damaged in (entry[:header_end - 3] + b"\n" + entry[header_end + 1:],
+                    entry.replace(b"%d)" % good.shape[1], b"%d)" % (10 ** 12), 1)):
+        cache.path_for(audio_path).write_bytes(damaged)
+        with pytest.raises(DataError):
+            cache.read_entry(cache.path_for(audio_path))
+        np.testing.assert_array_equal(cache.features(audio_path), good)
+    assert cache.damaged == 4 and cache.features(audio_path).flags.writeable
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_are_unreadable_audio_from_a_path_or_an_open_file(tmp_path, bad):
+    samples = noise(4000).astype(np.float32)
+    samples[1234] = bad
+    path = tmp_path / "float.wav"
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    with pytest.raises(UnreadableAudioError, match=r"float.wav \(sample 1234\): 1 samples are not finite numbers"):
+        load_audio(path, 16000)
+    with open(path, "rb") as f, pytest.raises(UnreadableAudioError, match="not finite"):
+        load_audio(f, 16000)
+    with pytest.raises(UnreadableAudioError, match="not finite"):
+        compute_features(samples, FeatureConfig())
 
 
 def test_cache_concurrent_writers_leave_one_complete_file(tmp_path):

@@ -1,6 +1,7 @@
 """ds2.lm: modified Kneser-Ney ARPA models checked against hand-computed values and the properties every
 backoff model has; LibriSpeech's official models downloaded and checked."""
 import functools
+import gzip
 import hashlib
 import http.server
 import random
@@ -217,3 +218,28 @@ def test_unknown_official_lm_is_refused(tmp_path):
 def test_official_checksums_are_md5_hex():
     assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in lm.OFFICIAL_LM_MD5.values())
     assert DEFAULT_OFFICIAL_LM in lm.OFFICIAL_LM_MD5
+
+
+def test_a_damaged_arpa_is_one_data_error_naming_the_line(tmp_path):
+    from ds2.errors import DataError
+
+    model = lm.kneser_ney(["THE CAT SAT", "THE DOG SAT"], order=2)
+    text = lm.write_arpa(model, tmp_path / "good.arpa").read_text()
+    for damage, message in [(text.replace("\\2-grams:", "\\3-grams:"), r"line \d+\): expected the \\2-grams: section"),
+                            (text.replace("-0.", "-O.", 1), r"line \d+\): probability '-O\.\d+' is not a number"),
+                            (text.replace("ngram 1=", "ngram 1=x"), r"line 2\): expected 'ngram N=count'")]:
+        (tmp_path / "bad.arpa").write_text(damage)
+        with pytest.raises(DataError, match=message):
+            lm.read_arpa(tmp_path / "bad.arpa")
+    gz = lm.write_arpa(model, tmp_path / "good.arpa.gz").read_bytes()
+    (tmp_path / "cut.arpa.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(DataError, match=r"cut.arpa.gz \(line \d+\): damaged or cut-off gzip data.*; build it again"):
+        lm.read_arpa(tmp_path / "cut.arpa.gz")
+    with gzip.open(tmp_path / "bomb.arpa.gz", "wb") as bomb:   # 64 MB without a line break, in 64 kB
+        for _ in range(64):
+            bomb.write(b"A" * (1 << 20))
+    with pytest.raises(DataError, match=r"bomb.arpa.gz \(line 1\): a line longer than 65536 characters"):
+        lm.read_arpa(tmp_path / "bomb.arpa.gz")
+    (tmp_path / "latin1.arpa").write_bytes(text.replace("CAT", "CAT\xe9").encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        lm.read_arpa(tmp_path / "latin1.arpa")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ds2 import lm, lm_decode
+from ds2.errors import DataError
 from ds2.decode import greedy_decode
 from tests.helpers import label_frames
 
@@ -104,18 +105,20 @@ def test_settings_live_beside_the_checkpoint(tmp_path):
     assert moved.lm_path == str(tmp_path / "moved" / "data" / "lm" / "train-1gram.arpa")
 
     path = lm_decode.settings_path(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
-    path.write_text('{"alpha": "much"}')
-    with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
-        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
-    path.write_text('not json')
-    with pytest.raises(lm_decode.LmDecodeError, match="tune-lm"):
-        lm_decode.load_settings(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
+    moved_checkpoint = tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt"
+    for damaged in ['{"alpha": "much"}', 'not json', '{"lm_path": "a.arpa", "alpha": NaN, "beta": 1}', "[]",
+                    b'{"lm_path": "\xff.arpa", "alpha": 1, "beta": 1}']:
+        path.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+        with pytest.raises(DataError, match=r"best.ckpt.lm.json: not a tuned-LM settings file .*; remove it, or run "
+                                            r"ds2 tune-lm again"):
+            lm_decode.load_settings(moved_checkpoint)
 
 
 def test_loading_the_lm_writes_nothing_to_stderr(arpa, capfd):
     lm_decode.LmDecoder(LABELS, arpa)
     assert capfd.readouterr().err == ""   # KenLM's "Loading the LM ..." and its star bar are discarded
-    with pytest.raises(lm_decode.LmDecodeError, match="KenLM could not load"):
+    with pytest.raises(DataError, match="bad.arpa: KenLM could not load it: This ngram implementation assumes at "
+                                        "least a bigram model. Byte: 18; build it again"):
         bad = arpa.parent / "bad.arpa"
         bad.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\tA\n\n\\end\\\n")
         lm_decode.LmDecoder(LABELS, bad, vocabulary=["A"])

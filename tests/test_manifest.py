@@ -129,3 +129,36 @@ def test_cli_reports_skipped_entries_with_exit_status(tmp_path, corpus, capsys):
     assert "1 skipped" in capsys.readouterr().err
     assert len(json.loads((tmp_path / "out.json").read_text())["samples"]) == 1
     assert run_cli("to-json", str(tmp_path / "missing.csv"), str(tmp_path / "x.json")) == 1
+
+
+def test_one_non_utf8_byte_rejects_only_its_entry(tmp_path, corpus):
+    write_json_manifest(tmp_path / "m.json", corpus)
+    raw = (tmp_path / "m.json").read_bytes().replace(b'"IT\'S A CAT"', b'"IT\'S A \xff CAT"')
+    (tmp_path / "m.json").write_bytes(raw)
+    utterances, report = read_json_manifest(tmp_path / "m.json")
+    assert [u.id for u in utterances] == ["19-198-0000"]
+    assert report.counts == {manifest.NOT_UTF8: 1} and "sample 1" in str(report)
+
+    write_csv_manifest(tmp_path / "m.csv", corpus)
+    lines = (tmp_path / "m.csv").read_bytes().split(b"\n")
+    (tmp_path / "m.csv").write_bytes(b"\n".join([lines[0] + b"\xfe", b"a,b,c", b'"unclosed'] + lines[1:]))
+    utterances, report = read_csv_manifest(tmp_path / "m.csv")
+    assert [u.id for u in utterances] == ["19-198-0001"]
+    assert report.counts == {manifest.NOT_UTF8: 1, manifest.BAD_ENTRY: 2} and "m.csv:2" in str(report)
+
+
+def test_an_entry_with_a_non_finite_or_wrong_typed_field_is_skipped(tmp_path, corpus):
+    write_json_manifest(tmp_path / "m.json", corpus)
+    raw = json.loads((tmp_path / "m.json").read_text())
+    raw["samples"][0]["duration"] = float("nan")
+    raw["samples"].append({"wav_path": 7})
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    utterances, report = read_json_manifest(tmp_path / "m.json")
+    assert [u.id for u in utterances] == ["19-198-0001"] and report.counts == {manifest.BAD_ENTRY: 2}
+    assert "duration nan is not a finite number" in str(report)
+
+
+def test_a_manifest_that_is_not_json_is_one_line_naming_the_place(tmp_path):
+    (tmp_path / "m.json").write_text('{"samples": [\n  {"wav_path": "a.wav",}\n]}')
+    with pytest.raises(ManifestError, match=r"m.json \(line 2, column 24\): not valid JSON: .*; fix or remove it"):
+        read_json_manifest(tmp_path / "m.json")

@@ -1,6 +1,6 @@
 import pytest
 
-from ds2.metrics import char_edits, corpus_cer, corpus_wer, error_rates, word_edits
+from ds2.metrics import char_edits, corpus_cer, corpus_wer, error_rates, read_metrics_log, word_edits
 
 
 def test_word_edits_hand_worked():
@@ -42,3 +42,19 @@ def test_bad_inputs():
         error_rates(["A", "B"], ["A"])
     with pytest.raises(ValueError, match="empty"):
         error_rates([""], ["A"])
+
+
+def test_a_bad_line_in_metrics_jsonl_is_skipped_and_named_and_later_records_are_kept(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"kind": "train", "step": 1, "loss": 2.0}\n'
+                     b'{"kind": "train", "st\n'                                  # cut off by a kill
+                     b'{"kind": "train", "step": 2, "loss": NaN, "lr": Infinity}\n'
+                     b'{"kind": "dev", "step": 2, "dev_cer": 0.5, "dev_wer": NaN}\n'
+                     b'{"kind": "train", "step": 3, "note": "\xff"}\n'
+                     b'[1, 2]\n'
+                     b'{"kind": "train", "step": 4, "loss": 1.0}\n')
+    records, skipped = read_metrics_log(path)
+    assert [r["step"] for r in records] == [1, 2, 4]
+    assert records[1]["loss"] is None and records[1]["lr"] is None
+    assert skipped == ["line 2: not JSON", "line 4: dev_wer is not a finite number", "line 5: not UTF-8",
+                       "line 6: not a JSON object"]

@@ -141,3 +141,25 @@ def test_splits_option_prepares_only_those_splits(tmp_path, capsys):
     assert run_preprocess(cfg, "--splits", "test", "--workers", "1") == 0
     assert manifest_path(cfg, "test").is_file()
     assert not manifest_path(cfg, "train").exists() and not manifest_path(cfg, "dev").exists()
+
+
+def test_warm_cache_names_audio_with_nan_samples_and_goes_on(tmp_path, capsys):
+    """Float audio can hold NaN: preprocess --warm-cache counts and names it instead of failing."""
+    source = tmp_path / "source"
+    utterances = []
+    for index in range(3):
+        samples = (np.random.RandomState(index).randn(16000) * 0.1).astype(np.float32)
+        if index == 1:
+            samples[100] = np.nan
+        audio = source / f"19-198-000{index}.wav"
+        audio.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(audio, samples, 16000, subtype="FLOAT")
+        transcript = source / f"19-198-000{index}.txt"
+        transcript.write_text("HELLO")
+        utterances.append(Utterance(audio.stem, str(audio), "HELLO", 1.0, "", str(transcript)))
+    write_csv_manifest(source / "train.csv", utterances)
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.source=manifest",
+                                          f"data.train_manifest={source / 'train.csv'}"])
+    assert run_preprocess(cfg, "--warm-cache", "--workers", "1", "--splits", "train") == 0
+    error = capsys.readouterr().err
+    assert "1 utterances have audio that cannot be used" in error and "19-198-0001.wav (sample 100)" in error

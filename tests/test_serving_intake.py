@@ -54,4 +54,7 @@ def test_bad_uploads_get_their_status():
     assert status_of(flac[:len(flac) // 3]) == (400, "unreadable_audio")                # FLAC cut short
     assert status_of(ogg[:len(ogg) // 3]) == (400, "unreadable_audio")
     assert status_of(wav, max_audio_seconds=1.5) == (413, "audio_too_long")
+    with_nan = tone(2.0, 16000).astype(np.float32)
+    with_nan[500] = np.nan
+    assert status_of(encoded(with_nan, 16000, "WAV", "FLOAT")) == (400, "unreadable_audio")   # float WAV can hold NaN
 

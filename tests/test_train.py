@@ -244,7 +244,7 @@ def test_bad_audio_mid_epoch_is_skipped_counted_and_named(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train"] + tiny_overrides(run_dir, tmp_path / "data", manifests, **{"train.epochs": 1})) == 0
     out = capsys.readouterr().out
-    assert f"{unreadable['id']}: cannot read audio" in out
+    assert f"{unreadable['id']}: {unreadable['wav_path']}: cannot decode it" in out
     assert f"{understated['id']}: its audio has" in out and "more than its manifest duration" in out
     assert "batches skipped for bad data (2 utterances, named above)" in out
     trained = [r for r in read_metrics(run_dir) if r["kind"] == "train"]

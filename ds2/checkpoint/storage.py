@@ -15,7 +15,10 @@ crash (even SIGKILL) or a full disk leaves either the old or the new file, never
 MindSpore .tmp file in checkpoints/. Weights holding a NaN or an infinity are refused (NonFiniteWeights),
 never saved. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
 verifies it, so a file truncated or damaged later (copying, a full disk) is detected
-(CorruptCheckpoint) and `ds2 train --resume` falls back to the previous checkpoint.
+(CorruptCheckpoint) and `ds2 train --resume` falls back to the previous checkpoint. A checkpoint whose
+sidecar is lost is still checked: MindSpore writes a CRC-32 of the whole file at its end (crc_check),
+which load verifies; a file with neither (written before ds2 saved the CRC) is loaded with a warning.
+Every stored floating-point value must be finite, and the stored meta must be a JSON object.
 
 restore() takes ds2's own checkpoints only: every name and shape exactly as the model and optimizer
 have them. Checkpoints of other versions and code bases go through ds2.checkpoint.reconcile (ds2
@@ -34,15 +37,22 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ds2 import files
-from ds2.errors import UserError, first_line
+from ds2.errors import DataError, UserError, first_line
 
 META_KEY = "ds2_meta"
 OPTIMIZER_PREFIX = "optimizer."
 STEP_FILE = re.compile(r"^step-(\d+)\.ckpt$")
 BEST_NAME = "best.ckpt"
+# MindSpore's save_checkpoint(crc_check=True) ends the file with b"crc_num" and the CRC-32 of the rest in
+# 10 big-endian bytes; load_checkpoint(crc_check=True) verifies it.
+CRC_MARKER = b"crc_num"
+CRC_TRAILER_BYTES = len(CRC_MARKER) + 10
+# What to do about a checkpoint that cannot be trusted.
+CHECKPOINT_FIX = "use another checkpoint (--checkpoint last, or a step-*.ckpt), or train again"
+SHA256_HEX_DIGITS = 64
 
 
-class CorruptCheckpoint(UserError, ValueError):
+class CorruptCheckpoint(DataError):
     """The file is truncated, damaged, or not readable as a MindSpore checkpoint."""
 
 
@@ -134,7 +144,8 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
         previous = logging.root.manager.disable
         logging.disable(logging.CRITICAL)
         try:
-            ms.save_checkpoint(entries, str(written), append_dict={META_KEY: files.json_text(meta)})
+            ms.save_checkpoint(entries, str(written), append_dict={META_KEY: files.json_text(meta)},
+                               crc_check=True)
         except OSError as exc:
             raise files.write_error(path, exc) from None
         except RuntimeError as exc:  # MindSpore reports a failed write (a full disk) as a RuntimeError
@@ -148,38 +159,102 @@ def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
         files.publish_file(written, path)
 
 
-def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(parameters by name, meta) of a checkpoint written by `save`."""
+def has_crc(path: Path) -> bool:
+    """True when the file ends with MindSpore's CRC-32 trailer (saved with crc_check=True)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < CRC_TRAILER_BYTES:
+            return False
+        f.seek(-CRC_TRAILER_BYTES, os.SEEK_END)
+        return f.read(len(CRC_MARKER)) == CRC_MARKER
+
+
+def read_sidecar(sidecar: Path) -> str:
+    """The SHA-256 a checksum sidecar holds ("<64 hex digits>  <name>"), or CorruptCheckpoint."""
+    try:
+        fields = sidecar.read_bytes().split()
+    except OSError as exc:
+        raise CorruptCheckpoint(sidecar, f"cannot read it ({exc.strerror or exc})", "check its permissions") from None
+    digest = fields[0].decode("ascii", errors="replace").lower() if fields else ""
+    if len(digest) != SHA256_HEX_DIGITS or any(c not in "0123456789abcdef" for c in digest):
+        raise CorruptCheckpoint(sidecar, "not a SHA-256 checksum line",
+                                "delete it to load the checkpoint with its own CRC check only")
+    return digest
+
+
+def check_values(path: Path, values: Dict[str, Any]) -> None:
+    """CorruptCheckpoint naming the first stored floating-point value that is not finite."""
+    import numpy as np
+
+    for name, value in values.items():
+        asnumpy = getattr(value, "asnumpy", None)
+        if asnumpy is None:
+            continue
+        array = asnumpy()
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CorruptCheckpoint(path, f"{name} holds values that are not finite numbers (NaN or infinity)",
+                                    CHECKPOINT_FIX, place=f"entry {name}")
+
+
+def _mindspore_load(path: Path, crc_check: bool = False) -> Dict[str, Any]:
+    """ms.load_checkpoint, with anything it raises on a damaged file made a CorruptCheckpoint."""
     import mindspore as ms
 
+    try:
+        return ms.load_checkpoint(str(path), crc_check=crc_check)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError) as exc:
+        raise CorruptCheckpoint(path, f"MindSpore cannot read it ({first_line(exc)})",
+                                f"{CHECKPOINT_FIX}; python -m envcheck --checkpoint {path} says more") from None
+
+
+def _meta(path: Path, meta_text: Any) -> Dict[str, Any]:
+    try:
+        meta = json.loads(meta_text)
+    except (TypeError, ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise CorruptCheckpoint(path, f"its {META_KEY!r} entry is not a JSON object", CHECKPOINT_FIX)
+    return meta
+
+
+def load(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(parameters by name, meta) of a checkpoint written by `save`, verified: by its sidecar's SHA-256
+    when there is one, else by its CRC-32; every floating-point value finite."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}: give an existing file, or best / last of the run in run_dir")
     sidecar = checksum_path(path)
     if sidecar.is_file():
-        expected = sidecar.read_text().split()[0]
-        if file_sha256(path) != expected:
-            raise CorruptCheckpoint(f"{path}: SHA-256 does not match {sidecar.name} (truncated or damaged)")
-    try:
-        values = ms.load_checkpoint(str(path))
-    except (RuntimeError, ValueError) as exc:
-        raise CorruptCheckpoint(f"{path}: MindSpore cannot read it ({first_line(exc)}); "
-                                f"check it with python -m envcheck --checkpoint {path}") from exc
+        if file_sha256(path) != read_sidecar(sidecar):
+            raise CorruptCheckpoint(path, f"SHA-256 does not match {sidecar.name} (truncated or damaged)",
+                                    CHECKPOINT_FIX)
+        values = _mindspore_load(path)
+    elif has_crc(path):
+        values = _mindspore_load(path, crc_check=True)
+    else:
+        values = _mindspore_load(path)
+        print(f"ds2: {path} has no {sidecar.name} and no CRC: it was loaded unverified", file=sys.stderr)
     meta_text = values.pop(META_KEY, None)
     if meta_text is None:
-        raise UserError(f"{path} has no {META_KEY!r} entry: not a ds2 training checkpoint; convert it first "
-                        f"with ds2 convert {path}")
-    return values, json.loads(meta_text)
+        raise CorruptCheckpoint(path, f"no {META_KEY!r} entry: cut off, or not a ds2 training checkpoint",
+                                f"{CHECKPOINT_FIX}; a checkpoint of another code base goes through ds2 convert {path}")
+    meta = _meta(path, meta_text)
+    check_values(path, values)
+    return values, meta
 
 
 def read_checkpoint(path) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not; MindSpore's
-    own error when it cannot parse it."""
+    """(entries by name, ds2 meta or None) of any MindSpore .ckpt file, ds2's or not. MindSpore's own error
+    when it cannot parse it (its CRC is checked when it has one): envcheck's checkpoint probe reports it as
+    it is, and ds2 convert in one line; CorruptCheckpoint for a meta that is not JSON or a non-finite value."""
     import mindspore as ms
 
-    values = ms.load_checkpoint(str(path))
+    path = Path(path)
+    values = ms.load_checkpoint(str(path), crc_check=has_crc(path))
     meta_text = values.pop(META_KEY, None)
-    return values, (json.loads(meta_text) if isinstance(meta_text, str) else None)
+    meta = _meta(path, meta_text) if isinstance(meta_text, str) else None
+    check_values(path, values)
+    return values, meta
 
 
 def restore(values: Dict[str, Any], model, optimizer=None) -> None:

@@ -18,6 +18,8 @@ import types
 import zipfile
 from typing import Any, Dict, Tuple
 
+from ds2.errors import DataError
+
 # What unpickling a checkpoint of tensors and plain values needs to import. Nothing else is
 # allowed: unpickling can call any importable function (os.system included).
 TORCH_STORAGES = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage",
@@ -63,8 +65,16 @@ PLAIN_GLOBALS = {("builtins", "dict"): dict, ("builtins", "list"): list, ("built
                  ("builtins", "bool"): bool, ("collections", "defaultdict"): collections.defaultdict}
 
 
-class UnsafeCheckpoint(Exception):
+class TorchCheckpointError(DataError):
+    """A torch checkpoint that cannot be read as one: damaged, cut off, or not a state_dict of tensors."""
+
+
+class UnsafeCheckpoint(TorchCheckpointError):
     """The file asks for something a checkpoint of tensors and plain values never needs."""
+
+
+# What to do about a torch checkpoint that cannot be read.
+TORCH_FIX = "give the .pth / .ckpt file as deepspeech.pytorch saved it (copy it again if it was cut off)"
 
 
 class InertObject:
@@ -108,7 +118,7 @@ def _typing_subscript(origin, arguments):
     """operator.getitem as pickle calls it to rebuild typing.List[typing.Any] (a config field's type):
     allowed on typing's stand-ins only, and it returns the type's name."""
     if not (isinstance(origin, type) and issubclass(origin, InertObject) and origin.qualified_name.startswith("typing.")):
-        raise UnsafeCheckpoint(f"operator.getitem applied to {origin!r}")
+        raise UnsafeCheckpoint(None, f"operator.getitem applied to {origin!r}")
     arguments = arguments if isinstance(arguments, tuple) else (arguments,)
     return f"{origin.qualified_name}[{', '.join(str(plain(argument)) for argument in arguments)}]"
 
@@ -127,7 +137,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in PLAIN_GLOBALS:
             return PLAIN_GLOBALS[(module, name)]
         if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafeCheckpoint(f"{module}.{name}")
+            raise UnsafeCheckpoint(None, f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -179,29 +189,51 @@ def is_torch_file(path) -> bool:
 
 def read_torch_checkpoint(path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(state_dict as numpy arrays, the other top-level entries as plain values) of a torch checkpoint,
-    unpickled restrictedly."""
+    unpickled restrictedly. TorchCheckpointError (UnsafeCheckpoint for what it refuses to run) on
+    anything that is not one: every array it returns is finite."""
+    import numpy as np
     import torch
 
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist()):
-                # torch.load hands these to torch.jit.load, past any pickle_module.
-                raise UnsafeCheckpoint(f"refusing to read {path}: it is a TorchScript archive (code, not a "
-                                       "state_dict); save the model's state_dict() instead")
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist()):
+                    raise UnsafeCheckpoint(path, "refusing to read it: it is a TorchScript archive (code, not a "
+                                                 "state_dict)", "save the model's state_dict() instead")
         loaded = torch.load(str(path), map_location="cpu", pickle_module=restricted_pickle)
     except UnsafeCheckpoint as exc:
+        if exc.path:
+            raise
         raise UnsafeCheckpoint(
-            f"refusing to read {path}: unpickling it would import {exc}, and only tensors, plain Python values "
-            "and the configuration classes of deepspeech.pytorch checkpoints are allowed (a torch checkpoint "
-            "is a pickle, and unpickling can run any code). If you trust the file, load it with torch yourself "
-            "and save the plain parts: "
+            path, f"refusing to read it: unpickling it would import {exc.problem}, and only tensors, plain Python "
+            "values and the configuration classes of deepspeech.pytorch checkpoints are allowed (a torch checkpoint "
+            "is a pickle, and unpickling can run any code)",
+            "if you trust the file, load it with torch yourself and save the plain parts: "
             "torch.save({'state_dict': ckpt['state_dict'], 'labels': list_of_labels}, 'plain.pth')") from None
+    except OSError as exc:
+        raise TorchCheckpointError(path, f"cannot read it ({exc.strerror or exc})", TORCH_FIX) from None
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load raises on a damaged pickle or archive is about the file
+        raise TorchCheckpointError(path, f"not a readable torch checkpoint ({type(exc).__name__}: {exc})",
+                                   TORCH_FIX) from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a dict (a state_dict or a checkpoint holding one), got {type(loaded).__name__}")
+        raise TorchCheckpointError(path, f"expected a dict (a state_dict or a checkpoint holding one), got "
+                                         f"{type(loaded).__name__}", TORCH_FIX)
     state = loaded["state_dict"] if "state_dict" in loaded else loaded
+    if not isinstance(state, dict):
+        raise TorchCheckpointError(path, f"its state_dict is a {type(state).__name__}, not a dict", TORCH_FIX)
     others = {key: plain(value) for key, value in loaded.items() if key != "state_dict"} if "state_dict" in loaded else {}
-    arrays = {name: value.detach().cpu().numpy() for name, value in state.items() if torch.is_tensor(value)}
+    arrays = {}
+    for name, value in state.items():
+        if not torch.is_tensor(value):
+            continue
+        try:
+            array = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as exc:   # a dtype numpy has no type for (bfloat16)
+            raise TorchCheckpointError(path, f"entry {name} cannot be read as an array ({exc})", TORCH_FIX) from None
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise TorchCheckpointError(path, f"entry {name} holds values that are not finite numbers", TORCH_FIX,
+                                       place=f"entry {name}")
+        arrays[name] = array
     if not arrays:
-        raise ValueError(f"{path}: no tensors in its state_dict")
+        raise TorchCheckpointError(path, "no tensors in its state_dict", TORCH_FIX)
     return arrays, others

@@ -9,20 +9,24 @@ HTTP Range request, and the file gets its final name only after its MD5 matched.
 """
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from ds2.config import OPENSLR_URL
 from ds2.data.manifest import (MISSING_TRANSCRIPT, ProblemReport, Utterance, check_utterance,
                                speaker_from_id)
-from ds2.errors import UserError
+from ds2.errors import DataError, UserError
 SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500",
            "dev-clean", "dev-other", "test-clean", "test-other")
 # MD5 of each official archive, as listed in OpenSLR's https://www.openslr.org/resources/12/md5sum.txt.
@@ -50,8 +54,20 @@ class ChecksumError(LibriSpeechError):
     pass
 
 
-class UnsafeArchiveError(LibriSpeechError):
+class ArchiveError(DataError, LibriSpeechError):
+    """A tar archive that cannot be extracted: damaged, cut off, or with a member it refuses (one that
+    would be written outside the target folder, a device file)."""
+
+
+class UnsafeArchiveError(ArchiveError):
     pass
+
+
+# Errors extracting a member that are about the disk, not the archive (the others: a member that cannot be
+# written as its name says, e.g. a file where an earlier member made a folder, is the archive's fault).
+DISK_ERRNOS = frozenset([errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO])
+# What to do about an archive that cannot be extracted.
+ARCHIVE_FIX = "delete it and run again to download it afresh, or set data.librispeech_url to another mirror"
 
 
 def check_subsets(subsets: List[str]) -> None:
@@ -157,38 +173,52 @@ def safe_extract(archive: Union[str, Path], target: Union[str, Path]) -> None:
     """
     target = os.path.realpath(target)
     os.makedirs(target, exist_ok=True)
+    name = None
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 name = member.name
-                if os.path.isabs(name) or ".." in Path(name).parts:
-                    raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute or '..' path")
-                if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-                    raise UnsafeArchiveError(f"{archive}: member {name!r} is a device file or FIFO")
-                parent = os.path.realpath(os.path.join(target, os.path.dirname(name)))
-                destination = os.path.join(parent, os.path.basename(name))
-                if not _inside(parent, target) or os.path.islink(destination):
-                    raise UnsafeArchiveError(f"{archive}: member {name!r} would be written outside {target}")
-                if member.issym():
-                    pointed = os.path.realpath(os.path.join(parent, member.linkname))
-                elif member.islnk():
-                    pointed = os.path.realpath(os.path.join(target, member.linkname))
-                else:
-                    pointed = destination
-                if not _inside(pointed, target):
-                    raise UnsafeArchiveError(f"{archive}: link {name!r} -> {member.linkname!r} points outside {target}")
+                _refuse_unsafe(archive, target, member)
                 tar.extract(member, target, set_attrs=False)
-    except (tarfile.TarError, EOFError) as exc:
-        raise LibriSpeechError(f"{archive} is not a readable tar archive: {exc}") from exc
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise   # the disk, not the archive: a full disk or a read-only folder
+        raise ArchiveError(archive, f"not a readable tar archive ({exc})", ARCHIVE_FIX,
+                           place=f"after member {name!r}" if name else None) from None
+
+
+def _refuse_unsafe(archive, target: str, member: tarfile.TarInfo) -> None:
+    """UnsafeArchiveError for a member that could write outside target: an absolute or '..' name, a
+    device file or FIFO, a link leaving the target (resolved on disk, following links extracted before)."""
+    name = member.name
+    place = f"member {name!r}"
+    if os.path.isabs(name) or ".." in Path(name).parts or "\0" in name:
+        raise UnsafeArchiveError(archive, f"member {name!r} has an absolute or '..' path", ARCHIVE_FIX, place=place)
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchiveError(archive, f"member {name!r} is a device file or FIFO", ARCHIVE_FIX, place=place)
+    parent = os.path.realpath(os.path.join(target, os.path.dirname(name)))
+    destination = os.path.join(parent, os.path.basename(name))
+    if not _inside(parent, target) or os.path.islink(destination):
+        raise UnsafeArchiveError(archive, f"member {name!r} would be written outside {target}", ARCHIVE_FIX,
+                                 place=place)
+    if member.issym():
+        pointed = os.path.realpath(os.path.join(parent, member.linkname))
+    elif member.islnk():
+        pointed = os.path.realpath(os.path.join(target, member.linkname))
+    else:
+        pointed = destination
+    if not _inside(pointed, target):
+        raise UnsafeArchiveError(archive, f"link {name!r} -> {member.linkname!r} points outside {target}",
+                                 ARCHIVE_FIX, place=place)
 
 
 def reject(archive: Path, why: str) -> None:
     """Move a refused archive out of the way (so the next run downloads afresh) and say so."""
     rejected = archive.with_name(archive.name + ".rejected")
     os.replace(archive, rejected)
-    raise LibriSpeechError(f"{archive} refused: {why}. It was moved to {rejected.name} (delete it when done "
-                           f"looking); run again to download the subset afresh, or set data.librispeech_url "
-                           f"to another mirror")
+    raise ArchiveError(archive, f"refused: {why}", f"it was moved to {rejected.name} (delete it when done "
+                                                   f"looking); run again to download the subset afresh, or set "
+                                                   f"data.librispeech_url to another mirror")
 
 
 def prepare_subset(root: Union[str, Path], subset: str, base_url: str = OPENSLR_URL,
@@ -221,7 +251,7 @@ def prepare_subset(root: Union[str, Path], subset: str, base_url: str = OPENSLR_
             if not extracted.is_dir():
                 raise LibriSpeechError(f"{archive} does not contain LibriSpeech/{subset}/")
         except LibriSpeechError as exc:
-            reject(archive, str(exc))
+            reject(archive, exc.problem if isinstance(exc, DataError) else str(exc))
         (root / "LibriSpeech").mkdir(parents=True, exist_ok=True)
         for extra in (staging / "LibriSpeech").iterdir():  # README, SPEAKERS.TXT, ... shared by subsets
             if extra.is_file() and not (root / "LibriSpeech" / extra.name).exists():

@@ -5,12 +5,13 @@ cache under feature_cache_dir(cfg); train and eval read both with load_sets.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from ds2.config import Config
-from ds2.errors import UserError
+from ds2.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from ds2.batching import UtteranceSet
@@ -42,20 +43,59 @@ def sweep_feature_cache(cfg: Config) -> None:
     files.sweep_tree(feature_cache_dir(cfg), depth=2)
 
 
+def data_settings(cfg: Config, split: str) -> Dict[str, Any]:
+    """The settings that decide which utterances `ds2 preprocess` puts in split's manifest, as JSON values:
+    the manifest records them, and train and eval compare them with the settings in effect."""
+    data = cfg.data
+    settings: Dict[str, Any] = {"source": data.source}
+    if data.source == "synth":
+        settings.update(utterances=getattr(data, f"synth_{split}"), synth_seed=data.synth_seed,
+                        sample_rate=cfg.features.sample_rate)
+    elif data.source == "librispeech":
+        settings.update(subsets=list(getattr(data, f"{split}_subsets")))
+    else:
+        settings.update(manifest=getattr(data, f"{split}_manifest"))
+    # The labels as a set of characters: which transcripts they can spell, whatever their order (a converted
+    # checkpoint may order them otherwise than the preset that prepared the data).
+    settings.update(max_duration=data.max_duration, labels="".join(sorted(set(cfg.model.labels))))
+    return json.loads(json.dumps(settings))
+
+
+def check_provenance(cfg: Config, split: str, path: Path) -> None:
+    """DataError when the manifest at path was written under other data settings than cfg's; a warning when
+    it does not say (written before manifests recorded them, or by another tool): it is used as it is."""
+    from ds2.data.manifest import DATA_SETTINGS_KEY, read_data_settings
+
+    stored = read_data_settings(path)
+    if stored is None:
+        print(f"ds2: {path} does not record the data settings that wrote it ({DATA_SETTINGS_KEY}); it is used "
+              f"as it is (run `ds2 preprocess` again to record them)", file=sys.stderr)
+        return
+    current = data_settings(cfg, split)
+    differences = [f"{name} {stored.get(name)!r} there, {current.get(name)!r} now"
+                   for name in sorted(set(stored) | set(current)) if stored.get(name) != current.get(name)]
+    if differences:
+        raise DataError(path, f"written under other data settings ({'; '.join(differences)})",
+                        "run `ds2 preprocess` (make preprocess) again with the same --preset/--config/--set "
+                        "as this command")
+
+
 def read_split(cfg: Config, split: str) -> List["Utterance"]:
-    """The usable utterances of split's manifest (its problems printed to stderr)."""
+    """The usable utterances of split's manifest (its problems printed to stderr), which must have been
+    written under the data settings in effect (check_provenance)."""
     from ds2.data.manifest import read_manifest
 
     path = manifest_path(cfg, split)
     if not path.is_file():
         raise UserError(f"no {split} manifest at {path}: run `ds2 preprocess` (make preprocess) first, with "
                         f"the same --preset/--config/--set")
+    check_provenance(cfg, split, path)
     utterances, problems = read_manifest(path, cfg.model.labels)
     if problems.total:
         print(f"{split} manifest {path}: {problems}", file=sys.stderr)
     if not utterances:
-        raise UserError(f"the {split} manifest {path} has no usable utterances; run `ds2 preprocess` again "
-                        f"and read its table of skipped utterances")
+        raise DataError(path, f"the {split} manifest has no usable utterances ({problems.total} skipped)",
+                        "run `ds2 preprocess` again and read its table of skipped utterances")
     return utterances
 
 

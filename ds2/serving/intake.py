@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 
 from ds2.config import FeatureConfig
-from ds2.errors import first_line
+from ds2.errors import DataError, first_line
 from ds2.features import EmptyAudioError, UnreadableAudioError, compute_features, load_audio
 
 READABLE = "WAV, FLAC, OGG or MP3"
@@ -49,8 +49,10 @@ class Features(NamedTuple):
 
 
 def reason(exc: BaseException) -> str:
-    """libsndfile's own words, without what precedes them ("Error opening <file>: ", "cannot read audio ...: ")."""
-    return first_line(exc).rsplit(": ", 1)[-1]
+    """libsndfile's own words, without what precedes them ("Error opening <file>: ", "cannot decode it: "),
+    or what a DataError says is wrong."""
+    problem = exc.problem if isinstance(exc, DataError) else first_line(exc)
+    return problem.rsplit(": ", 1)[-1]
 
 
 def upload_features(data: bytes, feature_cfg: FeatureConfig, max_audio_seconds: float) -> Features:
