@@ -67,7 +67,7 @@ def test_a_failing_mindspore_save_leaves_the_last_checkpoint_and_nothing_else(tm
     storage.save(first, model, optimizer, {"step": 1})
     kept = sorted(p.name for p in tmp_path.iterdir())
 
-    def disk_full(entries, name, append_dict=None):   # MindSpore's own partial file, then its error
+    def disk_full(entries, name, **options):   # MindSpore's own partial file, then its error
         Path(name + ".tmp").write_bytes(b"half a checkpoint")
         raise RuntimeError("Failed to save the checkpoint file: No space left on device")
     monkeypatch.setattr(ms, "save_checkpoint", disk_full)
