@@ -40,9 +40,13 @@ def layer_shape(preset: str, width: int, batch: int):
     return output_lengths(width, cfg.model), batch, cfg.model.rnn_hidden, cfg.model.rnn_hidden
 
 
-def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats: int):
+def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats: int, direction=None):
+    """Wall and CPU time of each repeat of the compiled value-and-grad of one direction of one layer.
+
+    `direction(x, w_ih, w_hh, b_ih, b_hh) -> y` runs the direction; default: ds2's BiLSTM on
+    MindSpore's kernel (bench/onednn_lstm_op.py passes its custom operator).
+    """
     import mindspore as ms
-    from mindspore import ops
 
     from ds2.config import load_config
     from ds2.model import BiLSTM
@@ -52,9 +56,10 @@ def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats:
     configure_mindspore(cfg)
     layer = BiLSTM(inputs, hidden)
     params = [layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh]
+    run = direction or layer._run
 
     def loss(x, dy):
-        return (layer._run(x, *params) * dy).sum()
+        return (run(x, *params) * dy).sum()
 
     grad = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params))
     rng = np.random.default_rng(0)
@@ -66,6 +71,9 @@ def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats:
         wall, cpu = time.perf_counter(), time.process_time()
         value, grads = grad(x, dy)
         value.asnumpy()
+        input_grad, weight_grads = grads
+        for g in (input_grad, *weight_grads):   # wait for every gradient, not only the loss
+            g.asnumpy()
         lines.append(f"repeat {r}: total {1000 * (time.perf_counter() - wall):.1f} ms, "
                      f"CPU {1000 * (time.process_time() - cpu):.1f} ms")
     return lines

@@ -1,6 +1,8 @@
 """bench/: the LibriSpeech-like mix, the two batch plans, the harness's step planning, and the PyTorch twin's shape.
 
 Figures (speed, memory) are the benchmark's output, never asserted here."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,28 @@ def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
     # seed: 1428 input frames -> 714 steps (time stride 2); BiLSTM layers 2..5 take H inputs
     assert layer_shape("seed", 1428, 11) == (714, 11, 1024, 1024)
     assert layer_shape("small", 1428, 8) == (357, 8, 192, 192)      # the small model strides time by 4
+
+
+ONEDNN_LSTM_OP = Path(__file__).resolve().parent.parent / "runs" / "onednn_lstm_op.so"
+needs_onednn_lstm_op = pytest.mark.skipif(
+    not ONEDNN_LSTM_OP.exists(),
+    reason="runs/onednn_lstm_op.so is not built (the command is in bench/onednn_lstm_op.py's docstring)")
+
+
+@pytest.mark.slow
+@needs_onednn_lstm_op
+def test_onednn_lstm_op_gives_the_kernels_loss_and_gradients():
+    from bench.onednn_lstm_op import SMALL_SHAPE, compare, onednn_direction
+    assert compare(SMALL_SHAPE, onednn_direction(str(ONEDNN_LSTM_OP)))
+
+
+@pytest.mark.slow
+@needs_onednn_lstm_op
+def test_onednn_lstm_op_check_finds_a_direction_that_drops_a_bias():
+    from bench.onednn_lstm_op import SMALL_SHAPE, compare, onednn_direction
+    run = onednn_direction(str(ONEDNN_LSTM_OP))
+
+    def without_hidden_bias(x, w_ih, w_hh, b_ih, b_hh):
+        return run(x, w_ih, w_hh, b_ih, b_hh * 0)
+
+    assert not compare(SMALL_SHAPE, without_hidden_bias)

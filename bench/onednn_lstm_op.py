@@ -1,0 +1,159 @@
+"""One LSTM direction as a MindSpore AOT custom operator on oneDNN 3.2, checked and timed against ops.LSTM.
+
+    python bench/onednn_lstm_op.py --library runs/onednn_lstm_op.so --check
+    python bench/onednn_lstm_op.py --library runs/onednn_lstm_op.so --preset seed --cycles 2
+
+A benchmark-side operator, not used by training: `ops.Custom(func_type="aot")` around
+bench/onednn_lstm_op.cc (oneDNN 3.2's forward-training and backward LSTM primitives, their weight
+layouts and one scratchpad kept per shape in the library), taking the weights as ds2.model.BiLSTM holds
+them. The forward returns the output and oneDNN's training workspace; the bprop hands both to the
+library's backward function. --check compares loss and gradients (input and all four weights) with
+BiLSTM on MindSpore's kernel on a small shape and on the seed's layer shape; without it the compiled
+value-and-grad of one direction runs on MindSpore's kernel and on the operator, each in a child
+process (OMP_WAIT_POLICY=passive, as the oneDNN side waits on GNU OpenMP), alternating CYCLES times,
+printing wall and CPU milliseconds per repeat (bench/onednn_lstm.mindspore_repeats).
+
+Building the library (Debian bullseye's g++ 10, as the images' base; the wheels from the index):
+    pip download --no-deps -d runs/onednn onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0
+    (cd runs/onednn && for w in *.whl; do unzip -q -o $w -d x; done)
+    docker run --rm -v $PWD:/src -w /src ds2-base:py3.9-bullseye sh -c 'apt-get update && apt-get install -y g++ &&
+      X=runs/onednn/x; g++ -O2 -std=c++17 -shared -fPIC -I$X/onednn_devel_cpu_gomp-2023.2.0.data/data/include
+      bench/onednn_lstm_op.cc -o runs/onednn_lstm_op.so -L$X/onednn_cpu_gomp-2023.2.0.data/data/lib -ldnnl
+      -Wl,-rpath,"\\$ORIGIN/onednn/x/onednn_cpu_gomp-2023.2.0.data/data/lib"'
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.onednn_lstm import layer_shape, mindspore_repeats  # noqa: E402
+
+SMALL_SHAPE = (20, 3, 16, 8)   # steps, batch, input, hidden
+
+
+def onednn_direction(library: str):
+    """`run(x, w_ih, w_hh, b_ih, b_hh) -> y` on the AOT operator, differentiable (x [T, N, C] -> y [T, N, H])."""
+    from mindspore import ops
+
+    library = str(Path(library).resolve())
+    workspace_floats = ctypes.CDLL(library).lstm_workspace_floats
+    workspace_floats.restype = ctypes.c_int64
+    workspace_floats.argtypes = [ctypes.c_int64] * 4
+
+    def forward_shapes(x, w_ih, w_hh, bias):
+        steps, batch, inputs = x
+        hidden = w_hh[1]
+        floats = workspace_floats(steps, batch, inputs, hidden)
+        if floats < 0:
+            raise RuntimeError(f"oneDNN made no LSTM for steps, batch, input, hidden = {steps, batch, inputs, hidden}")
+        return [steps, batch, hidden], [floats]
+
+    backward = ops.Custom(f"{library}:lstm_backward",
+                          out_shape=lambda x, w_ih, w_hh, bias, y, workspace, dy: (x, w_ih, w_hh, bias),
+                          out_dtype=lambda x, *_: (x, x, x, x), func_type="aot")
+
+    def bprop(x, w_ih, w_hh, bias, out, dout):
+        y, workspace = out
+        return backward(x, w_ih, w_hh, bias, y, workspace, dout[0])
+
+    forward = ops.Custom(f"{library}:lstm_forward", out_shape=forward_shapes,
+                         out_dtype=lambda x, *_: (x, x), func_type="aot", bprop=bprop)
+
+    def run(x, w_ih, w_hh, b_ih, b_hh):
+        y, _ = forward(x, w_ih, w_hh, b_ih + b_hh)
+        return y
+
+    return run
+
+
+def loss_and_grads(shape, direction=None, seed: int = 0):
+    """Loss (y * dy).sum() and its gradients (x, w_ih, w_hh, b_ih, b_hh) as numpy, on BiLSTM's weights."""
+    import mindspore as ms
+
+    from ds2.model import BiLSTM
+
+    steps, batch, inputs, hidden = shape
+    ms.set_seed(seed)
+    layer = BiLSTM(inputs, hidden)
+    params = [layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh]
+    run = direction or layer._run
+
+    def loss(x, dy):
+        return (run(x, *params) * dy).sum()
+
+    grad = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params))
+    rng = np.random.default_rng(seed)
+    x = ms.Tensor(rng.uniform(-1, 1, (steps, batch, inputs)).astype(np.float32))
+    dy = ms.Tensor(rng.uniform(-1, 1, (steps, batch, hidden)).astype(np.float32))
+    value, (input_grad, weight_grads) = grad(x, dy)
+    # Copies: asnumpy() can share the tensor's buffer, which the runtime hands to the next graph's outputs.
+    return value.asnumpy().copy(), [g.asnumpy().copy() for g in (input_grad, *weight_grads)]
+
+
+def compare(shape, direction) -> bool:
+    """Print how far `direction`'s loss and gradients are from MindSpore's kernel's; True if within float32 tolerance."""
+    names = ("loss", "d x", "d w_ih", "d w_hh", "d b_ih", "d b_hh")
+    reference_loss, reference_grads = loss_and_grads(shape)
+    loss, grads = loss_and_grads(shape, direction)
+    agree = True
+    print(f"steps, batch, input, hidden = {shape}")
+    for name, want, got in zip(names, [reference_loss, *reference_grads], [loss, *grads]):
+        scale = max(float(np.abs(want).max()), 1e-6)
+        worst = float(np.abs(got - want).max()) / scale
+        ok = want.shape == got.shape and worst < 1e-4
+        agree &= ok
+        print(f"  {name:7s} {str(want.shape):16s} largest |value| {scale:.3e}, "
+              f"largest difference / largest |value| {worst:.2e} {'ok' if ok else 'DIFFERS'}")
+    return agree
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", required=True, help="bench/onednn_lstm_op.cc built (see above)")
+    parser.add_argument("--check", action="store_true", help="compare loss and gradients with MindSpore's kernel")
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--width", type=int, default=1428, help="padded input frames (default: the seed's most frequent)")
+    parser.add_argument("--batch", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--child", choices=("kernel", "operator"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not Path(args.library).exists():
+        parser.error(f"no library {args.library}: build bench/onednn_lstm_op.cc first (see --help)")
+    shape = layer_shape(args.preset, args.width, args.batch)
+    if args.child:
+        direction = onednn_direction(args.library) if args.child == "operator" else None
+        print("\n".join(mindspore_repeats(*shape, args.repeats, direction=direction)))
+        return 0
+    if args.check:
+        from ds2.config import load_config
+        from ds2.runtime import configure_mindspore
+
+        configure_mindspore(load_config("small", overrides=["train.threads=2"]))
+        direction = onednn_direction(args.library)
+        agree = all([compare(SMALL_SHAPE, direction), compare(shape, direction)])
+        return 0 if agree else 1
+    print(f"one direction of one layer: steps, batch, input, hidden = {shape}")
+    env = dict(os.environ, OMP_WAIT_POLICY="passive")
+    for cycle in range(1, args.cycles + 1):
+        for child, name in (("kernel", "MindSpore ops.LSTM"), ("operator", "AOT operator, oneDNN 3.2 kept primitives")):
+            command = [sys.executable, __file__, "--child", child, "--library", args.library, "--preset", args.preset,
+                       "--width", str(args.width), "--batch", str(args.batch), "--repeats", str(args.repeats)]
+            out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, env=env).stdout
+            print(f"cycle {cycle}, {name}:")
+            print("\n".join("  " + line for line in out.strip().splitlines() if line.startswith("repeat")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
