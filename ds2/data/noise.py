@@ -24,6 +24,7 @@ from typing import List, Sequence
 
 import numpy as np
 
+from ds2 import files
 from ds2.augment import BABBLE, COLOURED_NOISES, babble, coloured_noise, hum_noise, mix_at_snr
 from ds2.data.manifest import Utterance
 
@@ -56,7 +57,7 @@ def _finished(directory: Path, parameters: dict) -> bool:
 
 
 def _replace_with(staging: Path, directory: Path, parameters: dict) -> None:
-    (staging / MARKER_NAME).write_text(json.dumps(parameters, indent=1, sort_keys=True) + "\n")
+    files.write_json(staging / MARKER_NAME, parameters, indent=1)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(staging, directory)
@@ -144,7 +145,7 @@ def build_noisy_test(directory: Path, test: Sequence[Utterance], seed: int, samp
                     _write_flac(staging / f"{utterance.id}.flac",
                                 mix_at_snr(speech, hum_noise(len(speech), sample_rate, rng), snr_db), sample_rate)
                     table[utterance.id] = {"snr_db": round(snr_db, 3), "duration": len(speech) / sample_rate}
-            (staging / SNR_TABLE).write_text(json.dumps(table, indent=1) + "\n")
+            files.write_json(staging / SNR_TABLE, table, indent=1)
             _replace_with(staging, directory, parameters)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
