@@ -147,7 +147,7 @@ preprocess: check-paths image-cpu ## corpus + manifests + feature cache (so the 
 train: check-paths image-cpu ## train on CPU (resumes when a checkpoint exists)
 	$(RUN_CPU) ds2-stage train
 
-eval: check-paths image-cpu ## WER / CER of the best checkpoint on the test split (with its tuned LM if any; SET=decode.lm=none: greedy)
+eval: check-paths image-cpu ## WER / CER of the best checkpoint on test and test-noisy (with its tuned LM if any; SET=decode.lm=none: greedy)
 	$(RUN_CPU) ds2-stage eval
 
 lm: check-paths image-cpu ## build the n-gram LM from the training transcripts (seed preset: download LibriSpeech's official one)
@@ -157,7 +157,7 @@ tune-lm: check-paths image-cpu ## choose the LM weight and word bonus on dev for
 	$(RUN_CPU) ds2-stage tune-lm
 
 # One container, one envcheck: build the LM, tune it, then the test set greedy and with the tuned LM.
-eval-lm: check-paths image-cpu ## LM, tuning on dev, then test WER / CER greedy and with the LM, side by side
+eval-lm: check-paths image-cpu ## LM, tuning on dev, then test and test-noisy WER / CER greedy and with the LM
 	$(RUN_CPU) ds2-stage eval-lm
 
 # A checkpoint trained elsewhere (deepspeech.pytorch .pth / Lightning .ckpt, MindSpore model zoo, ds2's own),

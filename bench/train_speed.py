@@ -8,7 +8,9 @@
 For every (preset, framework, thread count) a fresh child process (so peak memory and thread pools
 are its own) trains on the same synthetic corpus: utterance durations drawn from a LibriSpeech-like
 mix (1-35 s, mean about 12.7 s, like train-clean-100), labels at 15 characters per second, random
-features stored as .npy files and read back by a background loader, as a feature cache is.
+features stored as .npy files and read back by a background loader, as a feature cache is. With
+--set augment.enabled=true the loader augments as `ds2 train` does (ds2.augment), from audio files of
+the utterances' durations, so the stall share shows what augmentation costs the step.
 
 - ds2 batches as `ds2 train` does: length buckets with a cap on audio seconds per batch
   (train.max_batch_seconds); one compiled graph per (batch size, width) shape, or one for all of
@@ -149,7 +151,7 @@ def torch_stepper(cfg, n_bins: int, threads: int, packed: bool = False):
 
 def measure(spec: Dict) -> Dict:
     """Train one framework on one preset until its step budget is spent; return the figures."""
-    from ds2.batching import Prefetcher, pad_batch
+    from ds2.batching import Prefetcher, pad_batch, speed_fits
     from ds2.config import load_config
     from ds2.memory import estimate as memory_estimate
     from ds2.shapes import training_flops
@@ -192,13 +194,24 @@ def measure(spec: Dict) -> Dict:
 
     with tempfile.TemporaryDirectory(prefix="ds2-bench-") as store:
         rng = np.random.default_rng(spec["seed"] + 2)
-        for i in sorted({i for indices, _ in candidates for i in indices}):
+        used = sorted({i for indices, _ in candidates for i in indices})
+        for i in used:
             # the feature cache: one .npy per utterance, read by the loader thread
             np.save(os.path.join(store, f"{i}.npy"), rng.standard_normal((n_bins, int(frames[i])), dtype=np.float32))
+        augmenter = augmented_audio = None
+        if cfg.augment.enabled:
+            augmenter, augmented_audio, cache = augmentation_inputs(cfg, plan.durations, used, store, spec["seed"])
+            batching += ", augmented"
+
+        def utterance_features(i: int, width: int) -> np.ndarray:
+            if augmenter is None:
+                return np.load(os.path.join(store, f"{i}.npy"))
+            return augmenter.features(augmented_audio[i], cache.features, 0, i, lambda factor: speed_fits(
+                float(plan.durations[i]), labels[i], width, factor, cfg))
 
         def load(item):
             indices, width = item
-            features = [np.load(os.path.join(store, f"{i}.npy")) for i in indices]
+            features = [utterance_features(i, width) for i in indices]
             width_of_labels = label_width[width] if label_width else max(len(labels[i]) for i in indices)
             return pad_batch(indices, width, features, [labels[i] for i in indices], n_bins,
                              width_of_labels, frame_seconds)
@@ -251,6 +264,33 @@ def measure(spec: Dict) -> Dict:
         "losses": losses, "step_shapes": shapes, "step_seconds": step_seconds,
         "framework_version": framework_version(spec["framework"]), "python": sys.executable,
     }
+
+
+def augmentation_inputs(cfg, durations: np.ndarray, used: Sequence[int], store: str, seed: int):
+    """With augment.enabled the loader works as in training, on audio: (Augmenter, {utterance: audio file},
+    FeatureCache). The audio stands in for speech (noise of each utterance's duration), its features are
+    cached beforehand as `ds2 preprocess --warm-cache` does, and the noise set is made from it as
+    `ds2 preprocess` makes it from the training utterances."""
+    import soundfile
+
+    from ds2.augment import make_augmenter
+    from ds2.data.manifest import Utterance
+    from ds2.data.noise import build_noise_set
+    from ds2.features import FeatureCache
+
+    rate = cfg.features.sample_rate
+    rng = np.random.default_rng(seed + 3)
+    audio = {}
+    for i in used:
+        audio[i] = os.path.join(store, f"{i}.flac")
+        samples = int(durations[i] * rate)   # as the plan counts its frames
+        soundfile.write(audio[i], 0.1 * rng.standard_normal(samples), rate, format="FLAC", subtype="PCM_16")
+    cache = FeatureCache(os.path.join(store, "features"), cfg.features)
+    for path in audio.values():
+        cache.features(path)
+    utterances = [Utterance(str(i), audio[i], "", float(durations[i])) for i in used]
+    noise = build_noise_set(Path(store) / "noise", utterances, seed, rate)
+    return make_augmenter(cfg.augment, cfg.features, seed, noise), audio, cache
 
 
 def prefetch_iter(prefetch, waits: List[float]):

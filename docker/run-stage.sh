@@ -71,10 +71,10 @@ run() {
         preprocess)  configured "ds2 preprocess" --warm-cache "$@" ;;
         data)        configured "ds2 preprocess" "$@" ;;
         train)       configured "ds2 train" --resume "$@" ;;
-        eval)        configured "ds2 eval" --checkpoint best --split test "$@" ;;
+        eval)        configured "ds2 eval" --checkpoint best --split test,test-noisy "$@" ;;
         lm)          configured "ds2 lm" "$@" ;;
         tune-lm)     configured "ds2 tune-lm" --checkpoint best "$@" ;;
-        # The LM, its weights tuned on dev, then the test set greedy and with the tuned LM, side by side.
+        # The LM, its weights tuned on dev, then test and test-noisy greedy and with the tuned LM.
         eval-lm)     run lm && run tune-lm && run eval --no-lm && run eval "$@" ;;
         export)      configured "ds2 export" --checkpoint best "$@" ;;
         eval-pretrained) eval_pretrained "$@" ;;

@@ -18,12 +18,16 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ds2.augment import speed_samples
 from ds2.errors import UserError
-from ds2.shapes import duration_frames, output_lengths, time_stride
+from ds2.shapes import duration_frames, input_frames, output_lengths, time_stride
+
+if TYPE_CHECKING:
+    from ds2.augment import Augmenter
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,17 @@ def label_widths(widths: Sequence[int], frames: Sequence[int], label_counts: Seq
     return result
 
 
+def speed_fits(duration: float, labels: Sequence[int], width: int, factor: float, cfg) -> bool:
+    """Whether an utterance of `duration` seconds played `factor` times as fast (ds2.augment.change_speed)
+    still fits a batch `width` frames wide and leaves CTC enough output frames for its labels."""
+    from ds2.text import min_ctc_frames
+
+    samples = int(round(duration * cfg.features.sample_rate))
+    frames = input_frames(speed_samples(samples, factor), cfg.features)
+    return (frames < width and   # one frame to spare: a duration in seconds may round the sample count
+            int(output_lengths(frames - 1, cfg.model)) >= min_ctc_frames(labels))
+
+
 class UtteranceSet:
     """One split ready for batching: utterances, their label ids and frame counts, and features.
 
@@ -270,23 +285,33 @@ class UtteranceSet:
         """Batches of this set; with world_size > 1, worker `rank`'s shard of them."""
         return BatchSampler.from_config(self.frames, self.cfg, seed, shuffle, rank, world_size)
 
-    def loader(self, sampler: BatchSampler) -> Callable[[Batch], PaddedBatch]:
-        """A function Batch -> PaddedBatch for this set (runs in the Prefetcher thread).
+    def loader(self, sampler: BatchSampler, augmenter: Optional["Augmenter"] = None) -> Callable[..., PaddedBatch]:
+        """A function (Batch, epoch=0) -> PaddedBatch for this set (runs in the Prefetcher thread).
 
-        An utterance whose audio cannot be read, or has more frames than its manifest duration said
-        (so more than its bucket holds), is left out of the PaddedBatch and named in `left_out`.
+        With an augmenter (training only), each utterance is augmented as ds2.augment draws it for that
+        epoch; a speed change is drawn only when the result still fits the batch's width and the
+        utterance's labels (speed_fits). An utterance whose audio cannot be read, or has more frames than
+        its manifest duration said (so more than its bucket holds), is left out of the PaddedBatch and
+        named in `left_out`.
         """
         from ds2.features import AudioError
 
         label_width = sampler.label_width_of([len(l) for l in self.labels])
         n_bins = self.cfg.features.n_bins
 
-        def load(batch: Batch) -> PaddedBatch:
+        def features_of(i: int, width: int, epoch: int) -> np.ndarray:
+            path = self.utterances[i].audio_path
+            if augmenter is None:
+                return self.cache.features(path)
+            return augmenter.features(path, self.cache.features, epoch, i, lambda factor: speed_fits(
+                self.utterances[i].duration, self.labels[i], width, factor, self.cfg))
+
+        def load(batch: Batch, epoch: int = 0) -> PaddedBatch:
             kept, features, left_out = [], [], []
             for i in batch.indices:
                 utterance = self.utterances[i]
                 try:
-                    feats = self.cache.features(utterance.audio_path)
+                    feats = features_of(i, batch.width, epoch)
                 except AudioError as exc:
                     left_out.append((i, f"{utterance.id}: {exc}"))
                     continue

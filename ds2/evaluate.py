@@ -1,6 +1,7 @@
 """`ds2 eval`: decode a split with a checkpoint and report corpus WER / CER and decoding speed.
 
     ds2 eval --checkpoint best --split test            # the LM ds2 tune-lm tuned for it, else greedy
+    ds2 eval --checkpoint best --split test,test-noisy # both test splits, one model load
     ds2 eval --checkpoint best --no-lm                 # greedy, even when an LM was tuned
     ds2 eval --checkpoint best --decoder prefix        # a decoder by name (ds2.decoders): greedy, prefix, lm
     ds2 eval --checkpoint last --split dev --beam 32 --no-lm       # prefix beam search, 32 beams
@@ -22,36 +23,47 @@ from pathlib import Path
 
 from ds2 import files
 from ds2.config import Config, add_decode_options
+from ds2.data.sets import EVAL_SPLITS, NOISY_TEST, split_names
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", default="best", metavar="PATH|best|last",
                         help="checkpoint file, or best / last of the run in run_dir (default: best)")
-    parser.add_argument("--split", default="test", choices=["train", "dev", "test"],
-                        help="which manifest to decode (default: test)")
+    parser.add_argument("--split", default=("test",), type=split_names, metavar="SPLIT[,SPLIT...]",
+                        help=f"which manifests to decode, one after the other: {', '.join(EVAL_SPLITS)} "
+                             f"(default: test; e.g. test,{NOISY_TEST})")
     add_decode_options(parser)
 
 
 def run(cfg: Config, args) -> int:
     from ds2.data.sets import load_sets
-    from ds2.inference import build_decoder, evaluate_set, load_for_inference
+    from ds2.inference import build_decoder, load_for_inference
     from ds2.runtime import configure_mindspore
 
     configure_mindspore(cfg)
     loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
     decoder = build_decoder(cfg, loaded.cfg.model.labels, loaded.path, loaded.meta["step"])
     print(f"decoder: {decoder.description}")
-    data = load_sets(loaded.cfg, [args.split])[args.split]
+    sets = load_sets(loaded.cfg, args.split)   # every manifest read first: a missing one is said at once
+    for split in args.split:
+        evaluate_split(loaded, decoder, split, sets[split])
+    return 0
+
+
+def evaluate_split(loaded, decoder, split: str, data) -> None:
+    """Decode one split, write its results and summary, and print them."""
+    from ds2.inference import evaluate_set
+
     result = evaluate_set(loaded.model, data, loaded.cfg, decoder)
-    summary = dict(result["summary"], split=args.split, checkpoint=str(loaded.path), step=loaded.meta["step"])
+    summary = dict(result["summary"], split=split, checkpoint=str(loaded.path), step=loaded.meta["step"])
     out_dir = loaded.run_dir / "eval"
     files.hold(loaded.run_dir, "eval")
     files.sweep(out_dir, held=True)
-    stem = f"{args.split}_{decoder.name}"
+    stem = f"{split}_{decoder.name}"
     files.write_json_lines(out_dir / f"{stem}.jsonl", result["utterances"])
     files.write_json(out_dir / f"{stem}_summary.json", summary)
     left_out = f", {summary['left_out']} left out for bad data" if summary["left_out"] else ""
-    print(f"{args.split}: {summary['utterances']} utterances{left_out}, {decoder.name}: "
+    print(f"{split}: {summary['utterances']} utterances{left_out}, {decoder.name}: "
           f"WER {summary['wer']:.4f}  CER {summary['cer']:.4f}  ({loaded.path})")
     print(f"decoding speed: {rate(summary['decode_utterances_per_sec'])} utterances/s in the decoder "
           f"(the whole pass, model and its graph compilations included: {rate(summary['utterances_per_sec'])})")
@@ -59,7 +71,6 @@ def run(cfg: Config, args) -> int:
     table = comparison(out_dir, summary)
     if table:
         print(table)
-    return 0
 
 
 def comparison(out_dir: Path, summary: dict) -> str:

@@ -17,6 +17,10 @@ plans every batch from the durations. The kept utterances go to <data_dir>/manif
 and .csv, with one normalised transcript file per utterance under <data_dir>/transcripts/<split>/.
 Train and eval find them with ds2.data.sets.manifest_path(cfg, split). `--splits test` prepares only
 the splits named (make eval-pretrained: LibriSpeech's test-clean without its training data).
+
+Two things are made from the kept utterances (ds2.data.noise), once, and remade only when their inputs
+change: from train, the noise set augmentation mixes in (<data_dir>/noise); from test, the test-noisy
+split, the test utterances in a noise that set does not hold, with a manifest like every split's.
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
 from ds2.data.manifest import (EXAMPLES_PER_REASON, ProblemReport, Utterance, read_manifest, write_csv_manifest,
                                write_json_manifest)
-from ds2.data.sets import SPLITS, data_settings, feature_cache_dir, manifest_path, sweep_feature_cache
+from ds2.data.noise import build_noise_set, build_noisy_test
+from ds2.data.sets import (EVAL_SPLITS, NOISY_TEST, SPLITS, data_settings, feature_cache_dir, manifest_path, noise_dir,
+                           split_names, sweep_feature_cache)
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
 from ds2.features import AudioError, FeatureCache, check_window
@@ -105,8 +111,9 @@ def summary_table(found: Dict[str, int], kept: Dict[str, List[Utterance]], repor
     rows += [(f"skipped: {reason}", [str(reports[s].counts[reason]) for s in splits]) for reason in reasons]
     rows += [(f"corrected: {reason}", [str(reports[s].corrected[reason]) for s in splits]) for reason in corrections]
     width = max(len(name) for name, _ in rows)
-    lines = [" " * width + "".join(f"{s:>10}" for s in splits)]
-    lines += [name.ljust(width) + "".join(f"{value:>10}" for value in values) for name, values in rows]
+    column = max(10, 2 + max(len(s) for s in splits))
+    lines = [" " * width + "".join(f"{s:>{column}}" for s in splits)]
+    lines += [name.ljust(width) + "".join(f"{value:>{column}}" for value in values) for name, values in rows]
     return "\n".join(lines)
 
 
@@ -152,19 +159,19 @@ def add_arguments(parser) -> None:
                         help="compute every kept utterance's features now (train otherwise does it on first use)")
     parser.add_argument("--workers", type=count, default=0, metavar="N",
                         help="processes for speech synthesis and features (default 0: every usable core)")
-    parser.add_argument("--splits", type=split_list, default=SPLITS, metavar="SPLIT,...",
+    parser.add_argument("--splits", type=split_list, default=EVAL_SPLITS, metavar="SPLIT,...",
                         help="only these splits, e.g. test to evaluate a downloaded model without fetching "
-                             "LibriSpeech's training data (default: train,dev,test)")
+                             f"LibriSpeech's training data (default: {','.join(EVAL_SPLITS)}; {NOISY_TEST} is "
+                             f"made from test, so it needs test too)")
 
 
 def split_list(text: str) -> Tuple[str, ...]:
-    """argparse type: comma-separated split names."""
+    """argparse type: the splits to prepare; test-noisy needs test (it is made from it)."""
     import argparse
 
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in SPLITS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected splits among {','.join(SPLITS)}, got {text!r}")
+    names = split_names(text)
+    if NOISY_TEST in names and "test" not in names:
+        raise argparse.ArgumentTypeError(f"{NOISY_TEST} is made from test: give test,{NOISY_TEST}")
     return names
 
 
@@ -194,6 +201,14 @@ def run(cfg: Config, args) -> int:
         kept[split] = filter_for_model(utterances, cfg, report)
         found[split] = len(kept[split]) + report.total
         reports[split] = report
+        if split == "train" and kept[split]:
+            build_noise_set(noise_dir(cfg), kept[split], cfg.data.synth_seed, cfg.features.sample_rate)
+    if NOISY_TEST in args.splits and "test" in kept:
+        kept[NOISY_TEST] = build_noisy_test(Path(cfg.data.data_dir) / NOISY_TEST, kept["test"], cfg.data.synth_seed,
+                                            cfg.features.sample_rate)
+        found[NOISY_TEST], reports[NOISY_TEST] = len(kept[NOISY_TEST]), ProblemReport()
+        splits.append(NOISY_TEST)
+    for split in splits:
         write_transcripts(kept[split], Path(cfg.data.data_dir) / "transcripts" / split)
         if kept[split]:
             path = manifest_path(cfg, split)

@@ -25,6 +25,7 @@ same or another number (ds2.distributed.resume_position).
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -144,8 +145,9 @@ def run(cfg: Config, args) -> int:
 def train(cfg: Config, args) -> int:
     import mindspore as ms
 
+    from ds2.augment import make_augmenter
     from ds2.batching import Prefetcher
-    from ds2.data.sets import load_sets, sweep_feature_cache
+    from ds2.data.sets import load_sets, noise_dir, sweep_feature_cache
     from ds2.model import count_parameters
     from ds2.plot import plot_curves
     from ds2.progress import progress
@@ -197,7 +199,8 @@ def train(cfg: Config, args) -> int:
     if cluster.writes_checkpoints:
         save_config(cfg, run_dir / "config.yaml")
     sampler = train_set.sampler(cfg.train.seed, shuffle=True, rank=cluster.rank, world_size=cluster.world_size)
-    load_batch = train_set.loader(sampler)
+    augmenter = make_augmenter(cfg.augment, cfg.features, cfg.train.seed, noise_dir(cfg))
+    load_batch = train_set.loader(sampler, augmenter)
     steps_per_epoch = len(sampler)
 
     model, _, optimizer, train_step = build_training_state(cfg, cluster.world_size)
@@ -230,6 +233,7 @@ def train(cfg: Config, args) -> int:
           f"{steps_per_epoch} batches/epoch{' per worker' if cluster.distributed else ''}, shapes (batch, frames) {sampler.shapes()} "
           f"({'one compiled graph for all' if cfg.train.shapes == 'dynamic' else 'a compiled graph each'}); "
           f"dev: {len(dev_set)}; threads {threads}; {total_steps} steps")
+    print(f"augmentation: {augmenter.description() if augmenter else 'off'}")
 
     def save(metrics_now: Dict[str, Any]) -> Optional[Path]:
         """Rank 0 writes the checkpoint (the parameters are the same on every worker)."""
@@ -248,7 +252,7 @@ def train(cfg: Config, args) -> int:
     loss = float("nan")
     while epoch < cfg.train.epochs and step < total_steps:
         batches = sampler.epoch(epoch)[batch_index:]
-        prefetch = Prefetcher(batches, load_batch)
+        prefetch = Prefetcher(batches, functools.partial(load_batch, epoch=epoch))
         last_time = time.perf_counter()
         try:
             for padded in prefetch:

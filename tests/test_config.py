@@ -48,6 +48,15 @@ def test_lists_tuples_and_mappings_from_every_source(tmp_path):
     ("train=1", "is a section"),
     ("train.lr", "not of the form section.key=value"),
     ("zzz=1", "known:"),
+    ("augment.gain_db=6,-6", "augment.gain_db: \\(6, -6\\) is not \\(lowest, highest\\); swap them"),
+    ("augment.snr_db=nan,10", "augment.snr_db: .* is not a finite number"),
+    ("augment.noise_probability=inf", "above the maximum 1|not a finite number"),
+    ("augment.noise_probability=nan", "augment.noise_probability: .* is not a finite number"),
+    ("augment.speed_factors=0.9,3", "augment.speed_factors: 3 is outside \\[0.5, 2\\]"),
+    ("augment.speed_factors=0.9,inf", "augment.speed_factors: .* is not a finite number"),
+    ("augment.speed_factors=[]", "augment.speed_factors: give at least one factor"),
+    ("augment.time_masks=-1", "augment.time_masks: -1 is below the minimum 0"),
+    ("augment.snr_db=-20,10", "augment.snr_db: .* is below the minimum -10"),
 ])
 def test_wrong_values_name_the_key_and_the_fix(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -156,3 +165,9 @@ def test_decoding_flags_are_shorthands_for_the_decode_settings():
 def test_lm_order_of_the_presets():
     assert load_config("small").lm.order == 1 and load_config("small").lm.official == ""
     assert load_config("seed").lm.official == "3-gram.pruned.1e-7.arpa.gz"
+
+
+def test_augmentation_is_off_in_both_presets_unless_enabled():
+    for preset in ("seed", "small"):
+        assert not load_config(preset).augment.enabled
+    assert load_config("seed", overrides=["augment.enabled=true"]).augment.enabled

@@ -33,6 +33,18 @@ def test_eval_writes_per_utterance_results_and_summary(trained, capsys):
     assert "WER" in out and "utterances/s in the decoder" in out
 
 
+def test_eval_of_several_splits_writes_each_one(trained, capsys):
+    root, _, overrides = trained
+    assert main(["eval", "--checkpoint", "last", "--split", "dev,test"] + overrides) == 0
+    out = capsys.readouterr().out
+    for split in ("dev", "test"):
+        assert json.loads((root / "run" / "eval" / f"{split}_greedy_summary.json").read_text())["split"] == split
+        assert f"\n{split}: " in out
+    with pytest.raises(SystemExit):
+        main(["eval", "--split", "test,tset"] + overrides)
+    assert "expected splits among train,dev,test,test-noisy" in capsys.readouterr().err
+
+
 def model_log_probs(overrides, split, inference_overrides=()):
     """{utterance id: log-probabilities} of the last checkpoint's model on a split, decoded by nobody yet."""
     from ds2.config import load_config

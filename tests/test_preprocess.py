@@ -11,7 +11,7 @@ from ds2 import preprocess
 from ds2.__main__ import main
 from ds2.data.sets import feature_cache_dir, manifest_path
 from ds2.config import load_config
-from ds2.data.manifest import Utterance, read_manifest, write_csv_manifest
+from ds2.data.manifest import Utterance, read_manifest, write_csv_manifest, write_json_manifest
 from ds2.features import FeatureCache
 
 
@@ -143,6 +143,39 @@ def test_splits_option_prepares_only_those_splits(tmp_path, capsys):
     assert not manifest_path(cfg, "train").exists() and not manifest_path(cfg, "dev").exists()
 
 
+def test_test_noisy_is_the_test_split_in_held_out_noise_and_the_noise_set_is_made(tmp_path, capsys):
+    from ds2.augment import signal_to_noise_db
+    from ds2.data.noise import BABBLE_TALKERS, SNR_TABLE, TEST_NOISY_SNR_DB
+    from ds2.data.sets import noise_dir
+
+    source = tmp_path / "source"
+    manifests = {}
+    for split, count in (("train", BABBLE_TALKERS), ("dev", 1), ("test", 4)):
+        utterances = [Utterance(f"{split}{i}", make_audio(source / f"{split}{i}.flac", 0.5 + 0.1 * i), "HELLO", 0.5 + 0.1 * i)
+                      for i in range(count)]
+        manifests[split] = source / f"{split}.json"
+        write_json_manifest(manifests[split], utterances)
+    cfg = load_config("small", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.source=manifest"] +
+                      [f"data.{split}_manifest={path}" for split, path in manifests.items()])
+    assert run_preprocess(cfg, "--workers", "1") == 0
+    test, _ = read_manifest(manifest_path(cfg, "test"))
+    noisy, _ = read_manifest(manifest_path(cfg, "test-noisy"))
+    assert [(u.id, u.text, u.duration) for u in noisy] == [(u.id, u.text, u.duration) for u in test]
+    table = json.loads((tmp_path / "data" / "test-noisy" / SNR_TABLE).read_text())
+    for clean, mixed in zip(test, noisy):
+        speech, mix = soundfile.read(clean.audio_path)[0], soundfile.read(mixed.audio_path)[0]
+        snr = table[clean.id]["snr_db"]
+        assert TEST_NOISY_SNR_DB[0] <= snr <= TEST_NOISY_SNR_DB[1]
+        assert signal_to_noise_db(speech, mix - speech) == pytest.approx(snr, abs=0.1)
+    assert len(list(noise_dir(cfg).glob("*.flac"))) == 32
+    made = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "test-noisy").iterdir()}
+    assert run_preprocess(cfg, "--workers", "1") == 0      # made once: the second run leaves them
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "test-noisy").iterdir()} == made
+    with pytest.raises(SystemExit):
+        run_preprocess(cfg, "--splits", "test-noisy")
+    assert "made from test" in capsys.readouterr().err
+
+
 def test_warm_cache_names_audio_with_nan_samples_and_goes_on(tmp_path, capsys):
     """Float audio can hold NaN: preprocess --warm-cache counts and names it instead of failing."""
     source = tmp_path / "source"
@@ -163,3 +196,13 @@ def test_warm_cache_names_audio_with_nan_samples_and_goes_on(tmp_path, capsys):
     assert run_preprocess(cfg, "--warm-cache", "--workers", "1", "--splits", "train") == 0
     error = capsys.readouterr().err
     assert "1 utterances have audio that cannot be used" in error and "19-198-0001.wav (sample 100)" in error
+
+
+def test_noise_set_kinds_draw_from_streams_of_their_own(tmp_path):
+    from ds2.data.noise import build_noise_set
+
+    directory = build_noise_set(tmp_path / "noise", [], seed=1, sample_rate=16000)
+    first = {kind: soundfile.read(str(directory / f"{kind}-00.flac"))[0] for kind in ("white", "pink", "brown")}
+    assert not list(directory.glob("babble-*"))          # no training utterance to babble with
+    whitened = np.diff(first["brown"])                  # brown noise is integrated white noise
+    assert abs(np.corrcoef(whitened, first["white"][1:])[0, 1]) < 0.1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
 
 from ds2.config import Config
 from ds2.errors import DataError, UserError
@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from ds2.data.manifest import Utterance
 
 SPLITS = ("train", "dev", "test")
+# The test utterances mixed with noise unseen in training (ds2.data.noise); made by `ds2 preprocess` with test.
+NOISY_TEST = "test-noisy"
+EVAL_SPLITS = SPLITS + (NOISY_TEST,)
+
+
+def split_names(text: str) -> Tuple[str, ...]:
+    """argparse type: split names (EVAL_SPLITS), comma-separated, each once."""
+    import argparse
+
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in EVAL_SPLITS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected splits among {','.join(EVAL_SPLITS)}, got {text!r}")
+    return names
 
 
 def manifest_path(cfg: Config, split: str) -> Path:
@@ -26,7 +40,7 @@ def manifest_path(cfg: Config, split: str) -> Path:
     data.<split>_manifest names it for the synth and librispeech sources when set; with
     source=manifest those settings name the inputs, and the checked copies live in data_dir.
     """
-    given = getattr(cfg.data, f"{split}_manifest")
+    given = getattr(cfg.data, f"{split}_manifest", "")   # test-noisy has no setting: always in data_dir
     if given and cfg.data.source != "manifest":
         return Path(given)
     return Path(cfg.data.data_dir) / "manifests" / f"{split}.json"
@@ -34,6 +48,11 @@ def manifest_path(cfg: Config, split: str) -> Path:
 
 def feature_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.data_dir) / "features"
+
+
+def noise_dir(cfg: Config) -> Path:
+    """The training noise set `ds2 preprocess` makes (ds2.data.noise), used unless augment.noise_dir is set."""
+    return Path(cfg.data.data_dir) / "noise"
 
 
 def sweep_feature_cache(cfg: Config) -> None:
@@ -45,8 +64,11 @@ def sweep_feature_cache(cfg: Config) -> None:
 
 def data_settings(cfg: Config, split: str) -> Dict[str, Any]:
     """The settings that decide which utterances `ds2 preprocess` puts in split's manifest, as JSON values:
-    the manifest records them, and train and eval compare them with the settings in effect."""
+    the manifest records them, and train and eval compare them with the settings in effect. test-noisy is
+    made from test, so test's settings decide it too."""
     data = cfg.data
+    noisy = split == NOISY_TEST
+    split = "test" if noisy else split
     settings: Dict[str, Any] = {"source": data.source}
     if data.source == "synth":
         settings.update(utterances=getattr(data, f"synth_{split}"), synth_seed=data.synth_seed,
@@ -58,6 +80,8 @@ def data_settings(cfg: Config, split: str) -> Dict[str, Any]:
     # The labels as a set of characters: which transcripts they can spell, whatever their order (a converted
     # checkpoint may order them otherwise than the preset that prepared the data).
     settings.update(max_duration=data.max_duration, labels="".join(sorted(set(cfg.model.labels))))
+    if noisy:
+        settings.update(noise_seed=data.synth_seed)   # test-noisy's noise (ds2.data.noise)
     return json.loads(json.dumps(settings))
 
 

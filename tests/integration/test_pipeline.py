@@ -42,6 +42,8 @@ def test_compose_up_train_then_eval(compose_env, runs_dir):
     assert summary["cer"] == summary["char_edits"] / summary["chars"] and 0.3 < summary["cer"] <= 1.5
     assert summary["wer"] == summary["word_edits"] / summary["words"] and 0.5 < summary["wer"] <= 2.0
     assert f"CER {summary['cer']:.4f}" in ev.stdout
+    noisy = json.loads((runs_dir / "small" / "eval" / "test-noisy_greedy_summary.json").read_text())
+    assert noisy["utterances"] == 8 and f"CER {noisy['cer']:.4f}" in ev.stdout   # the second test split too
 
     # make eval-pretrained takes that checkpoint as if it came from elsewhere: converted into a run of its
     # own, the LM built from the training transcripts, the test set decoded greedy and with the LM.
