@@ -125,8 +125,9 @@ class ProblemReport:
 def audio_duration(path: Union[str, Path]) -> float:
     """Seconds of audio, from the file header only. Raises UnreadableAudioError."""
     import soundfile
-    from ds2.features import UnreadableAudioError
+    from ds2.features import UnreadableAudioError, check_audio_file
 
+    check_audio_file(path)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
