@@ -158,6 +158,17 @@ def test_an_entry_with_a_non_finite_or_wrong_typed_field_is_skipped(tmp_path, co
     assert "duration nan is not a finite number" in str(report)
 
 
+def test_an_entry_whose_duration_is_an_integer_too_large_for_a_float_is_skipped(tmp_path, corpus):
+    write_json_manifest(tmp_path / "m.json", corpus)
+    text = (tmp_path / "m.json").read_text()
+    raw = json.loads(text)
+    first_duration = json.dumps(raw["samples"][0]["duration"])
+    (tmp_path / "m.json").write_text(text.replace(first_duration, "1" + "0" * 400, 1))
+    utterances, report = read_json_manifest(tmp_path / "m.json")
+    assert len(utterances) == len(corpus) - 1 and report.counts == {manifest.BAD_ENTRY: 1}
+    assert "duration too large is not a finite number" in str(report)
+
+
 def test_a_manifest_that_is_not_json_is_one_line_naming_the_place(tmp_path):
     (tmp_path / "m.json").write_text('{"samples": [\n  {"wav_path": "a.wav",}\n]}')
     with pytest.raises(ManifestError, match=r"m.json \(line 2, column 24\): not valid JSON: .*; fix or remove it"):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from ds2.errors import DataError
+from ds2.errors import DataError, finite_number, one_line
 from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
 
 # Problem reasons shared by every reader (manifest, LibriSpeech scan, preprocess filters).
@@ -245,9 +244,9 @@ def _entry_problem(sample) -> Optional[str]:
     if sample.get("transcript") is not None and not isinstance(sample["transcript"], str):
         return "transcript is not text"
     duration = sample.get("duration")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration)):
-        return f"duration {duration!r} is not a finite number"
+    if duration is not None and not finite_number(duration):
+        shown = "too large" if isinstance(duration, int) and not isinstance(duration, bool) else one_line(repr(duration), 40)
+        return f"duration {shown} is not a finite number"
     return None
 
 
