@@ -18,6 +18,8 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -539,6 +541,9 @@ def read_yaml(path: str) -> Dict[str, Any]:
     import yaml  # only needed for config files
 
     try:
+        mode = os.stat(path).st_mode   # a directory is the OS's "Is a directory" below
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # reading a FIFO waits forever, /dev/zero fills the memory
+            raise ConfigFileError(path, "not a regular file (a FIFO or a device?)", "give the path of a YAML file")
         text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigFileError(path, "does not exist", "give the path of an existing YAML file") from None
