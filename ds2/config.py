@@ -349,7 +349,10 @@ def _coerce(value: Any, kind, key: str) -> Any:
         if isinstance(value, bool):
             raise wrong
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:   # a YAML integer of hundreds of digits
+                raise ConfigError(f"config key {key}: a number too large for a float; give a finite number") from None
         try:
             return float(str(value).strip())
         except ValueError:
