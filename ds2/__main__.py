@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -58,6 +59,12 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"fix it", file=sys.stderr)
         return 1
     args = parser.parse_args(argv)
+    try:
+        os.getcwd()
+    except OSError as exc:  # every relative path (runs/, a manifest, --config) would fail with a bare ENOENT
+        print(f"ds2 {args.command}: the working directory is gone ({exc.strerror}): it was deleted or moved after "
+              f"you changed into it; cd into a folder that exists and run it again", file=sys.stderr)
+        return 1
     try:
         cfg = from_options(args)
         module = importlib.import_module(COMMANDS[args.command][0])

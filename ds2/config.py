@@ -19,6 +19,8 @@ import dataclasses
 import difflib
 import json
 import math
+import os
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,7 +378,10 @@ def _coerce(value: Any, kind, key: str) -> Any:
         if isinstance(value, bool):
             raise wrong
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:   # a YAML integer of hundreds of digits
+                raise ConfigError(f"config key {key}: a number too large for a float; give a finite number") from None
         try:
             return float(str(value).strip())
         except ValueError:
@@ -597,6 +602,9 @@ def read_yaml(path: str) -> Dict[str, Any]:
     import yaml  # only needed for config files
 
     try:
+        mode = os.stat(path).st_mode   # a directory is the OS's "Is a directory" below
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # reading a FIFO waits forever, /dev/zero fills the memory
+            raise ConfigFileError(path, "not a regular file (a FIFO or a device?)", "give the path of a YAML file")
         text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigFileError(path, "does not exist", "give the path of an existing YAML file") from None

@@ -36,8 +36,9 @@ from typing import Any, Dict, List, Tuple
 
 from ds2 import files
 from ds2.checkpoint import layouts, storage
-from ds2.checkpoint.torch_unpickler import UnsafeCheckpoint, is_torch_file, read_torch_checkpoint
+from ds2.checkpoint.torch_unpickler import is_torch_file, read_torch_checkpoint
 from ds2.config import Config, to_dict
+from ds2.errors import DataError, first_line
 
 
 def add_arguments(parser) -> None:
@@ -196,8 +197,16 @@ def run(cfg: Config, args) -> int:
             layout = None
             if labels is None and meta:
                 labels = meta.get("config", {}).get("model", {}).get("labels")
-    except (UnsafeCheckpoint, ValueError, OSError, RuntimeError) as exc:
+    except DataError as exc:    # the torch reader's and ds2's checkpoint reader's own one line
         print(f"ds2 convert: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ds2 convert: {source}: cannot read it ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as exc:  # MindSpore's words on a file it cannot parse
+        print(f"ds2 convert: {source}: {'it is empty' if source.stat().st_size == 0 else 'MindSpore cannot read it'} "
+              f"({first_line(exc)}); give a MindSpore .ckpt, or a deepspeech.pytorch .pth / .ckpt as it was saved",
+              file=sys.stderr)
         return 1
 
     model, _, optimizer, _ = build_training_state(cfg, compile_step=False)   # as ds2 train builds them

@@ -14,8 +14,9 @@ entries instead, and raises DataError only when no entry is usable.
 """
 from __future__ import annotations
 
+import math
 from pathlib import PurePath
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 # A problem quoted from a library (a JSON or YAML parser, libsndfile, zlib) is cut to this many characters.
 MAX_PROBLEM_CHARS = 300
@@ -50,6 +51,17 @@ class DataError(UserError, ValueError):
 
     def __reduce__(self):   # picklable across the data-loader's worker processes
         return (type(self), (self.path, self.problem, self.fix, self.place))
+
+
+def finite_number(value: Any) -> bool:
+    """Whether a value read from a file (JSON, YAML) is a number usable as a float: not a bool, not NaN or
+    infinity, and not an integer too large for a float (JSON holds any number of digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def first_line(exc: BaseException) -> str:

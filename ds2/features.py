@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import tokenize
 import warnings
@@ -61,6 +62,19 @@ def _audio_name(path) -> str:
     return str(path)
 
 
+def check_audio_file(path: Union[str, Path]) -> None:
+    """UnreadableAudioError unless path is (after symlinks) a regular file. Opening a FIFO waits for a writer
+    forever, and libsndfile says "System error" for a missing file and "Format not recognised" for a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # missing, a dangling link, a symlink loop, no permission
+        raise UnreadableAudioError(str(path), f"cannot open it ({exc.strerror})", AUDIO_FIX) from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device or socket")
+        raise UnreadableAudioError(str(path), f"it is {kind}, not an audio file", AUDIO_FIX)
+
+
 def load_audio(path: Union[str, Path, BinaryIO], sample_rate: int) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at sample_rate (resampled if the file's rate differs). `path` may
     also be an open binary file (ds2 serve reads uploads from memory).
@@ -69,6 +83,8 @@ def load_audio(path: Union[str, Path, BinaryIO], sample_rate: int) -> np.ndarray
     not a finite number (float WAV and FLAC can hold NaN and infinity, which would make every feature
     and the loss NaN)."""
     name = _audio_name(path)
+    if not hasattr(path, "read"):
+        check_audio_file(path)
     try:
         audio, file_rate = soundfile.read(path if hasattr(path, "read") else str(path), dtype="float32",
                                           always_2d=True)

@@ -28,7 +28,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 import os
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ds2 import files
-from ds2.errors import DataError, UserError, first_line
+from ds2.errors import DataError, UserError, finite_number, first_line
 from ds2.text import BLANK, check_labels
 
 # Decoder defaults. beam: hypotheses kept per frame; token_beam: labels tried per frame (the most
@@ -264,15 +263,11 @@ def load_settings(checkpoint_path: Union[str, Path]) -> Optional[LmSettings]:
     stored = _stored_settings(path)
     alpha, beta, beam = stored.get("alpha"), stored.get("beta"), stored.get("beam", DEFAULT_BEAM)
     lm_path = stored.get("lm_path")
-    if not (isinstance(lm_path, str) and lm_path and "\0" not in lm_path and _finite(alpha) and _finite(beta)
+    if not (isinstance(lm_path, str) and lm_path and "\0" not in lm_path and finite_number(alpha) and finite_number(beta)
             and isinstance(beam, int) and not isinstance(beam, bool) and beam > 0):
         raise DataError(path, "not a tuned-LM settings file (lm_path, finite alpha and beta, a positive beam)",
                         "remove it, or run ds2 tune-lm again")
     return LmSettings(lm_path=os.path.normpath(path.parent / lm_path), alpha=float(alpha), beta=float(beta), beam=beam)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def settings_details(checkpoint_path: Union[str, Path]) -> Dict:

@@ -8,12 +8,13 @@ numbers are comparable with the published 9.90 / 3.32.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import Levenshtein
+
+from ds2.errors import finite_number
 
 # Fields a metrics.jsonl record of each kind must hold as finite numbers (ds2.plot draws them).
 REQUIRED_NUMBERS = {"dev": ("dev_cer", "dev_wer")}
@@ -84,10 +85,6 @@ def corpus_cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 # metrics.jsonl: one JSON object per line, written by ds2 train
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _record_problem(record: Any) -> str:
     """Why a parsed line is not a metrics record, or ''."""
     if not isinstance(record, dict):
@@ -98,7 +95,7 @@ def _record_problem(record: Any) -> str:
     if not isinstance(record.get("kind"), str):
         return "no kind"
     for name in REQUIRED_NUMBERS.get(record["kind"], ()):
-        if not _is_number(record.get(name)):
+        if not finite_number(record.get(name)):
             return f"{name} is not a finite number"
     return ""
 

@@ -36,14 +36,13 @@ from ds2.data.manifest import (EXAMPLES_PER_REASON, ProblemReport, Utterance, re
                                write_json_manifest)
 from ds2.data.noise import build_noise_set, build_noisy_test
 from ds2.data.sets import (EVAL_SPLITS, NOISY_TEST, SPLITS, data_settings, feature_cache_dir, manifest_path, noise_dir,
-                           split_names, sweep_feature_cache)
+                           split_names, sweep_feature_cache, within_max_duration)
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
 from ds2.features import AudioError, FeatureCache, check_window
 from ds2.shapes import output_frames
 from ds2.text import encode, min_ctc_frames
 
-TOO_LONG = "longer than data.max_duration"
 TRANSCRIPT_TOO_LONG = "transcript too long for the model's output frames"
 
 
@@ -78,10 +77,7 @@ def collect_split(cfg: Config, split: str, workers: int) -> Tuple[List[Utterance
 def filter_for_model(utterances: List[Utterance], cfg: Config, report: ProblemReport) -> List[Utterance]:
     """Drop (and count) utterances too long for data.max_duration or for the model's output."""
     kept = []
-    for utterance in utterances:
-        if utterance.duration > cfg.data.max_duration:
-            report.add(TOO_LONG, f"{utterance.id} ({utterance.duration:.1f} s)")
-            continue
+    for utterance in within_max_duration(utterances, cfg, report):
         needed = min_ctc_frames(encode(utterance.text, cfg.model.labels))
         available = output_frames(utterance.duration, cfg)
         if available < needed:

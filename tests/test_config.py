@@ -88,6 +88,23 @@ def test_yaml_errors_are_one_line(tmp_path):
         load_config("sed")
 
 
+def test_a_config_that_is_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path):
+    """Reading a FIFO waits for a writer forever; reading /dev/zero fills the memory."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for path in (str(tmp_path / "fifo.yaml"), "/dev/zero"):
+        with pytest.raises(DataError, match=r": not a regular file \(a FIFO or a device\?\); give the path of a YAML"):
+            load_config("small", path)
+    with pytest.raises(DataError, match=r"cannot read it \(Is a directory\)"):
+        load_config("small", str(tmp_path))
+
+
+def test_a_yaml_integer_too_large_for_a_float_setting_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key train.lr: a number too large for a float; give a finite number"):
+        load_config("small", write(tmp_path, "train:\n  lr: 1" + "0" * 400 + "\n"))
+
+
 def test_precedence_preset_then_file_then_overrides(tmp_path):
     cfg = load_config("seed", write(tmp_path, "train:\n  lr: 0.5\n  epochs: 3\n"), ["train.lr=0.25"])
     assert (cfg.train.lr, cfg.train.epochs, cfg.model.rnn_hidden) == (0.25, 3, 1024)

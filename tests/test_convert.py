@@ -331,6 +331,18 @@ def test_convert_refuses_a_torch_checkpoint_that_would_run_code_unrun(tmp_path, 
     assert not marker.exists()
 
 
+def test_convert_names_the_file_and_the_fix_for_a_file_that_is_no_checkpoint(tmp_path, capsys):
+    """Neither torch's nor MindSpore's format: MindSpore's reason, with the file and what to give instead."""
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
+    for name, said in [("empty.pth", "it is empty"), ("text.ckpt", "MindSpore cannot read it")]:
+        assert convert_command(torch_config(tmp_path), tmp_path / name, tmp_path / "out.ckpt") == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"ds2 convert: {tmp_path / name}: {said} (") and error.count("\n") == 1
+        assert error.rstrip().endswith("give a MindSpore .ckpt, or a deepspeech.pytorch .pth / .ckpt as it was saved")
+    assert not (tmp_path / "out.ckpt").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # deepspeech.pytorch V3: a PyTorch Lightning checkpoint as released (tests/deepspeech_pytorch_v3.py makes
 # it as that code base saves one: omegaconf configs in hyper_parameters, Lightning's keys, torch.save).

@@ -77,6 +77,27 @@ def test_load_audio_errors(tmp_path):
         load_audio(tmp_path / "empty.wav", 16000)
 
 
+def _not_audio_files(tmp_path):
+    """A FIFO (opening it would wait for a writer forever), a directory, a symlink loop and a dangling link."""
+    os.mkfifo(tmp_path / "fifo.wav")
+    (tmp_path / "folder.wav").mkdir()
+    os.symlink(tmp_path / "loop-b.wav", tmp_path / "loop-a.wav")
+    os.symlink(tmp_path / "loop-a.wav", tmp_path / "loop-b.wav")
+    os.symlink(tmp_path / "missing.wav", tmp_path / "dangling.wav")
+    return {"fifo.wav": "a FIFO", "folder.wav": "a directory", "loop-a.wav": "symbolic links",
+            "dangling.wav": "No such file"}
+
+
+def test_a_path_that_is_no_regular_file_is_unreadable_audio_at_once(tmp_path):
+    from ds2.data.manifest import audio_duration
+
+    for name, said in _not_audio_files(tmp_path).items():
+        for read in (lambda path: load_audio(path, 16000), audio_duration):
+            with pytest.raises(UnreadableAudioError, match=said) as error:
+                read(tmp_path / name)
+            assert str(tmp_path / name) in str(error.value) and "\n" not in str(error.value)
+
+
 def test_cache_reuses_and_invalidates(tmp_path):
     audio_path = tmp_path / "a.wav"
     soundfile.write(audio_path, noise(4000), 16000)

@@ -107,6 +107,7 @@ def test_settings_live_beside_the_checkpoint(tmp_path):
     path = lm_decode.settings_path(tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt")
     moved_checkpoint = tmp_path / "moved" / "small" / "checkpoints" / "best.ckpt"
     for damaged in ['{"alpha": "much"}', 'not json', '{"lm_path": "a.arpa", "alpha": NaN, "beta": 1}', "[]",
+                    '{"lm_path": "a.arpa", "alpha": 1' + '0' * 400 + ', "beta": 1, "beam": 8}',
                     b'{"lm_path": "\xff.arpa", "alpha": 1, "beta": 1}']:
         path.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
         with pytest.raises(DataError, match=r"best.ckpt.lm.json: not a tuned-LM settings file .*; remove it, or run "

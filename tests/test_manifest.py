@@ -158,6 +158,41 @@ def test_an_entry_with_a_non_finite_or_wrong_typed_field_is_skipped(tmp_path, co
     assert "duration nan is not a finite number" in str(report)
 
 
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(tmp_path, corpus):
+    write_json_manifest(tmp_path / "m.json", corpus)
+    write_csv_manifest(tmp_path / "m.csv", corpus)
+    for name in ("m.json", "m.csv"):
+        (tmp_path / name).write_bytes("\ufeff".encode() + (tmp_path / name).read_bytes())
+        utterances, report = read_manifest(tmp_path / name)
+        assert utterances == corpus and report.total == 0
+
+
+def test_a_key_given_twice_refuses_the_manifest_or_skips_the_entry(tmp_path, corpus):
+    """json keeps the last of two values without a word: a second, empty 'samples' list would read as no
+    utterances, a second wav_path as another recording."""
+    write_json_manifest(tmp_path / "m.json", corpus)
+    text = (tmp_path / "m.json").read_text()
+    (tmp_path / "twice.json").write_text(text.rstrip()[:-1] + ', "samples": []}')
+    with pytest.raises(ManifestError, match=r"twice.json: the top-level object holds 'samples' more than once; fix"):
+        read_json_manifest(tmp_path / "twice.json")
+    first_path = '"wav_path": "audio/19-198-0000.flac"'
+    (tmp_path / "entry.json").write_text(text.replace(first_path, first_path + ', "wav_path": "other.flac"', 1))
+    utterances, report = read_json_manifest(tmp_path / "entry.json")
+    assert [u.id for u in utterances] == ["19-198-0001"] and report.counts == {manifest.BAD_ENTRY: 1}
+    assert "sample 0: it holds 'wav_path' more than once" in str(report)
+
+
+def test_an_entry_whose_duration_is_an_integer_too_large_for_a_float_is_skipped(tmp_path, corpus):
+    write_json_manifest(tmp_path / "m.json", corpus)
+    text = (tmp_path / "m.json").read_text()
+    raw = json.loads(text)
+    first_duration = json.dumps(raw["samples"][0]["duration"])
+    (tmp_path / "m.json").write_text(text.replace(first_duration, "1" + "0" * 400, 1))
+    utterances, report = read_json_manifest(tmp_path / "m.json")
+    assert len(utterances) == len(corpus) - 1 and report.counts == {manifest.BAD_ENTRY: 1}
+    assert "duration too large is not a finite number" in str(report)
+
+
 def test_a_manifest_that_is_not_json_is_one_line_naming_the_place(tmp_path):
     (tmp_path / "m.json").write_text('{"samples": [\n  {"wav_path": "a.wav",}\n]}')
     with pytest.raises(ManifestError, match=r"m.json \(line 2, column 24\): not valid JSON: .*; fix or remove it"):

@@ -52,9 +52,10 @@ def test_a_bad_line_in_metrics_jsonl_is_skipped_and_named_and_later_records_are_
                      b'{"kind": "dev", "step": 2, "dev_cer": 0.5, "dev_wer": NaN}\n'
                      b'{"kind": "train", "step": 3, "note": "\xff"}\n'
                      b'[1, 2]\n'
+                     b'{"kind": "dev", "step": 3, "dev_cer": 1' + b'0' * 400 + b', "dev_wer": 0.5}\n'
                      b'{"kind": "train", "step": 4, "loss": 1.0}\n')
     records, skipped = read_metrics_log(path)
     assert [r["step"] for r in records] == [1, 2, 4]
     assert records[1]["loss"] is None and records[1]["lr"] is None
     assert skipped == ["line 2: not JSON", "line 4: dev_wer is not a finite number", "line 5: not UTF-8",
-                       "line 6: not a JSON object"]
+                       "line 6: not a JSON object", "line 7: dev_cer is not a finite number"]

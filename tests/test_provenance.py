@@ -70,3 +70,16 @@ def test_a_manifest_without_settings_is_used_with_one_warning(prepared, capsys):
     assert read_split(cfg, "train") == kept
     warning = capsys.readouterr().err
     assert warning.count("\n") == 1 and "does not record the data settings" in warning and str(path) in warning
+
+
+@pytest.mark.parametrize("listed", [1e5, 1e308])
+def test_a_duration_edited_past_max_duration_is_skipped_not_planned(prepared, capsys, listed):
+    """A wrong duration of hours would pad every batch it plans to that length (and one of 1e308 s is no
+    frame count at all): the utterance is counted and left out, as ds2 preprocess leaves such ones out."""
+    cfg = load_config("small", overrides=prepared)
+    path = manifest_path(cfg, "train")
+    manifest = json.loads(path.read_text())
+    manifest["samples"][0]["duration"] = listed
+    path.write_text(json.dumps(manifest))
+    assert [u.id for u in read_split(cfg, "train")] == ["19-198-0001"]
+    assert f"1  longer than data.max_duration  (e.g. 19-198-0000 ({listed:g} s))" in capsys.readouterr().err

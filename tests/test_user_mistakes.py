@@ -149,6 +149,17 @@ def test_envcheck_names_a_damaged_checkpoint_in_one_fail_line(work, capsys):
     assert len(fail) == 1 and "step-0000004.ckpt" in fail[0]
 
 
+def test_a_deleted_working_directory_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert ds2_main(["preprocess", "--preset", "small"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("ds2 preprocess: the working directory is gone (") and error.count("\n") == 1
+    assert "cd into a folder that exists" in error
+
+
 def test_the_sweep_covers_every_command():
     from ds2.__main__ import COMMANDS
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 from collections import Counter, defaultdict
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ds2 import files
-from ds2.errors import DataError
+from ds2.errors import DataError, finite_number, one_line
 from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
 
 # Problem reasons shared by every reader (manifest, LibriSpeech scan, preprocess filters).
@@ -47,6 +46,8 @@ BAD_ENTRY = "malformed manifest entry"
 NOT_UTF8 = "manifest entry not UTF-8 text"
 NO_TRANSCRIPT_FILE = "no transcript file (CSV needs one)"
 DURATION_CORRECTED = "duration differs from the audio header"
+# Editors on Windows start a UTF-8 file with it; it is no part of the first path or key.
+BYTE_ORDER_MARK = "\ufeff"
 # A manifest duration further than this from the audio header's is counted and replaced by the header's.
 DURATION_TOLERANCE_S = 0.01
 
@@ -125,8 +126,9 @@ class ProblemReport:
 def audio_duration(path: Union[str, Path]) -> float:
     """Seconds of audio, from the file header only. Raises UnreadableAudioError."""
     import soundfile
-    from ds2.features import UnreadableAudioError
+    from ds2.features import UnreadableAudioError, check_audio_file
 
+    check_audio_file(path)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, OSError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
@@ -205,15 +207,28 @@ def _not_utf8(value) -> bool:
     return False
 
 
+class _RepeatedKeys(dict):
+    """A JSON object in which a key appears more than once (json keeps the last value without a word)."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        names = [name for name, _ in pairs]
+        self.repeated = sorted({name for name in names if names.count(name) > 1})
+
+
+def _json_object(pairs):
+    return dict(pairs) if len({name for name, _ in pairs}) == len(pairs) else _RepeatedKeys(pairs)
+
+
 def _load_json_manifest(path: Path) -> dict:
     """The manifest's top-level object. Bytes that are not UTF-8 are kept (as surrogates) so that only
     the entries holding them are rejected, not the whole file."""
     try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix(BYTE_ORDER_MARK)
     except OSError as exc:
         raise ManifestError(path, f"cannot read it ({exc.strerror or exc})", "check the path and its permissions") from None
     try:
-        manifest = json.loads(text)
+        manifest = json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
         raise ManifestError(path, f"not valid JSON: {exc.msg}", MANIFEST_FIX,
                             place=f"line {exc.lineno}, column {exc.colno}") from None
@@ -221,6 +236,9 @@ def _load_json_manifest(path: Path) -> dict:
         raise ManifestError(path, "not a manifest: JSON nested too deeply", MANIFEST_FIX) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("samples"), list):
         raise ManifestError(path, "expected an object with a 'samples' list", MANIFEST_FIX)
+    if isinstance(manifest, _RepeatedKeys):
+        raise ManifestError(path, f"the top-level object holds {', '.join(map(repr, manifest.repeated))} more than once",
+                            MANIFEST_FIX)
     root_path = manifest.get("root_path")
     if root_path is not None and (not isinstance(root_path, str) or _not_utf8(root_path) or "\0" in root_path):
         raise ManifestError(path, "root_path is not a folder name", MANIFEST_FIX)
@@ -237,6 +255,8 @@ def _entry_problem(sample) -> Optional[str]:
         return "not an object"
     if _not_utf8(sample):
         return None  # counted under its own reason
+    if isinstance(sample, _RepeatedKeys):
+        return f"it holds {', '.join(map(repr, sample.repeated))} more than once"
     if not _is_path(sample.get("wav_path")):
         return "no wav_path"
     if sample.get("transcript_path") not in (None, "") and not _is_path(sample.get("transcript_path")):
@@ -244,9 +264,9 @@ def _entry_problem(sample) -> Optional[str]:
     if sample.get("transcript") is not None and not isinstance(sample["transcript"], str):
         return "transcript is not text"
     duration = sample.get("duration")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration)):
-        return f"duration {duration!r} is not a finite number"
+    if duration is not None and not finite_number(duration):
+        shown = "too large" if isinstance(duration, int) and not isinstance(duration, bool) else one_line(repr(duration), 40)
+        return f"duration {shown} is not a finite number"
     return None
 
 
@@ -292,7 +312,7 @@ def read_csv_manifest(path: Union[str, Path], labels: Optional[str] = None) -> T
     """Rows `wav_path,transcript_path`; relative paths are taken relative to the CSV's directory."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix(BYTE_ORDER_MARK)
     except OSError as exc:
         raise ManifestError(path, f"cannot read it ({exc.strerror or exc})", "check the path and its permissions") from None
     root = str(path.resolve().parent)

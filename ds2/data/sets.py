@@ -15,12 +15,13 @@ from ds2.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from ds2.batching import UtteranceSet
-    from ds2.data.manifest import Utterance
+    from ds2.data.manifest import ProblemReport, Utterance
 
 SPLITS = ("train", "dev", "test")
 # The test utterances mixed with noise unseen in training (ds2.data.noise); made by `ds2 preprocess` with test.
 NOISY_TEST = "test-noisy"
 EVAL_SPLITS = SPLITS + (NOISY_TEST,)
+TOO_LONG = "longer than data.max_duration"
 
 
 def split_names(text: str) -> Tuple[str, ...]:
@@ -104,6 +105,17 @@ def check_provenance(cfg: Config, split: str, path: Path) -> None:
                         "as this command")
 
 
+def within_max_duration(utterances: List["Utterance"], cfg: Config, report: "ProblemReport") -> List["Utterance"]:
+    """The utterances no longer than data.max_duration; the others are counted in report and left out."""
+    kept = []
+    for utterance in utterances:
+        if utterance.duration > cfg.data.max_duration:
+            report.add(TOO_LONG, f"{utterance.id} ({utterance.duration:g} s)")
+            continue
+        kept.append(utterance)
+    return kept
+
+
 def read_split(cfg: Config, split: str) -> List["Utterance"]:
     """The usable utterances of split's manifest (its problems printed to stderr), which must have been
     written under the data settings in effect (check_provenance)."""
@@ -115,6 +127,9 @@ def read_split(cfg: Config, split: str) -> List["Utterance"]:
                         f"the same --preset/--config/--set")
     check_provenance(cfg, split, path)
     utterances, problems = read_manifest(path, cfg.model.labels)
+    # ds2 preprocess left longer ones out; a duration edited in (or a manifest from elsewhere) would plan
+    # batches padded to it, and a wrong one of hours would fill the memory before any audio is read.
+    utterances = within_max_duration(utterances, cfg, problems)
     if problems.total:
         print(f"{split} manifest {path}: {problems}", file=sys.stderr)
     if not utterances:
