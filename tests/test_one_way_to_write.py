@@ -45,6 +45,10 @@ ALLOWED = {
     ("ds2/data/synth.py", "build_corpus", "write_text"): "into the staging folder that is renamed into place "
                                                          "whole",
     ("ds2/data/synth.py", "build_corpus", "os.replace"): "the finished staging folder takes the corpus's name",
+    ("ds2/data/noise.py", "_write_flac", "soundfile.write"): "into the staging folder that is renamed into place "
+                                                            "whole",
+    ("ds2/data/noise.py", "_replace_with", "os.replace"): "the finished staging folder takes the noise set's or "
+                                                          "test-noisy's name",
     ("ds2/lm_decode.py", "*", "tempfile.TemporaryFile"): "an anonymous scratch file, gone when closed",
 }
 
