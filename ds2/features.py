@@ -19,7 +19,7 @@ import sys
 import tokenize
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Tuple, Union
 
 import numpy as np
 import soundfile
@@ -75,6 +75,29 @@ def check_audio_file(path: Union[str, Path]) -> None:
         raise UnreadableAudioError(str(path), f"it is {kind}, not an audio file", AUDIO_FIX)
 
 
+# The lowest sample rate ds2 reads as speech (telephone audio is 8 kHz).
+MIN_SAMPLE_RATE = 4000
+# Samples decoded at a time, all channels together: the memory a read takes follows the samples the file
+# really holds, never the count its header claims (a damaged FLAC header can claim 2^33 frames).
+DECODE_BLOCK_SAMPLES = 1 << 20
+
+
+def _decode(path: Union[str, Path, BinaryIO]) -> Tuple[np.ndarray, int]:
+    """float32 [frames, channels] and the file's sample rate, decoded block by block."""
+    with soundfile.SoundFile(path if hasattr(path, "read") else str(path)) as audio_file:
+        block_frames = max(1, DECODE_BLOCK_SAMPLES // max(1, audio_file.channels))
+        blocks = []
+        while True:
+            block = audio_file.read(frames=block_frames, dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            blocks.append(block)
+        channels, rate = audio_file.channels, audio_file.samplerate
+    if not blocks:
+        return np.zeros((0, channels), dtype=np.float32), rate
+    return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), rate
+
+
 def load_audio(path: Union[str, Path, BinaryIO], sample_rate: int) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at sample_rate (resampled if the file's rate differs). `path` may
     also be an open binary file (ds2 serve reads uploads from memory).
@@ -86,14 +109,15 @@ def load_audio(path: Union[str, Path, BinaryIO], sample_rate: int) -> np.ndarray
     if not hasattr(path, "read"):
         check_audio_file(path)
     try:
-        audio, file_rate = soundfile.read(path if hasattr(path, "read") else str(path), dtype="float32",
-                                          always_2d=True)
+        audio, file_rate = _decode(path)
     except (RuntimeError, OSError, ValueError, TypeError, EOFError) as exc:  # LibsndfileError is a RuntimeError
         raise UnreadableAudioError(name, f"cannot decode it: {first_line(exc)}", AUDIO_FIX) from None
     if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] == 0:
         raise EmptyAudioError(name, "the audio has no samples", AUDIO_FIX)
-    if file_rate <= 0:
-        raise UnreadableAudioError(name, f"its sample rate is {file_rate} Hz", AUDIO_FIX)
+    if file_rate < MIN_SAMPLE_RATE:
+        # Resampling from 1 Hz to 16 kHz would multiply the samples 16,000-fold (a 1 MB file, 32 GB).
+        raise UnreadableAudioError(name, f"its sample rate is {file_rate} Hz, below the {MIN_SAMPLE_RATE} Hz of any "
+                                         "speech recording", AUDIO_FIX)
     finite = np.isfinite(audio)
     if not finite.all():
         first = int(np.argmin(finite.all(axis=1)))

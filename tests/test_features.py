@@ -171,3 +171,28 @@ def test_cache_concurrent_writers_leave_one_complete_file(tmp_path):
         np.testing.assert_array_equal(result, results[0])
     files = [f for _, _, names in os.walk(tmp_path / "cache") for f in names]
     assert len(files) == 1 and files[0].endswith(".npy") and not files[0].startswith(".tmp")
+
+
+def test_a_flac_header_claiming_billions_of_frames_reads_only_what_the_file_holds(tmp_path):
+    """STREAMINFO's total-samples field is only a claim: a damaged one asked for 32 GiB before any decoding."""
+    path = tmp_path / "claims.flac"
+    samples = (0.1 * np.sin(np.arange(8000) / 7.0)).astype(np.float32)
+    soundfile.write(path, samples, 16000, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"
+    data[21] |= 0x02            # the top bits of the 36-bit total-samples count: 2^33 frames more
+    path.write_bytes(bytes(data))
+    with soundfile.SoundFile(str(path)) as claimed:
+        assert claimed.frames > 2 ** 33
+    try:
+        audio = load_audio(path, 16000)
+    except UnreadableAudioError:
+        return                  # refusing it is as good as reading it; allocating the claim is not
+    assert len(audio) <= 8000
+
+
+def test_a_sample_rate_no_speech_recording_has_is_unreadable_audio(tmp_path):
+    path = tmp_path / "one-hertz.wav"
+    soundfile.write(path, np.zeros(1000, dtype=np.float32), 1, format="WAV", subtype="PCM_16")
+    with pytest.raises(UnreadableAudioError, match="sample rate is 1 Hz"):
+        load_audio(path, 16000)
