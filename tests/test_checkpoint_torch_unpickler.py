@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ds2.checkpoint.torch_unpickler import UnsafeCheckpoint, read_torch_checkpoint  # noqa: E402
+from ds2.checkpoint.torch_unpickler import TorchCheckpointError, UnsafeCheckpoint, read_torch_checkpoint  # noqa: E402
 from ds2.config import DEFAULT_LABELS  # noqa: E402
 from tests.helpers import RunsACommand  # noqa: E402
 
@@ -96,3 +96,17 @@ def test_v3_checkpoint_with_an_unknown_class_is_refused_by_name(tmp_path):
         read_torch_checkpoint(path)
     assert re.search(r"would import (posix|os)\.system", str(raised.value))
     assert not marker.exists()
+
+
+def test_a_pickle_naming_a_huge_memo_index_costs_no_memory(tmp_path):
+    """PROTO 2, NONE, LONG_BINPUT 2^26: the C unpickler grows and clears a memo of 2^27 slots (1 GiB) for it,
+    and 64 GiB for an index of 2^32 - 1."""
+    import resource
+
+    path = tmp_path / "memo.pth"
+    path.write_bytes(b"\x80\x02N" + b"r" + (2 ** 26).to_bytes(4, "little") + b".")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TorchCheckpointError):
+        read_torch_checkpoint(path)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 256 * 1024

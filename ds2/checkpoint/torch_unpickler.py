@@ -126,7 +126,11 @@ def _typing_subscript(origin, arguments):
 PLAIN_GLOBALS[("_operator", "getitem")] = _typing_subscript
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+# Python's own unpickler, not its C one: the C unpickler grows its memo list to whatever index a PUT opcode
+# names and clears every new slot, so nine bytes of pickle (a LONG_BINPUT of 2^32 - 1) make it touch 64 GiB.
+# The Python one keeps the memo in a dict. A checkpoint's pickle is small (the tensors' data is stored beside
+# it), so its speed does not matter here.
+class RestrictedUnpickler(pickle._Unpickler):
     def find_class(self, module, name):
         # Protocol 2, torch.save's, writes Python 2 names (__builtin__.dict); pickle maps them back in
         # its own find_class, after this check, so map them here first (Python 3 names map to themselves).
