@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from ds2.config import from_options
     from ds2.errors import UserError
+    from ds2.files import release_all
 
     try:
         parser = build_parser()
@@ -60,7 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = from_options(args)
         module = importlib.import_module(COMMANDS[args.command][0])
-        return int(module.run(cfg, args) or 0)
+        try:
+            return int(module.run(cfg, args) or 0)
+        finally:
+            release_all()   # the folders the command held (ds2.files.hold)
     except UserError as exc:
         print(f"ds2 {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ds2 import files
 from ds2.config import DEFAULT_OFFICIAL_LM, Config, add_shorthand, count
 from ds2.errors import UserError
 
@@ -42,6 +43,8 @@ def run(cfg: Config, args) -> int:
     from ds2 import lm
     from ds2.data.sets import manifest_path, read_split
 
+    files.hold(cfg.data.data_dir, "lm")
+    files.sweep(lm.lm_dir(cfg), held=True)
     if cfg.lm.official:
         if args.output:
             raise UserError(f"--output is for a model built from transcripts; the official {cfg.lm.official} "

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,8 +397,11 @@ def _check_field(value: Any, f: dataclasses.Field, key: str) -> Any:
             if str(value).lower() == choice.lower():
                 return choice
         raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(meta['choices'])}")
-    numbers = value if isinstance(value, tuple) else (value,)
+    numbers = value if isinstance(value, (tuple, list)) else (value,)
     for number in numbers:
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ConfigError(f"config key {key}: {value!r} is not a finite number; give a number (nan and inf "
+                              f"would switch checks off or reach the weights)")
         if meta.get("minimum") is not None and number < meta["minimum"]:
             raise ConfigError(f"config key {key}: {value!r} is below the minimum {meta['minimum']}")
         if meta.get("above") is not None and number <= meta["above"]:
@@ -590,8 +594,10 @@ def with_overrides(stored: Dict[str, Any], overrides: Sequence[str]) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     import yaml
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
+
+    from ds2 import files
+
+    files.write_text(path, yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------

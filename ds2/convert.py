@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from ds2 import files
 from ds2.checkpoint import layouts, storage
 from ds2.checkpoint.torch_unpickler import UnsafeCheckpoint, is_torch_file, read_torch_checkpoint
 from ds2.config import Config, to_dict
@@ -171,6 +172,9 @@ def run(cfg: Config, args) -> int:
     if not source.is_file():
         print(f"ds2 convert: no file {source}", file=sys.stderr)
         return 1
+    if output.resolve().parent.name == storage.checkpoint_dir(".").name:  # into a run: hold it
+        files.hold(storage.run_folder(output, cfg.run_dir), "convert")
+        files.sweep(output.parent, held=True)
     if output.exists():
         print(f"ds2 convert: {output} exists; remove it or give another --output", file=sys.stderr)
         return 1

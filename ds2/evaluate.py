@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ds2 import files
 from ds2.config import Config, add_decode_options
 
 
@@ -44,12 +45,11 @@ def run(cfg: Config, args) -> int:
     result = evaluate_set(loaded.model, data, loaded.cfg, decoder)
     summary = dict(result["summary"], split=args.split, checkpoint=str(loaded.path), step=loaded.meta["step"])
     out_dir = loaded.run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.hold(loaded.run_dir, "eval")
+    files.sweep(out_dir, held=True)
     stem = f"{args.split}_{decoder.name}"
-    with open(out_dir / f"{stem}.jsonl", "w") as f:
-        for record in result["utterances"]:
-            f.write(json.dumps(record) + "\n")
-    (out_dir / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files.write_json_lines(out_dir / f"{stem}.jsonl", result["utterances"])
+    files.write_json(out_dir / f"{stem}_summary.json", summary)
     left_out = f", {summary['left_out']} left out for bad data" if summary["left_out"] else ""
     print(f"{args.split}: {summary['utterances']} utterances{left_out}, {decoder.name}: "
           f"WER {summary['wer']:.4f}  CER {summary['cer']:.4f}  ({loaded.path})")

@@ -19,13 +19,12 @@ the command says so in one line (docs/serving.md has what stops a fixed-shape ex
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ds2 import files
 from ds2.config import Config, count
 
 # Largest difference allowed between the exported graph's log-probabilities and the checkpoint's.
@@ -67,16 +66,17 @@ def run(cfg: Config, args) -> int:
         raise UserError(f"cannot write {destination}: no folder {destination.parent}")
     if args.format == "onnx":
         refuse_onnx(loaded)
-    work = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".tmp-export-"))
-    try:
+    in_run = files.inside(destination, loaded.run_dir)
+    if in_run:  # a folder of the user's own gets no lock file
+        files.hold(loaded.run_dir, "export")
+    files.sweep(destination.parent, held=in_run)
+    with files.staging(destination) as work:
         graph = export_mindir(loaded.model, loaded.cfg, work / "model")
         if args.verify:
             print(verify(graph, loaded, args.verify))
         else:
             print("not verified (--verify 0)")
         publish(graph, destination, sidecar(graph, destination, loaded))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {destination} ({destination.stat().st_size / 1e6:.1f} MB) and {sidecar_path(destination).name}")
     return 0
 
@@ -109,15 +109,12 @@ def refuse_onnx(loaded) -> None:
 
 
 def export_mindir(model, cfg: Config, stem: Path) -> Path:
-    """mindspore.export into stem.mindir, made readable like any file the user writes (MindSpore leaves it
-    readable by its owner alone)."""
+    """mindspore.export into stem.mindir (publish_file, which moves it into place, gives it the permissions any
+    file the user writes gets: MindSpore leaves it readable by its owner alone)."""
     import mindspore as ms
-
-    from ds2.checkpoint.storage import current_umask
 
     ms.export(model, *model_inputs(cfg), file_name=str(stem), file_format="MINDIR")
     graph = stem.with_suffix(".mindir")
-    os.chmod(graph, 0o666 & ~current_umask())
     return graph
 
 
@@ -185,12 +182,5 @@ def sidecar(graph: Path, destination: Path, loaded) -> Dict[str, Any]:
 def publish(graph: Path, destination: Path, description: Dict[str, Any]) -> None:
     """The sidecar, then the graph, each renamed into place from the same folder (a crash leaves the old
     files or the new ones, never part of one)."""
-    from ds2.checkpoint.storage import current_umask
-
-    side = graph.with_name(graph.name + ".json")
-    side.write_text(json.dumps(description, indent=2) + "\n")
-    os.chmod(side, 0o666 & ~current_umask())
-    with open(graph, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(side, sidecar_path(destination))
-    os.replace(graph, destination)
+    files.write_json(sidecar_path(destination), description)
+    files.publish_file(graph, destination)

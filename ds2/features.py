@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import sys
-import tempfile
 import tokenize
 import warnings
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import BinaryIO, Union
 import numpy as np
 import soundfile
 
+from ds2 import files
 from ds2.config import FeatureConfig
 from ds2.errors import DataError, UserError, first_line
 
@@ -206,13 +207,7 @@ class FeatureCache:
                     print(f"ds2: {exc} (damaged feature cache entries are recomputed and counted)", file=sys.stderr)
         self.misses += 1
         features = compute_features(load_audio(audio_path, self.feature_cfg.sample_rate), self.feature_cfg)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(handle, "wb") as tmp:
-                np.save(tmp, features)
-            os.replace(tmp_name, cached)
-        except BaseException:
-            os.unlink(tmp_name)
-            raise
+        stored = io.BytesIO()
+        np.save(stored, features)
+        files.write_bytes(cached, stored.getvalue())
         return features

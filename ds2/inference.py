@@ -52,8 +52,7 @@ def load_for_inference(cfg: Config, which: str, overrides: Sequence[str]) -> Loa
         from ds2.step import dynamic_inputs
         inputs = dynamic_inputs(stored.features.n_bins)
         model.set_inputs(inputs["features"], inputs["frames"])
-    run_dir = path.resolve().parent.parent if path.resolve().parent.name == "checkpoints" else Path(cfg.run_dir)
-    return LoadedModel(model, stored, path, run_dir, meta)
+    return LoadedModel(model, stored, path, storage.run_folder(path, cfg.run_dir), meta)
 
 
 def log_probs_of(model, data, left_out: List[str]) -> Iterator[Tuple[int, np.ndarray]]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple, Union
 
+from ds2 import files
 from ds2.config import Config
 from ds2.errors import DataError, UserError
 
@@ -211,30 +212,30 @@ def _log10(p: float) -> float:
 def write_arpa(model: NgramModel, path: Union[str, Path]) -> Path:
     """Write model as an ARPA file (gzip-compressed if path ends in .gz), n-grams sorted."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     # KenLM's query code needs at least two orders: a unigram model gets an empty bigram section.
     orders = max(model.order, 2)
     probabilities = model.probabilities + [{}] * (orders - model.order)
     backoffs = model.backoffs + [{}] * (orders - model.order)
-    with _open_text(partial, "w") as out:
-        out.write("\\data\\\n")
-        for n in range(1, orders + 1):
-            out.write(f"ngram {n}={len(probabilities[n - 1])}\n")
-        for n in range(1, orders + 1):
-            out.write(f"\n\\{n}-grams:\n")
-            for ngram in sorted(probabilities[n - 1]):
-                line = f"{probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
-                if n < orders:   # every lower-order n-gram gets a backoff weight, 0 (weight 1) if no context, as lmplz writes
-                    line += f"\t{backoffs[n - 1].get(ngram, 0.0):.7f}"
-                out.write(line + "\n")
-        out.write("\n\\end\\\n")
-    partial.replace(path)
-    return path
+
+    def write(target: Path) -> None:
+        with _open_text(target, "w") as out:
+            out.write("\\data\\\n")
+            for n in range(1, orders + 1):
+                out.write(f"ngram {n}={len(probabilities[n - 1])}\n")
+            for n in range(1, orders + 1):
+                out.write(f"\n\\{n}-grams:\n")
+                for ngram in sorted(probabilities[n - 1]):
+                    line = f"{probabilities[n - 1][ngram]:.7f}\t{' '.join(ngram)}"
+                    if n < orders:   # every lower-order n-gram gets a backoff weight, 0 (weight 1) if no context, as lmplz writes
+                        line += f"\t{backoffs[n - 1].get(ngram, 0.0):.7f}"
+                    out.write(line + "\n")
+            out.write("\n\\end\\\n")
+
+    return files.write_with(path, write)
 
 
 def _open_text(path: Union[str, Path], mode: str) -> TextIO:
-    if str(path).endswith((".gz", ".gz.partial")):
+    if str(path).endswith(".gz"):
         return gzip.open(path, mode + "t", encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 

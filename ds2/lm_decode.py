@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ds2 import files
 from ds2.errors import DataError, UserError, first_line
 from ds2.text import BLANK, check_labels
 
@@ -238,8 +240,7 @@ def save_settings(checkpoint_path: Union[str, Path], settings: LmSettings, detai
     stored relative to that file, so the run folder can be mounted or moved elsewhere with its LM."""
     path = settings_path(checkpoint_path)
     stored = dict(asdict(settings), lm_path=os.path.relpath(os.path.abspath(settings.lm_path), os.path.abspath(path.parent)))
-    path.write_text(json.dumps(dict(stored, **(details or {})), indent=2) + "\n")
-    return path
+    return files.write_json(path, dict(stored, **(details or {})))
 
 
 def _stored_settings(path: Path) -> Dict:
@@ -288,11 +289,11 @@ def save_log_probs(path: Union[str, Path], log_probs_list: Sequence[np.ndarray],
                    ids: Sequence[str], labels: str) -> Path:
     """One .npz: every utterance's [frames, labels] log-probabilities (float32, concatenated, with
     their lengths), reference transcripts, utterance ids and the labels."""
-    path = Path(path)
-    np.savez_compressed(path, log_probs=np.concatenate(list(log_probs_list)).astype(np.float32),
+    stored = io.BytesIO()
+    np.savez_compressed(stored, log_probs=np.concatenate(list(log_probs_list)).astype(np.float32),
                         lengths=np.array([len(lp) for lp in log_probs_list]), references=np.array(list(references)),
                         ids=np.array(list(ids)), labels=np.array(labels))
-    return path
+    return files.write_bytes(path, stored.getvalue())
 
 
 def load_log_probs(path: Union[str, Path]) -> Dict:

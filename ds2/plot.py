@@ -1,10 +1,13 @@
 """curves.png: training loss per step and dev CER / WER per epoch, from metrics.jsonl records."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+
+from ds2 import files
 
 # Steps averaged for the smoothed loss line (the raw per-batch loss is drawn faintly behind it).
 SMOOTHING_STEPS = 20
@@ -42,8 +45,7 @@ def plot_curves(records: List[Dict[str, Any]], path: Path) -> None:
     ax_dev.set_ylim(bottom=0)
     ax_dev.set_title("dev")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png", dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
+    files.write_bytes(path, image.getvalue())

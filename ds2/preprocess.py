@@ -25,11 +25,12 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from ds2 import files
 from ds2.config import Config, count
 from ds2.data.librispeech import check_subsets, prepare_subset, scan_subset
 from ds2.data.manifest import (EXAMPLES_PER_REASON, ProblemReport, Utterance, read_manifest, write_csv_manifest,
                                write_json_manifest)
-from ds2.data.sets import SPLITS, data_settings, feature_cache_dir, manifest_path
+from ds2.data.sets import SPLITS, data_settings, feature_cache_dir, manifest_path, sweep_feature_cache
 from ds2.data.synth import build_corpus
 from ds2.errors import UserError
 from ds2.features import AudioError, FeatureCache, check_window
@@ -90,7 +91,7 @@ def write_transcripts(utterances: List[Utterance], directory: Path) -> None:
     for utterance in utterances:
         path = directory / f"{utterance.id}.txt"
         if not path.is_file() or path.read_text(encoding="utf-8") != utterance.text:
-            path.write_text(utterance.text, encoding="utf-8")
+            files.write_text(path, utterance.text)
         utterance.transcript_path = str(path.resolve())
 
 
@@ -171,6 +172,11 @@ def run(cfg: Config, args) -> int:
     from ds2.runtime import usable_cpus
 
     workers = args.workers or usable_cpus()
+    files.hold(cfg.data.data_dir, "preprocess")
+    for folder in {manifest_path(cfg, split).parent for split in SPLITS} | \
+            {Path(cfg.data.data_dir) / "transcripts" / split for split in SPLITS}:
+        files.sweep(folder, held=files.inside(folder, cfg.data.data_dir))
+    sweep_feature_cache(cfg)
     check_window(cfg.features)
     splits = [s for s in SPLITS if s in args.splits and
               (cfg.data.source != "manifest" or getattr(cfg.data, f"{s}_manifest"))]

@@ -126,7 +126,9 @@ def make_train_step(network, optimizer, grad_clip: float, world_size: int = 1, d
         grad_norm = ops.sqrt(ops.addn(squares))
         scale = clip / ops.maximum(grad_norm, clip)
         grads = tuple(g * scale for g in grads)
-        applied = ops.logical_and(ops.isfinite(loss), ops.isfinite(grad_norm))
+        # With the gradient clipped to a finite norm, Adam moves each weight by about lr at most, so a finite
+        # loss, norm and lr keep the weights finite: the step is applied only then.
+        applied = ops.logical_and(ops.logical_and(ops.isfinite(loss), ops.isfinite(grad_norm)), ops.isfinite(lr))
         if applied:
             loss = ops.depend(loss, ops.assign(optimizer.learning_rate, lr))
             loss = ops.depend(loss, optimizer(grads))

@@ -1,8 +1,9 @@
 """`ds2 train`: train (or resume) DeepSpeech2 with CTC in MindSpore GRAPH_MODE.
 
 The loop: batches from ds2.batching (length buckets, prefetched by a thread), the compiled step from
-ds2.step, a dev evaluation (ds2.inference) and a checkpoint (ds2.checkpoint) at every epoch end, a
-checkpoint every train.checkpoint_every steps, and one metrics record per step.
+ds2.step, a checkpoint (ds2.checkpoint) and then a dev evaluation (ds2.inference) at every epoch end, a
+checkpoint every train.checkpoint_every steps, and one metrics record per step. The run folder is held
+(ds2.files.hold) for the whole run: a second command writing into it is refused.
 
 Outputs under cfg.run_dir: config.yaml, checkpoints/ (see ds2.checkpoint), metrics.jsonl (one
 JSON object per step, kind "train", and per dev evaluation, kind "dev"), curves.png.
@@ -25,16 +26,15 @@ same or another number (ds2.distributed.resume_position).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ds2 import distributed, memory
+from ds2 import distributed, files, memory
 from ds2.checkpoint import storage
 from ds2.config import Config, count, save_config, to_dict, with_overrides
-from ds2.errors import UserError
+from ds2.errors import UserError, first_line
 from ds2.metrics import describe_skipped, read_metrics_log
 
 METRICS_FILE = "metrics.jsonl"  # rank r > 0 of a data-parallel job: metrics-rank<r>.jsonl
@@ -92,8 +92,7 @@ class MetricsLog:
         self.path = path
 
     def append(self, record: Dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_line(self.path, record)
 
     def read(self) -> List[Dict[str, Any]]:
         """The records; lines that are not records (cut off by a kill, damaged) are skipped and named on stderr."""
@@ -107,13 +106,33 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Keep only records up to `step` (resume rewinds to the checkpoint)."""
         kept = [r for r in self.read() if r["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        files.write_json_lines(self.path, kept)
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
+
+
+def claim_run_folder(run_dir: Path) -> None:
+    """This process becomes the run folder's one writer (ds2.files.hold), and what a killed writer left
+    in it and in its checkpoints/ is swept."""
+    # Workers of a data-parallel job other than rank 0 write their metrics-rank<r>.jsonl without the lock,
+    # but only once their model is built, seconds after rank 0 swept the run folder here (on joining).
+    files.hold(run_dir, "train")
+    files.sweep(storage.checkpoint_dir(run_dir), held=True)
+
+
+def dev_summary(model, dev_set, cfg: Config, epoch: int) -> Optional[Dict[str, Any]]:
+    """The dev evaluation's summary, or None, said in one warning line, when no dev utterance could be
+    scored (all left out for bad data): training goes on, and this epoch does not compete for best.ckpt."""
+    from ds2.inference import evaluate_set
+
+    try:
+        return evaluate_set(model, dev_set, cfg)["summary"]
+    except ValueError as exc:  # ds2.metrics.error_rates: no reference left to score against
+        print(f"ds2 train: warning: epoch {epoch}: no dev score ({first_line(exc)}; see the utterances left out "
+              f"above); training goes on and best.ckpt stays the best scored epoch", file=sys.stderr)
+        return None
 
 
 def run(cfg: Config, args) -> int:
@@ -126,8 +145,7 @@ def train(cfg: Config, args) -> int:
     import mindspore as ms
 
     from ds2.batching import Prefetcher
-    from ds2.data.sets import load_sets
-    from ds2.inference import evaluate_set
+    from ds2.data.sets import load_sets, sweep_feature_cache
     from ds2.model import count_parameters
     from ds2.plot import plot_curves
     from ds2.progress import progress
@@ -135,6 +153,8 @@ def train(cfg: Config, args) -> int:
     from ds2.step import build_training_state, learning_rate
 
     run_dir = Path(cfg.run_dir)
+    if not distributed.role():  # a worker of a data-parallel job learns whether it writes once it joined
+        claim_run_folder(run_dir)
     resume_from: Optional[Path] = None
     if args.resume:
         found = storage.step_checkpoints(run_dir)
@@ -170,6 +190,9 @@ def train(cfg: Config, args) -> int:
     cluster = distributed.join(cfg.train.device)
     if cluster.distributed:
         distributed.stop_on_sigterm(cluster.rank)
+        if cluster.writes_checkpoints:
+            claim_run_folder(run_dir)
+    sweep_feature_cache(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cluster.writes_checkpoints:
         save_config(cfg, run_dir / "config.yaml")
@@ -284,17 +307,20 @@ def train(cfg: Config, args) -> int:
             break
         epoch, batch_index = epoch + 1, 0
         record = {"train_loss": loss}
+        # The epoch's checkpoint comes first: an evaluation that fails or is killed loses no training.
+        path = save(record)
         if epoch % cfg.train.eval_every_epochs == 0 or epoch == cfg.train.epochs:
             model.set_train(False)
-            summary = evaluate_set(model, dev_set, cfg)["summary"]
+            summary = dev_summary(model, dev_set, cfg, epoch)
             model.set_train(True)
-            record.update(dev_cer=summary["cer"], dev_wer=summary["wer"])
-            metrics.append({"kind": "dev", "step": step, "epoch": epoch, "dev_cer": summary["cer"],
-                            "dev_wer": summary["wer"], "time": round(time.time(), 3)})
-            bar.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
-        path = save(record)
+            if summary is not None:
+                record.update(dev_cer=summary["cer"], dev_wer=summary["wer"])
+                metrics.append({"kind": "dev", "step": step, "epoch": epoch, "dev_cer": summary["cer"],
+                                "dev_wer": summary["wer"], "time": round(time.time(), 3)})
+                bar.write(f"epoch {epoch}: dev CER {summary['cer']:.4f} WER {summary['wer']:.4f}")
         if storage.is_better(record, best):
             best = {"dev_wer": record["dev_wer"], "dev_cer": record["dev_cer"]}
+            path = save(record)  # again, with the dev scores a resumed run compares the next epochs with
             if path is not None:
                 storage.mark_best(run_dir, path)
         if cluster.writes_checkpoints:

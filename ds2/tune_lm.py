@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-from ds2 import decoders
+from ds2 import decoders, files
 from ds2.config import BUILT_LM, NO_LM, TUNED_LM, Config, add_shorthand, count
 from ds2.errors import UserError
 
@@ -90,6 +90,8 @@ def run(cfg: Config, args) -> int:
 
     configure_mindspore(cfg)
     loaded = load_for_inference(cfg, args.checkpoint, args.overrides)
+    files.hold(loaded.run_dir, "tune-lm")  # the settings go beside the checkpoint, in the run's folder
+    files.sweep(loaded.path.parent, held=files.inside(loaded.path, loaded.run_dir))
     labels = loaded.cfg.model.labels
     data = load_sets(loaded.cfg, [SPLIT], limit=args.utterances)[SPLIT]
     left_out: List[str] = []

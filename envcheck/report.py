@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import textwrap
 from typing import List, Optional
 
@@ -126,18 +125,11 @@ def cannot_write(path: str) -> Optional[str]:
 
 
 def write_file(path: str, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary file in the same folder, fsync, rename.
-    Raises OutputError naming the file and the reason."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    """Write `text` to `path` whole or not at all (ds2.files: a temporary file in the same folder, fsync,
+    rename). Raises OutputError naming the file and the reason."""
+    from ds2 import files
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OutputError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+        files.write_text(path, text)
+    except files.WriteError as exc:
+        raise OutputError(f"cannot write the report to {path}: {exc.reason}") from None

@@ -127,7 +127,7 @@ def test_a_flipped_byte_is_found_without_the_sidecar_by_the_crc(tmp_path, capsys
     assert "it was loaded unverified" in capsys.readouterr().err
 
 
-def test_a_damaged_sidecar_or_a_non_finite_value_is_refused(tmp_path):
+def test_a_damaged_sidecar_or_a_non_finite_value_is_refused(tmp_path, monkeypatch):
     model, optimizer = model_and_optimizer(1)
     path = storage.step_path(tmp_path, 4)
     storage.save(path, model, optimizer, {"step": 4})
@@ -137,6 +137,7 @@ def test_a_damaged_sidecar_or_a_non_finite_value_is_refused(tmp_path):
     storage.checksum_path(path).unlink()
     name, parameter = next(iter(model.parameters_and_names()))
     parameter.set_data(parameter * float("nan"))
+    monkeypatch.setattr(storage, "non_finite_entries", lambda entries: [])   # as a writer that does not check
     storage.save(path, model, optimizer, {"step": 4})
     with pytest.raises(storage.CorruptCheckpoint, match=f"entry {name}.*not finite"):
         storage.load(path)

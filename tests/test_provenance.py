@@ -46,9 +46,10 @@ def test_other_data_settings_are_refused_in_one_line_naming_the_fix(prepared):
         read_split(cfg, "train")
 
 
-def test_train_refuses_a_stale_manifest_in_one_line(prepared, capsys):
+def test_train_refuses_a_stale_manifest_in_one_line(prepared, tmp_path, capsys):
     """The broken state a killed re-preprocess leaves: the manifest of the old settings, the new settings in effect."""
-    argv = [arg for override in prepared + ["data.max_duration=0.5"] for arg in ("--set", override)]
+    overrides = prepared + ["data.max_duration=0.5", f"run_dir={tmp_path / 'run'}"]
+    argv = [arg for override in overrides for arg in ("--set", override)]
     assert main(["train"] + argv) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "written under other data settings" in error and "ds2 preprocess" in error

@@ -9,9 +9,11 @@ A checkpoint holds everything needed to continue or to evaluate:
 
 Files live in <run_dir>/checkpoints/: step-<step>.ckpt (the newest `keep_last` are kept) and
 best.ckpt (a hard link to the step file with the lowest dev WER so far, ties broken by dev CER,
-or a copy where links are not possible). A save goes to a temporary file in the same directory, is fsynced, then
-renamed over the final name, so a crash (even SIGKILL) leaves either the old or the new file,
-never a partial one. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
+or a copy where links are not possible). A save goes through ds2.files: MindSpore writes into a private
+staging folder beside the checkpoint, whence the file is fsynced and renamed over the final name, so a
+crash (even SIGKILL) or a full disk leaves either the old or the new file, never a partial one, and no
+MindSpore .tmp file in checkpoints/. Weights holding a NaN or an infinity are refused (NonFiniteWeights),
+never saved. Each checkpoint has a sidecar <name>.sha256, written before the rename; load
 verifies it, so a file truncated or damaged later (copying, a full disk) is detected
 (CorruptCheckpoint) and `ds2 train --resume` falls back to the previous checkpoint. A checkpoint whose
 sidecar is lost is still checked: MindSpore writes a CRC-32 of the whole file at its end (crc_check),
@@ -26,15 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ds2 import files
 from ds2.errors import DataError, UserError, first_line
 
 META_KEY = "ds2_meta"
@@ -52,6 +54,10 @@ SHA256_HEX_DIGITS = 64
 
 class CorruptCheckpoint(DataError):
     """The file is truncated, damaged, or not readable as a MindSpore checkpoint."""
+
+
+class NonFiniteWeights(UserError):
+    """The weights to be saved hold a NaN or an infinity: no checkpoint is written."""
 
 
 def checksum_path(path: Path) -> Path:
@@ -102,46 +108,55 @@ def current_umask() -> int:
     return mask
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(str(directory), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def non_finite_entries(entries: List[Dict[str, Any]]) -> List[str]:
+    """Names of the entries whose values hold a NaN or an infinity."""
+    import numpy as np
+
+    bad = []
+    for entry in entries:
+        values = entry["data"].asnumpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad.append(entry["name"])
+    return bad
 
 
 def save(path, model, optimizer, meta: Dict[str, Any]) -> None:
-    """Write model + optimizer state + meta to `path` atomically."""
+    """Write model + optimizer state + meta to `path` atomically (ds2.files), refusing non-finite values."""
     import mindspore as ms
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     entries = [{"name": name, "data": param} for name, param in model.parameters_and_names()]
     model_ids = {id(param) for _, param in model.parameters_and_names()}
     if optimizer is not None:
         # The optimizer also lists the model's parameters; store only its own state.
         entries += [{"name": OPTIMIZER_PREFIX + name, "data": param}
                     for name, param in optimizer.parameters_and_names() if id(param) not in model_ids]
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ckpt")
-    os.close(handle)
-    try:
-        ms.save_checkpoint(entries, tmp_name, append_dict={META_KEY: json.dumps(meta)}, crc_check=True)
-        # MindSpore leaves the file readable by its owner alone (0400); a checkpoint gets the permissions
-        # any file the user writes gets, so a server running as another user (ds2 serve) can read it.
-        os.chmod(tmp_name, 0o666 & ~current_umask())
-        with open(tmp_name, "rb") as written:
-            os.fsync(written.fileno())
+    bad = non_finite_entries(entries)
+    if bad:
+        raise NonFiniteWeights(f"not writing {path}: {len(bad)} parameters hold NaN or infinite values (e.g. "
+                               f"{', '.join(bad[:3])}); lower train.lr or train.grad_clip and resume from the last "
+                               f"checkpoint")
+    # MindSpore writes the file itself (and a .tmp of its own while it does): into a private folder beside
+    # the checkpoint, whence the file is renamed into place.
+    with files.staging(path) as work:
+        written = work / path.name
+        # A failed save is the one line below: MindSpore's own CRITICAL log line about it is left out.
+        previous = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        try:
+            ms.save_checkpoint(entries, str(written), append_dict={META_KEY: files.json_text(meta)},
+                               crc_check=True)
+        except OSError as exc:
+            raise files.write_error(path, exc) from None
+        except RuntimeError as exc:  # MindSpore reports a failed write (a full disk) as a RuntimeError
+            raise files.WriteError(f"cannot write {path.name} in {path.parent}/ ({first_line(exc)}): check the "
+                                   f"disk has room and the folder is writable, then resume") from None
+        finally:
+            logging.disable(previous)
         # The checksum goes first: a crash between the two renames leaves a sidecar without its
         # checkpoint (ignored), never a checkpoint with a stale checksum.
-        sidecar_tmp = Path(tmp_name + ".sha256")
-        sidecar_tmp.write_text(f"{file_sha256(tmp_name)}  {path.name}\n")
-        os.replace(sidecar_tmp, checksum_path(path))
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(path.parent)
+        files.write_text(checksum_path(path), f"{file_sha256(written)}  {path.name}\n")
+        files.publish_file(written, path)
 
 
 def has_crc(path: Path) -> bool:
@@ -268,6 +283,12 @@ def step_checkpoints(run_dir) -> List[Path]:
     return [p for _, p in sorted(found)]
 
 
+def run_folder(checkpoint_path, fallback) -> Path:
+    """The run a checkpoint belongs to: the folder holding its checkpoints/ folder, else `fallback`."""
+    folder = Path(checkpoint_path).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else Path(fallback)
+
+
 def step_path(run_dir, step: int) -> Path:
     return checkpoint_dir(run_dir) / f"step-{step:07d}.ckpt"
 
@@ -280,20 +301,11 @@ def prune(run_dir, keep_last: int) -> None:
 
 
 def mark_best(run_dir, source: Path) -> None:
-    """Make best.ckpt the same file as `source`, atomically."""
+    """Make best.ckpt the same file as `source` (a hard link, or a copy), its sidecar first, atomically."""
     best = checkpoint_dir(run_dir) / BEST_NAME
-    tmp = best.with_name(".tmp-" + BEST_NAME)
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(source, tmp)
-    except OSError:  # file systems without hard links
-        shutil.copyfile(source, tmp)
     if checksum_path(source).is_file():
-        shutil.copyfile(checksum_path(source), checksum_path(tmp))
-        os.replace(checksum_path(tmp), checksum_path(best))
-    os.replace(tmp, best)
-    _fsync_directory(best.parent)
+        files.link_or_copy(checksum_path(source), checksum_path(best))
+    files.link_or_copy(source, best)
 
 
 def resolve(run_dir, which: str) -> Path:

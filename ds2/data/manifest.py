@@ -25,12 +25,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
+from ds2 import files
 from ds2.errors import DataError
 from ds2.text import describe_chars, normalize_transcript, out_of_label_chars
 
@@ -341,20 +341,6 @@ def read_manifest(path: Union[str, Path], labels: Optional[str] = None,
     raise ManifestError(path, f"unknown manifest type {suffix!r}", "give a .json or .csv manifest")
 
 
-def write_text_atomically(path: Union[str, Path], text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as tmp:
-            tmp.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
-
-
 def _common_root(paths: Iterable[str], fallback: str) -> str:
     directories = [os.path.dirname(p) for p in paths]
     return os.path.commonpath(directories) if directories else fallback
@@ -390,7 +376,7 @@ def write_json_manifest(path: Union[str, Path], utterances: List[Utterance],
     header = {"root_path": root}
     if data_settings is not None:
         header[DATA_SETTINGS_KEY] = data_settings
-    write_text_atomically(path, json.dumps(dict(header, samples=samples), indent=1) + "\n")
+    files.write_text(path, json.dumps(dict(header, samples=samples), indent=1) + "\n")
 
 
 def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> None:
@@ -403,5 +389,5 @@ def write_csv_manifest(path: Union[str, Path], utterances: List[Utterance]) -> N
     writer = csv.writer(buffer, lineterminator="\n")
     for utterance in utterances:
         writer.writerow([os.path.abspath(utterance.audio_path), os.path.abspath(utterance.transcript_path)])
-    write_text_atomically(path, buffer.getvalue())
+    files.write_text(path, buffer.getvalue())
 

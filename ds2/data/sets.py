@@ -36,6 +36,13 @@ def feature_cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.data_dir) / "features"
 
 
+def sweep_feature_cache(cfg: Config) -> None:
+    """Remove what killed writers left in the feature cache (<cache>/<settings hash>/<2 hex digits>/)."""
+    from ds2 import files
+
+    files.sweep_tree(feature_cache_dir(cfg), depth=2)
+
+
 def data_settings(cfg: Config, split: str) -> Dict[str, Any]:
     """The settings that decide which utterances `ds2 preprocess` puts in split's manifest, as JSON values:
     the manifest records them, and train and eval compare them with the settings in effect."""
