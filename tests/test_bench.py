@@ -203,3 +203,21 @@ def test_onednn_lstm_op_check_finds_a_direction_that_drops_a_bias():
         return run(x, w_ih, w_hh, b_ih, b_hh * 0)
 
     assert not compare(SMALL_SHAPE, without_hidden_bias)
+
+
+def test_onednn_lstm_step_check_flags_a_gradient_off_by_more_than_float32_tolerance():
+    from bench.onednn_lstm_step import compare
+    reference = {"loss": np.float32(850.0), "w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)}
+    assert all(row["ok"] for row in compare(reference, dict(reference)))
+    nudged = dict(reference, w=reference["w"] + np.float32(1e-3))
+    assert [row["ok"] for row in compare(reference, nudged)] == [True, False]
+    assert not compare(reference, {"loss": reference["loss"]})[1]["ok"]          # a gradient missing
+    assert not compare(reference, dict(reference, w=reference["w"][:2]))[1]["ok"]  # or of another shape
+
+
+@pytest.mark.slow
+@needs_onednn_lstm_op
+def test_onednn_lstm_step_gives_the_models_loss_and_gradients_on_the_small_preset():
+    from bench.onednn_lstm_step import check
+    rows = check(str(ONEDNN_LSTM_OP), "small", [], seed=7)
+    assert len(rows) == 30 and all(row["ok"] for row in rows), [r for r in rows if not r["ok"]]

@@ -1,0 +1,229 @@
+"""ds2's whole training step with BiLSTM on the oneDNN AOT operator, against MindSpore's kernel.
+
+    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --check --preset small
+    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --check --preset seed
+    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --preset seed --repeat 1 --cycles 2
+
+Benchmark-side, like the operator itself (bench/onednn_lstm_op.py, whose docstring builds the
+library): in a child process, `use_onednn_lstm` replaces ds2.model.BiLSTM._run, the one function that
+runs a direction on ops.LSTM, with the operator. BiLSTM's construct is untouched: the forward direction
+reads x, the backward one x reversed per utterance by its length (ReverseSequence), each direction's
+weights and biases go in as BiLSTM holds them (the operator sums the two biases as the CPU kernel's
+fused weight vector does). Nothing in ds2 changes: training never loads the library.
+
+--check: the whole model's loss and the gradients of every trainable parameter for one batch of the
+preset's most frequent shape, once on each kernel (a child process each, the same initial weights and
+batch), compared to float32 tolerance (the largest difference over each gradient's largest value).
+
+Without --check, the A/B: bench/shape_memory.py's measure() (the compiled step as `ds2 train` builds
+it; pass 1 compiles and runs one step, pass 2 runs --repeat more, their median) on the preset's most
+frequent shape with train.shapes=static (the operator's shape function needs the sizes), MindSpore's
+kernel and the operator alternating --cycles times, each in a child process with
+OMP_WAIT_POLICY=passive (the operator's oneDNN waits on GNU OpenMP). Printed per run: seconds and
+CPU seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
+The library keeps one set of primitives, weights and a scratchpad per shape (at the seed's layer
+shape the scratchpad is 616 MiB) for the life of the process: one shape here, so one of each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import harness  # noqa: E402
+
+KERNELS = ("builtin", "onednn")
+TOLERANCE = 1e-4     # largest difference / largest |value|, per tensor
+# The operator's shape function needs the sizes (its workspace's size follows them): both kernels run
+# one compiled graph per batch shape, as train.shapes=static does.
+STATIC = ["train.shapes=static"]
+
+
+def use_onednn_lstm(library: str) -> None:
+    """Run every BiLSTM direction built from now on in this process on the AOT operator."""
+    from bench.onednn_lstm_op import onednn_direction
+    from ds2.model import BiLSTM
+
+    direction = onednn_direction(library)
+
+    def _run(self, x, w_ih, w_hh, b_ih, b_hh):
+        return direction(x, w_ih, w_hh, b_ih, b_hh)
+
+    BiLSTM._run = _run
+
+
+def one_batch(cfg, shape: Dict, seed: int):
+    """The features, frames, labels and label lengths of one batch of `shape` (harness.plan_shapes), as tensors."""
+    import mindspore as ms
+
+    from ds2.batching import pad_batch
+
+    n_bins = cfg.features.n_bins
+    frame_seconds = cfg.features.hop_length / cfg.features.sample_rate
+    rng = np.random.default_rng(seed)
+    features = [rng.standard_normal((n_bins, f), dtype=np.float32) for f in shape["frames"]]
+    padded = pad_batch(range(len(features)), shape["width"], features, shape["labels"], n_bins,
+                       shape["label_width"], frame_seconds)
+    return [ms.Tensor(a) for a in (padded.features, padded.frames, padded.labels, padded.label_lengths)]
+
+
+def loss_and_grads(spec: Dict) -> Dict:
+    """Child: the model's loss and gradients for spec's batch, saved to spec["output"] (.npz)."""
+    import mindspore as ms
+
+    from ds2.config import load_config
+    from ds2.model import DeepSpeech2, TrainNetwork
+    from ds2.runtime import configure_mindspore
+
+    cfg = load_config(spec["preset"], overrides=spec["overrides"])
+    configure_mindspore(cfg)
+    if spec["kernel"] == "onednn":
+        use_onednn_lstm(spec["library"])
+    ms.set_seed(spec["seed"])
+    model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
+    model.set_conv_time_taps(cfg.train.conv_time_taps)
+    network = TrainNetwork(model, blank=0)
+    network.set_train(True)
+    params = network.trainable_params()
+    grad = ms.jit(ms.value_and_grad(network, grad_position=None, weights=params))
+    loss, grads = grad(*one_batch(cfg, spec["shape"], spec["seed"]))
+    arrays = {"loss": loss.asnumpy().copy()}
+    arrays.update({p.name: g.asnumpy().copy() for p, g in zip(params, grads)})
+    np.savez(spec["output"], **arrays)
+    return {"kernel": spec["kernel"], "loss": float(arrays["loss"]), "peak_gib": harness.peak_gib()}
+
+
+def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> List[Dict]:
+    """Per tensor (loss first): the largest |value| of the reference and the largest difference over it."""
+    rows = []
+    for name, want in reference.items():
+        got = other.get(name)
+        scale = max(float(np.abs(want).max()), 1e-6)
+        worst = float(np.abs(got - want).max()) / scale if got is not None and got.shape == want.shape else float("inf")
+        rows.append({"name": name, "shape": want.shape, "scale": scale, "worst": worst, "ok": worst < TOLERANCE})
+    return rows
+
+
+def check(library: str, preset: str, overrides: Sequence[str], seed: int) -> List[Dict]:
+    """The model's loss and gradients on both kernels, each in a child process, compared (compare()'s rows)."""
+    from ds2.config import load_config
+
+    cfg = load_config(preset, overrides=list(overrides))
+    shape = harness.plan_shapes(cfg, seed, 1, "frequent")[0]
+    saved = {}
+    for kernel in KERNELS:
+        output = Path(tempfile.mkdtemp(prefix="ds2-grads-")) / f"{kernel}.npz"
+        spec = {"task": "grads", "kernel": kernel, "library": library, "preset": preset,
+                "overrides": list(overrides), "seed": seed, "shape": shape, "output": str(output)}
+        result = harness.run_child(__file__, spec, env={"OMP_WAIT_POLICY": "passive"}, what=f"{kernel} gradients")
+        print(f"{kernel}: loss {result['loss']:.6f}, peak {result['peak_gib']:.2f} GiB", flush=True)
+        with np.load(output) as data:
+            saved[kernel] = {name: data[name] for name in data.files}
+        output.unlink()
+        output.parent.rmdir()
+    print(f"{preset}, one batch of {shape['batch']} x {shape['width']} frames: the operator against MindSpore's kernel")
+    return compare(saved["builtin"], saved["onednn"])
+
+
+def cpu_seconds() -> float:
+    """User and kernel CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def step_times(spec: Dict) -> Dict:
+    """Child: bench/shape_memory.py's measure() with BiLSTM on spec's kernel, plus pass 2's CPU seconds
+    per step (on a shared machine the CPU time is what the two kernels can be compared by)."""
+    from bench import shape_memory
+
+    if spec["kernel"] == "onednn":
+        use_onednn_lstm(spec["library"])
+    pass1_end = []
+    result = shape_memory.measure(spec, after_step=lambda number: pass1_end.append(cpu_seconds()))
+    result["pass2_cpu_s_per_step"] = (cpu_seconds() - pass1_end[-1]) / (len(spec["shapes"]) * spec["repeat"])
+    return result
+
+
+def summary(result: Dict) -> str:
+    step_s = float(np.median(result["pass2_step_s"]))
+    return (f"{step_s:.1f} s/step ({result['pass2_cpu_s_per_step']:.1f} CPU s), "
+            f"{result['audio_seconds_per_second']:.2f} audio s/s, peak {result['peak_gib']:.2f} GiB "
+            f"(first step {result['pass1'][0]['first_step_s']:.1f} s); per step "
+            f"{harness.fault_summary(result['pass2_minor_faults_per_step'], result['pass2_system_cpu_s_per_step'])}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", help="bench/onednn_lstm_op.cc built (bench/onednn_lstm_op.py)")
+    parser.add_argument("--check", action="store_true", help="compare the model's loss and gradients on both kernels")
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=2, help="timed steps per run after the first (their median)")
+    parser.add_argument("--cycles", type=int, default=2, help="runs of each kernel, alternating")
+    parser.add_argument("--json", metavar="PATH", help="also write the A/B's results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        result = loss_and_grads(spec) if spec.get("task") == "grads" else step_times(spec)
+        print(json.dumps(result), flush=True)
+        return 0
+    if not args.library or not Path(args.library).exists():
+        parser.error(f"no library {args.library}: build bench/onednn_lstm_op.cc first (see bench/onednn_lstm_op.py)")
+    library = str(Path(args.library).resolve())
+    from ds2.config import load_config
+    from ds2.errors import UserError
+    try:
+        cfg = load_config(args.preset, overrides=args.overrides)
+    except UserError as exc:
+        parser.error(str(exc))
+    if args.check:
+        rows = check(library, args.preset, args.overrides, args.seed)
+        for row in rows:
+            print(f"  {row['name']:36s} {str(row['shape']):14s} largest |value| {row['scale']:.3e}, "
+                  f"largest difference / largest |value| {row['worst']:.2e} {'ok' if row['ok'] else 'DIFFERS'}")
+        agree = all(row["ok"] for row in rows)
+        print(f"{len(rows)} tensors: {'all agree' if agree else 'some differ'} (tolerance {TOLERANCE:g})")
+        return 0 if agree else 1
+    shape = harness.plan_shapes(cfg, args.seed, 1, "frequent")
+    spec = {"preset": args.preset, "overrides": args.overrides, "variant": STATIC, "seed": args.seed,
+            "shapes": shape, "repeat": max(1, args.repeat), "library": library}
+    print(f"{args.preset}: one shape, {shape[0]['batch']} x {shape[0]['width']} frames; "
+          f"{1 + spec['repeat']} steps per run", flush=True)
+    results = {}
+    for cycle in range(1, max(1, args.cycles) + 1):
+        for kernel in KERNELS:
+            label = f"{kernel} ({cycle})"
+            print(f"running {label} ...", file=sys.stderr, flush=True)
+            results[label] = harness.run_child(__file__, {**spec, "kernel": kernel, "name": label},
+                                               env={"OMP_WAIT_POLICY": "passive"})
+            print(f"{label}: {summary(results[label])}", flush=True)
+    labels = list(results)
+    for builtin, onednn in zip(labels[0::2], labels[1::2]):
+        a, b = results[builtin], results[onednn]
+        print(f"{onednn} / {builtin}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
+              f"CPU time per step {b['pass2_cpu_s_per_step'] / a['pass2_cpu_s_per_step']:.2f}x, peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "overrides": args.overrides,
+                                    "shape": {k: shape[0][k] for k in ("batch", "width")},
+                                    "load_average_1_5_15_min": os.getloadavg(), "results": results}, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
