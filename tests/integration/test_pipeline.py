@@ -178,14 +178,14 @@ def test_ds2_stage_runs_envcheck_then_the_stage_with_the_same_settings(fake_cont
     result, calls = fake_container("eval", "--no-lm", **SETTINGS)
     assert result.returncode == 0, result.stderr
     assert calls == [f"python [-m] [envcheck] {CONFIG} [--stage] [eval]",
-                     f"ds2 [eval] {CONFIG} [--checkpoint] [best] [--split] [test] [--no-lm]"]
+                     f"ds2 [eval] {CONFIG} [--checkpoint] [best] [--split] [test,test-noisy] [--no-lm]"]
 
     result, calls = fake_container("train-gpu", **SETTINGS)
     gpu = f"{CONFIG} [--set] [train.device=GPU]"
     assert calls == [f"python [-m] [envcheck] {gpu} [--stage] [preprocess]", f"ds2 [preprocess] {gpu} [--warm-cache]",
                      f"python [-m] [envcheck] {gpu} [--stage] [train]", f"ds2 [train] {gpu} [--resume]",
                      f"python [-m] [envcheck] {gpu} [--stage] [eval]",
-                     f"ds2 [eval] {gpu} [--checkpoint] [best] [--split] [test]"]
+                     f"ds2 [eval] {gpu} [--checkpoint] [best] [--split] [test,test-noisy]"]
 
     result, calls = fake_container("envcheck", "--json", **SETTINGS)
     assert calls == [f"python [-m] [envcheck] {CONFIG} [--json]"]
