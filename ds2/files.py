@@ -137,20 +137,14 @@ def _publish(tmp: Path, path: Path) -> None:
     _fsync(path.parent)
 
 
-def write_bytes(path: PathLike, data: bytes) -> Path:
-    """Replace path's content with data, atomically (see the module's docstring)."""
+def _replace(path: PathLike, fill: Callable[[Path], Any]) -> Path:
+    """Replace path with the file fill(tmp) makes at a temporary name beside it: published (fsync, rename,
+    fsync the folder) when fill returns, removed when anything fails; an OSError becomes a WriteError."""
     path = Path(path)
     _make_folder(path)
     tmp = temp_path(path)
     try:
-        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, _mode())
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fill(tmp)
         _publish(tmp, path)
     except OSError as exc:
         _remove(tmp)
@@ -159,6 +153,22 @@ def write_bytes(path: PathLike, data: bytes) -> Path:
         _remove(tmp)
         raise
     return path
+
+
+def _write_new_file(tmp: Path, data: bytes) -> None:
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, _mode())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: PathLike, data: bytes) -> Path:
+    """Replace path's content with data, atomically (see the module's docstring)."""
+    return _replace(path, lambda tmp: _write_new_file(tmp, data))
 
 
 def write_text(path: PathLike, text: str) -> Path:
@@ -238,24 +248,17 @@ def publish_file(source: PathLike, path: PathLike) -> Path:
 def link_or_copy(source: PathLike, path: PathLike) -> Path:
     """Make path the same content as source, atomically: a hard link renamed into place, or a copy
     where the file system has no hard links."""
-    source, path = Path(source), Path(path)
-    _make_folder(path)
-    tmp = temp_path(path)
-    try:
+    source = Path(source)
+
+    def link_or_write(tmp: Path) -> None:
         try:
             os.link(source, tmp)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
-            return write_bytes(path, Path(source).read_bytes())
-        _publish(tmp, path)
-    except OSError as exc:
-        _remove(tmp)
-        raise write_error(path, exc) from None
-    except BaseException:
-        _remove(tmp)
-        raise
-    return path
+            _write_new_file(tmp, source.read_bytes())
+
+    return _replace(path, link_or_write)
 
 
 def append_line(path: PathLike, record: Dict[str, Any]) -> None:
