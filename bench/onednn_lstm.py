@@ -40,20 +40,19 @@ def layer_shape(preset: str, width: int, batch: int):
     return output_lengths(width, cfg.model), batch, cfg.model.rnn_hidden, cfg.model.rnn_hidden
 
 
-def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats: int, direction=None):
-    """Wall and CPU time of each repeat of the compiled value-and-grad of one direction of one layer.
+def direction_value_and_grad(steps: int, batch: int, inputs: int, hidden: int, direction=None, seed=None):
+    """(compiled value-and-grad of (y * dy).sum() for one direction of one BiLSTM layer, x, dy).
 
-    `direction(x, w_ih, w_hh, b_ih, b_hh) -> y` runs the direction; default: ds2's BiLSTM on
-    MindSpore's kernel (bench/onednn_lstm_op.py passes its custom operator).
+    `direction(x, w_ih, w_hh, b_ih, b_hh) -> y` runs the direction; default: ds2's BiLSTM on MindSpore's
+    kernel. The gradients are of x and BiLSTM's weights; x and dy are uniform in [-1, 1], drawn from `seed`
+    (0 when None), which also seeds MindSpore's weight initialisation when given.
     """
     import mindspore as ms
 
-    from ds2.config import load_config
     from ds2.model import BiLSTM
-    from ds2.runtime import configure_mindspore
 
-    cfg = load_config("small", overrides=["train.threads=2"])
-    configure_mindspore(cfg)
+    if seed is not None:
+        ms.set_seed(seed)
     layer = BiLSTM(inputs, hidden)
     params = [layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh]
     run = direction or layer._run
@@ -62,9 +61,23 @@ def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats:
         return (run(x, *params) * dy).sum()
 
     grad = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0 if seed is None else seed)
     x = ms.Tensor(rng.uniform(-1, 1, (steps, batch, inputs)).astype(np.float32))
     dy = ms.Tensor(rng.uniform(-1, 1, (steps, batch, hidden)).astype(np.float32))
+    return grad, x, dy
+
+
+def mindspore_repeats(steps: int, batch: int, inputs: int, hidden: int, repeats: int, direction=None):
+    """Wall and CPU time of each repeat of the compiled value-and-grad of one direction of one layer.
+
+    `direction` as in direction_value_and_grad (bench/onednn_lstm_op.py passes its custom operator).
+    """
+    from ds2.config import load_config
+    from ds2.runtime import configure_mindspore
+
+    cfg = load_config("small", overrides=["train.threads=2"])
+    configure_mindspore(cfg)
+    grad, x, dy = direction_value_and_grad(steps, batch, inputs, hidden, direction)
     grad(x, dy)[0].asnumpy()   # compile
     lines = []
     for r in range(repeats):

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.onednn_lstm import layer_shape, mindspore_repeats  # noqa: E402
+from bench.onednn_lstm import direction_value_and_grad, layer_shape, mindspore_repeats  # noqa: E402
 
 SMALL_SHAPE = (20, 3, 16, 8)   # steps, batch, input, hidden
 
@@ -78,23 +78,7 @@ def onednn_direction(library: str):
 
 def loss_and_grads(shape, direction=None, seed: int = 0):
     """Loss (y * dy).sum() and its gradients (x, w_ih, w_hh, b_ih, b_hh) as numpy, on BiLSTM's weights."""
-    import mindspore as ms
-
-    from ds2.model import BiLSTM
-
-    steps, batch, inputs, hidden = shape
-    ms.set_seed(seed)
-    layer = BiLSTM(inputs, hidden)
-    params = [layer.weight_ih, layer.weight_hh, layer.bias_ih, layer.bias_hh]
-    run = direction or layer._run
-
-    def loss(x, dy):
-        return (run(x, *params) * dy).sum()
-
-    grad = ms.jit(ms.value_and_grad(loss, grad_position=0, weights=params))
-    rng = np.random.default_rng(seed)
-    x = ms.Tensor(rng.uniform(-1, 1, (steps, batch, inputs)).astype(np.float32))
-    dy = ms.Tensor(rng.uniform(-1, 1, (steps, batch, hidden)).astype(np.float32))
+    grad, x, dy = direction_value_and_grad(*shape, direction=direction, seed=seed)
     value, (input_grad, weight_grads) = grad(x, dy)
     # Copies: asnumpy() can share the tensor's buffer, which the runtime hands to the next graph's outputs.
     return value.asnumpy().copy(), [g.asnumpy().copy() for g in (input_grad, *weight_grads)]
