@@ -126,7 +126,7 @@ image-gpu: ## build the GPU image (CPU image + CUDA 11 / cuDNN 8 libraries for M
 	docker/build-image.sh gpu $(IMAGE_GPU)
 
 lock: ## regenerate docker/requirements/*.lock from the *.in files (needs uv: pip install uv)
-	cd docker/requirements && for flavor in cpu gpu torch-peer; do \
+	cd docker/requirements && for flavor in cpu gpu torch-peer onednn; do \
 	  uv pip compile $$flavor.in --python-version 3.9 --python-platform x86_64-manylinux_2_28 \
 	    --generate-hashes --no-header -q -o $$flavor.lock || exit 1; done
 	cd docker/requirements && uv pip compile host.in --universal --python-version 3.9 \

@@ -1,30 +1,19 @@
-"""One LSTM direction as a MindSpore AOT custom operator on oneDNN 3.2, checked and timed against ops.LSTM.
+"""One LSTM direction on ds2's oneDNN operator (ds2.onednn_lstm), checked and timed against ops.LSTM.
 
-    python bench/onednn_lstm_op.py --library runs/onednn_lstm_op.so --check
-    python bench/onednn_lstm_op.py --library runs/onednn_lstm_op.so --preset seed --cycles 2
+    python bench/onednn_lstm_op.py --check
+    python bench/onednn_lstm_op.py --preset seed --cycles 2
 
-A benchmark-side operator, not used by training: `ops.Custom(func_type="aot")` around
-bench/onednn_lstm_op.cc (oneDNN 3.2's forward-training and backward LSTM primitives, their weight
-layouts and one scratchpad kept per shape in the library), taking the weights as ds2.model.BiLSTM holds
-them. The forward returns the output and oneDNN's training workspace; the bprop hands both to the
-library's backward function. --check compares loss and gradients (input and all four weights) with
+The operator train.lstm_kernel=onednn trains with (ds2/native/onednn_lstm.cc, built in the CPU image at
+ds2.onednn_lstm.DEFAULT_LIBRARY; --library or $DS2_ONEDNN_LSTM for another build), taking the weights
+as ds2.model.BiLSTM holds them. --check compares loss and gradients (input and all four weights) with
 BiLSTM on MindSpore's kernel on a small shape and on the seed's layer shape; without it the compiled
 value-and-grad of one direction runs on MindSpore's kernel and on the operator, each in a child
 process (OMP_WAIT_POLICY=passive, as the oneDNN side waits on GNU OpenMP), alternating CYCLES times,
 printing wall and CPU milliseconds per repeat (bench/onednn_lstm.mindspore_repeats).
-
-Building the library (Debian bullseye's g++ 10, as the images' base; the wheels from the index):
-    pip download --no-deps -d runs/onednn onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0
-    (cd runs/onednn && for w in *.whl; do unzip -q -o $w -d x; done)
-    docker run --rm -v $PWD:/src -w /src ds2-base:py3.9-bullseye sh -c 'apt-get update && apt-get install -y g++ &&
-      X=runs/onednn/x; g++ -O2 -std=c++17 -shared -fPIC -I$X/onednn_devel_cpu_gomp-2023.2.0.data/data/include
-      bench/onednn_lstm_op.cc -o runs/onednn_lstm_op.so -L$X/onednn_cpu_gomp-2023.2.0.data/data/lib -ldnnl
-      -Wl,-rpath,"\\$ORIGIN/onednn/x/onednn_cpu_gomp-2023.2.0.data/data/lib"'
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import subprocess
 import sys
@@ -42,32 +31,10 @@ SMALL_SHAPE = (20, 3, 16, 8)   # steps, batch, input, hidden
 
 
 def onednn_direction(library: str):
-    """`run(x, w_ih, w_hh, b_ih, b_hh) -> y` on the AOT operator, differentiable (x [T, N, C] -> y [T, N, H])."""
-    from mindspore import ops
+    """`run(x, w_ih, w_hh, b_ih, b_hh) -> y` on the operator, differentiable (x [T, N, C] -> y [T, N, H])."""
+    from ds2.onednn_lstm import forward_operator
 
-    library = str(Path(library).resolve())
-    workspace_floats = ctypes.CDLL(library).lstm_workspace_floats
-    workspace_floats.restype = ctypes.c_int64
-    workspace_floats.argtypes = [ctypes.c_int64] * 4
-
-    def forward_shapes(x, w_ih, w_hh, bias):
-        steps, batch, inputs = x
-        hidden = w_hh[1]
-        floats = workspace_floats(steps, batch, inputs, hidden)
-        if floats < 0:
-            raise RuntimeError(f"oneDNN made no LSTM for steps, batch, input, hidden = {steps, batch, inputs, hidden}")
-        return [steps, batch, hidden], [floats]
-
-    backward = ops.Custom(f"{library}:lstm_backward",
-                          out_shape=lambda x, w_ih, w_hh, bias, y, workspace, dy: (x, w_ih, w_hh, bias),
-                          out_dtype=lambda x, *_: (x, x, x, x), func_type="aot")
-
-    def bprop(x, w_ih, w_hh, bias, out, dout):
-        y, workspace = out
-        return backward(x, w_ih, w_hh, bias, y, workspace, dout[0])
-
-    forward = ops.Custom(f"{library}:lstm_forward", out_shape=forward_shapes,
-                         out_dtype=lambda x, *_: (x, x), func_type="aot", bprop=bprop)
+    forward = forward_operator(Path(library))
 
     def run(x, w_ih, w_hh, b_ih, b_hh):
         y, _ = forward(x, w_ih, w_hh, b_ih + b_hh)
@@ -103,7 +70,7 @@ def compare(shape, direction) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", required=True, help="bench/onednn_lstm_op.cc built (see above)")
+    parser.add_argument("--library", help="the operator's library (default: $DS2_ONEDNN_LSTM or the image's)")
     parser.add_argument("--check", action="store_true", help="compare loss and gradients with MindSpore's kernel")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--width", type=int, default=1428, help="padded input frames (default: the seed's most frequent)")
@@ -112,8 +79,12 @@ def main(argv=None) -> int:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--child", choices=("kernel", "operator"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from ds2.onednn_lstm import library_path
+
+    args.library = args.library or str(library_path())
     if not Path(args.library).exists():
-        parser.error(f"no library {args.library}: build bench/onednn_lstm_op.cc first (see --help)")
+        parser.error(f"no library {args.library}: run in the CPU image, or build ds2/native/onednn_lstm.cc "
+                     "(docker/build-lstm-kernel.sh)")
     shape = layer_shape(args.preset, args.width, args.batch)
     if args.child:
         direction = onednn_direction(args.library) if args.child == "operator" else None

@@ -1,15 +1,8 @@
-"""ds2's whole training step with BiLSTM on the oneDNN AOT operator, against MindSpore's kernel.
+"""ds2's whole training step with train.lstm_kernel=onednn against train.lstm_kernel=builtin.
 
-    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --check --preset small
-    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --check --preset seed
-    python bench/onednn_lstm_step.py --library runs/onednn_lstm_op.so --preset seed --repeat 1 --cycles 2
-
-Benchmark-side, like the operator itself (bench/onednn_lstm_op.py, whose docstring builds the
-library): in a child process, `use_onednn_lstm` replaces ds2.model.BiLSTM._run, the one function that
-runs a direction on ops.LSTM, with the operator. BiLSTM's construct is untouched: the forward direction
-reads x, the backward one x reversed per utterance by its length (ReverseSequence), each direction's
-weights and biases go in as BiLSTM holds them (the operator sums the two biases as the CPU kernel's
-fused weight vector does). Nothing in ds2 changes: training never loads the library.
+    python bench/onednn_lstm_step.py --check --preset small
+    python bench/onednn_lstm_step.py --check --preset seed
+    python bench/onednn_lstm_step.py --preset seed --repeat 1 --cycles 2
 
 --check: the whole model's loss and the gradients of every trainable parameter for one batch of the
 preset's most frequent shape, once on each kernel (a child process each, the same initial weights and
@@ -17,12 +10,10 @@ batch), compared to float32 tolerance (the largest difference over each gradient
 
 Without --check, the A/B: bench/shape_memory.py's measure() (the compiled step as `ds2 train` builds
 it; pass 1 compiles and runs one step, pass 2 runs --repeat more, their median) on the preset's most
-frequent shape with train.shapes=static (the operator's shape function needs the sizes), MindSpore's
-kernel and the operator alternating --cycles times, each in a child process with
-OMP_WAIT_POLICY=passive (the operator's oneDNN waits on GNU OpenMP). Printed per run: seconds and
-CPU seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
-The library keeps one set of primitives, weights and a scratchpad per shape (at the seed's layer
-shape the scratchpad is 616 MiB) for the life of the process: one shape here, so one of each.
+frequent shape, the two kernels alternating --cycles times, each in a child process with
+OMP_WAIT_POLICY=passive (the operator's oneDNN waits on GNU OpenMP). Printed per run: seconds and CPU
+seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
+The operator's library: ds2.onednn_lstm.library_path() ($DS2_ONEDNN_LSTM, else the CPU image's).
 """
 from __future__ import annotations
 
@@ -45,22 +36,10 @@ from bench import harness  # noqa: E402
 
 KERNELS = ("builtin", "onednn")
 TOLERANCE = 1e-4     # largest difference / largest |value|, per tensor
-# The operator's shape function needs the sizes (its workspace's size follows them): both kernels run
-# one compiled graph per batch shape, as train.shapes=static does.
-STATIC = ["train.shapes=static"]
 
 
-def use_onednn_lstm(library: str) -> None:
-    """Run every BiLSTM direction built from now on in this process on the AOT operator."""
-    from bench.onednn_lstm_op import onednn_direction
-    from ds2.model import BiLSTM
-
-    direction = onednn_direction(library)
-
-    def _run(self, x, w_ih, w_hh, b_ih, b_hh):
-        return direction(x, w_ih, w_hh, b_ih, b_hh)
-
-    BiLSTM._run = _run
+def kernel_setting(kernel: str) -> List[str]:
+    return [f"train.lstm_kernel={kernel}"]
 
 
 def one_batch(cfg, shape: Dict, seed: int):
@@ -86,13 +65,17 @@ def loss_and_grads(spec: Dict) -> Dict:
     from ds2.model import DeepSpeech2, TrainNetwork
     from ds2.runtime import configure_mindspore
 
-    cfg = load_config(spec["preset"], overrides=spec["overrides"])
+    from ds2.step import conv_time_taps, lstm_kernel
+
+    cfg = load_config(spec["preset"], overrides=spec["overrides"] + kernel_setting(spec["kernel"]))
     configure_mindspore(cfg)
-    if spec["kernel"] == "onednn":
-        use_onednn_lstm(spec["library"])
     ms.set_seed(spec["seed"])
     model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
-    model.set_conv_time_taps(cfg.train.conv_time_taps)
+    model.set_conv_time_taps(conv_time_taps(cfg))
+    if lstm_kernel(cfg) == "onednn":
+        from ds2.onednn_lstm import forward_operator
+
+        model.set_lstm_operator(forward_operator())
     network = TrainNetwork(model, blank=0)
     network.set_train(True)
     params = network.trainable_params()
@@ -115,7 +98,7 @@ def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> L
     return rows
 
 
-def check(library: str, preset: str, overrides: Sequence[str], seed: int) -> List[Dict]:
+def check(preset: str, overrides: Sequence[str], seed: int) -> List[Dict]:
     """The model's loss and gradients on both kernels, each in a child process, compared (compare()'s rows)."""
     from ds2.config import load_config
 
@@ -124,9 +107,9 @@ def check(library: str, preset: str, overrides: Sequence[str], seed: int) -> Lis
     saved = {}
     for kernel in KERNELS:
         output = Path(tempfile.mkdtemp(prefix="ds2-grads-")) / f"{kernel}.npz"
-        spec = {"task": "grads", "kernel": kernel, "library": library, "preset": preset,
+        spec = {"task": "grads", "kernel": kernel, "preset": preset,
                 "overrides": list(overrides), "seed": seed, "shape": shape, "output": str(output)}
-        result = harness.run_child(__file__, spec, env={"OMP_WAIT_POLICY": "passive"}, what=f"{kernel} gradients")
+        result = harness.run_child(__file__, spec, what=f"{kernel} gradients")
         print(f"{kernel}: loss {result['loss']:.6f}, peak {result['peak_gib']:.2f} GiB", flush=True)
         with np.load(output) as data:
             saved[kernel] = {name: data[name] for name in data.files}
@@ -147,8 +130,6 @@ def step_times(spec: Dict) -> Dict:
     per step (on a shared machine the CPU time is what the two kernels can be compared by)."""
     from bench import shape_memory
 
-    if spec["kernel"] == "onednn":
-        use_onednn_lstm(spec["library"])
     pass1_end = []
     result = shape_memory.measure(spec, after_step=lambda number: pass1_end.append(cpu_seconds()))
     result["pass2_cpu_s_per_step"] = (cpu_seconds() - pass1_end[-1]) / (len(spec["shapes"]) * spec["repeat"])
@@ -165,7 +146,6 @@ def summary(result: Dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", help="bench/onednn_lstm_op.cc built (bench/onednn_lstm_op.py)")
     parser.add_argument("--check", action="store_true", help="compare the model's loss and gradients on both kernels")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
@@ -180,17 +160,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = loss_and_grads(spec) if spec.get("task") == "grads" else step_times(spec)
         print(json.dumps(result), flush=True)
         return 0
-    if not args.library or not Path(args.library).exists():
-        parser.error(f"no library {args.library}: build bench/onednn_lstm_op.cc first (see bench/onednn_lstm_op.py)")
-    library = str(Path(args.library).resolve())
     from ds2.config import load_config
     from ds2.errors import UserError
+    from ds2.onednn_lstm import chosen_kernel
     try:
         cfg = load_config(args.preset, overrides=args.overrides)
+        chosen_kernel("onednn", cfg.train.device)
     except UserError as exc:
         parser.error(str(exc))
     if args.check:
-        rows = check(library, args.preset, args.overrides, args.seed)
+        rows = check(args.preset, args.overrides, args.seed)
         for row in rows:
             print(f"  {row['name']:36s} {str(row['shape']):14s} largest |value| {row['scale']:.3e}, "
                   f"largest difference / largest |value| {row['worst']:.2e} {'ok' if row['ok'] else 'DIFFERS'}")
@@ -198,8 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{len(rows)} tensors: {'all agree' if agree else 'some differ'} (tolerance {TOLERANCE:g})")
         return 0 if agree else 1
     shape = harness.plan_shapes(cfg, args.seed, 1, "frequent")
-    spec = {"preset": args.preset, "overrides": args.overrides, "variant": STATIC, "seed": args.seed,
-            "shapes": shape, "repeat": max(1, args.repeat), "library": library}
+    spec = {"preset": args.preset, "overrides": args.overrides, "seed": args.seed,
+            "shapes": shape, "repeat": max(1, args.repeat)}
     print(f"{args.preset}: one shape, {shape[0]['batch']} x {shape[0]['width']} frames; "
           f"{1 + spec['repeat']} steps per run", flush=True)
     results = {}
@@ -207,8 +186,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for kernel in KERNELS:
             label = f"{kernel} ({cycle})"
             print(f"running {label} ...", file=sys.stderr, flush=True)
-            results[label] = harness.run_child(__file__, {**spec, "kernel": kernel, "name": label},
-                                               env={"OMP_WAIT_POLICY": "passive"})
+            results[label] = harness.run_child(__file__, {**spec, "kernel": kernel, "name": label,
+                                                          "variant": kernel_setting(kernel)},
+                                               )
             print(f"{label}: {summary(results[label])}", flush=True)
     labels = list(results)
     for builtin, onednn in zip(labels[0::2], labels[1::2]):

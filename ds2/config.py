@@ -147,6 +147,10 @@ class TrainConfig:
     # of 1 and one output channel per time tap, then the taps shifted and summed: the same result,
     # faster and with a fraction of oneDNN's scratch memory (ds2.model.ConvBlock.tap_conv).
     conv_time_taps: bool = True
+    # CPU: the BiLSTM directions on ds2's own oneDNN LSTM operator (ds2.onednn_lstm), which keeps its
+    # primitives and buffers from step to step, or on MindSpore's kernel (builtin), which makes them
+    # again every step. auto: onednn on CPU where the image's library is, builtin elsewhere.
+    lstm_kernel: str = setting("auto", choices=("auto", "builtin", "onednn"))
     # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
     # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
     # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.

@@ -14,7 +14,8 @@ frame counts `frames`. Padding never reaches a real output frame:
 In eval mode an utterance's outputs are the same alone or padded in a batch (tests/test_model.py);
 in training, BatchNorm statistics are batch statistics and so include the zeroed padding.
 
-The LSTM is MindSpore's fused kernel (ops.LSTM). nn.LSTM with `seq_length` falls back to a
+The LSTM is MindSpore's fused kernel (ops.LSTM), or for training on CPU ds2's own oneDNN operator
+(train.lstm_kernel, ds2.onednn_lstm), which gives the same values and gradients. nn.LSTM with `seq_length` falls back to a
 Python loop over time steps unrolled into the graph (slow to compile, breaks on long inputs);
 per-utterance reversal gives the same exact result with the fused kernel.
 
@@ -173,8 +174,16 @@ class BiLSTM(nn.Cell):
         # The fused kernel takes one flat weight vector: W_ih, W_hh, then the biases, which the
         # GPU kernel wants separately and the CPU kernel summed (as mindspore.nn.LSTM does it).
         self.separate_biases = ms.get_context("device_target") == "GPU"
+        self.operator = None     # set_operator
+
+    def set_operator(self, operator):
+        """Run both directions on `operator` (ds2.onednn_lstm.forward_operator), or on ops.LSTM (None)."""
+        self.operator = operator
 
     def _run(self, x, w_ih, w_hh, b_ih, b_hh):
+        if self.operator is not None:
+            output, _ = self.operator(x, w_ih, w_hh, b_ih + b_hh)
+            return output
         if self.separate_biases:
             biases = ops.concat((b_ih, b_hh))
         else:
@@ -248,6 +257,11 @@ class DeepSpeech2(nn.Cell):
         for block in self.conv:
             if block.tappable():
                 block.set_time_taps(on)
+
+    def set_lstm_operator(self, operator):
+        """BiLSTM.set_operator on every layer: ds2's oneDNN operator, or None for ops.LSTM."""
+        for rnn in self.rnns:
+            rnn.lstm.set_operator(operator)
 
     def construct(self, features, frames):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""

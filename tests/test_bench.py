@@ -1,7 +1,7 @@
 """bench/: the LibriSpeech-like mix, the two batch plans, the harness's step planning, and the PyTorch twin's shape.
 
 Figures (speed, memory) are the benchmark's output, never asserted here."""
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
@@ -180,24 +180,25 @@ def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
     assert layer_shape("small", 1428, 8) == (357, 8, 192, 192)      # the small model strides time by 4
 
 
-ONEDNN_LSTM_OP = Path(__file__).resolve().parent.parent / "runs" / "onednn_lstm_op.so"
-needs_onednn_lstm_op = pytest.mark.skipif(
-    not ONEDNN_LSTM_OP.exists(),
-    reason="runs/onednn_lstm_op.so is not built (the command is in bench/onednn_lstm_op.py's docstring)")
+def onednn_library() -> str:
+    from ds2.onednn_lstm import library_path, missing_reason
+    if missing_reason() is not None:
+        if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":
+            pytest.fail(f"the CPU image must carry the operator: {missing_reason()}")
+        pytest.skip("the oneDNN LSTM library is built in the CPU image")
+    return str(library_path())
 
 
 @pytest.mark.slow
-@needs_onednn_lstm_op
 def test_onednn_lstm_op_gives_the_kernels_loss_and_gradients():
     from bench.onednn_lstm_op import SMALL_SHAPE, compare, onednn_direction
-    assert compare(SMALL_SHAPE, onednn_direction(str(ONEDNN_LSTM_OP)))
+    assert compare(SMALL_SHAPE, onednn_direction(onednn_library()))
 
 
 @pytest.mark.slow
-@needs_onednn_lstm_op
 def test_onednn_lstm_op_check_finds_a_direction_that_drops_a_bias():
     from bench.onednn_lstm_op import SMALL_SHAPE, compare, onednn_direction
-    run = onednn_direction(str(ONEDNN_LSTM_OP))
+    run = onednn_direction(onednn_library())
 
     def without_hidden_bias(x, w_ih, w_hh, b_ih, b_hh):
         return run(x, w_ih, w_hh, b_ih, b_hh * 0)
@@ -216,8 +217,8 @@ def test_onednn_lstm_step_check_flags_a_gradient_off_by_more_than_float32_tolera
 
 
 @pytest.mark.slow
-@needs_onednn_lstm_op
 def test_onednn_lstm_step_gives_the_models_loss_and_gradients_on_the_small_preset():
     from bench.onednn_lstm_step import check
-    rows = check(str(ONEDNN_LSTM_OP), "small", [], seed=7)
+    onednn_library()
+    rows = check("small", [], seed=7)
     assert len(rows) == 30 and all(row["ok"] for row in rows), [r for r in rows if not r["ok"]]

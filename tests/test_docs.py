@@ -82,7 +82,7 @@ def doc_files(root: Path) -> List[Path]:
 # /tmp paths that the images and scripts themselves create (the image build's inputs, the entrypoint's
 # home folders, the base-image bootstrap); any other /tmp path is somebody's scratch folder.
 OWN_TMP_NAMES = ("extra-ca", "requirements.lock", "ca-bundle.pem", "pip.log", "sources-no-security.list",
-                 "home-", "ds2-base")
+                 "home-", "ds2-base", "ds2-native-src")
 
 SELF_TALK: List[Tuple[str, str]] = [
     (r"\b(?:stop|round)s? \d+\b", "names a development round"),

@@ -1,0 +1,98 @@
+"""ds2's oneDNN LSTM operator (train.lstm_kernel): the same loss and gradients as MindSpore's kernel,
+in a compiled graph with dynamic shapes and with one graph per shape, and a bounded cache."""
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+
+from ds2 import onednn_lstm  # noqa: E402
+from ds2.config import load_config  # noqa: E402
+from ds2.errors import UserError  # noqa: E402
+from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
+from tests.test_model import N_BINS, tiny_config  # noqa: E402
+
+IN_CPU_IMAGE = os.environ.get("DS2_IMAGE_FLAVOR") == "cpu"
+needs_library = pytest.mark.skipif(onednn_lstm.missing_reason() is not None and not IN_CPU_IMAGE,
+                                   reason="the oneDNN LSTM library is built in the CPU image")
+
+
+def test_the_cpu_image_has_the_library():
+    if not IN_CPU_IMAGE:
+        pytest.skip("checked in the CPU image")
+    assert onednn_lstm.missing_reason() is None
+    assert load_config("seed").train.lstm_kernel == "auto"
+    assert onednn_lstm.chosen_kernel("auto", "CPU") == "onednn"
+
+
+def test_auto_takes_the_builtin_kernel_where_the_operator_cannot_run(monkeypatch, tmp_path):
+    monkeypatch.setenv(onednn_lstm.LIBRARY_VARIABLE, str(tmp_path / "absent.so"))
+    assert onednn_lstm.chosen_kernel("auto", "CPU") == "builtin"
+    assert onednn_lstm.chosen_kernel("auto", "GPU") == "builtin"
+    assert onednn_lstm.chosen_kernel("builtin", "CPU") == "builtin"
+    with pytest.raises(UserError, match="no oneDNN LSTM library at .*absent.so.*train.lstm_kernel=builtin"):
+        onednn_lstm.chosen_kernel("onednn", "CPU")
+    with pytest.raises(UserError, match="CPU only .*train.lstm_kernel=auto or builtin"):
+        onednn_lstm.chosen_kernel("onednn", "GPU")
+
+
+def loss_and_gradients(operator, dynamic: bool, batches):
+    """The tiny model's loss and gradients for each batch, BiLSTM on `operator` (None: ops.LSTM)."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_seed(11)
+    model = DeepSpeech2(tiny_config(rnn_layers=3, rnn_merge="concat"), N_BINS)
+    model.set_lstm_operator(operator)
+    network = TrainNetwork(model)
+    network.set_train(True)
+    if dynamic:
+        network.set_inputs(ms.Tensor(shape=[None, 1, N_BINS, None], dtype=ms.float32),
+                           ms.Tensor(shape=[None], dtype=ms.int32), ms.Tensor(shape=[None, None], dtype=ms.int32),
+                           ms.Tensor(shape=[None], dtype=ms.int32))
+    grad = ms.jit(ms.value_and_grad(network, None, network.trainable_params()))
+    results = []
+    for features, frames, labels, label_lengths in batches:
+        loss, grads = grad(ms.Tensor(features), ms.Tensor(frames), ms.Tensor(labels), ms.Tensor(label_lengths))
+        results.append((float(loss.asnumpy()), [g.asnumpy().copy() for g in grads]))
+    return results
+
+
+def random_batches():
+    rng = np.random.default_rng(4)
+    batches = []
+    for batch, width in ((3, 41), (1, 30), (4, 57), (3, 41), (2, 17)):
+        frames = rng.integers(width // 2, width + 1, batch).astype(np.int32)
+        frames[0] = width
+        features = rng.standard_normal((batch, 1, N_BINS, width)).astype(np.float32)
+        label_lengths = rng.integers(1, 4, batch).astype(np.int32)
+        labels = rng.integers(1, 20, (batch, 4)).astype(np.int32)
+        batches.append((features, frames, labels, label_lengths))
+    return batches
+
+
+@needs_library
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-shapes", "graph-per-shape"])
+def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic):
+    batches = random_batches()
+    builtin = loss_and_gradients(None, dynamic, batches)
+    onednn = loss_and_gradients(onednn_lstm.forward_operator(), dynamic, batches)
+    for (want_loss, want_grads), (loss, grads) in zip(builtin, onednn):
+        assert loss == pytest.approx(want_loss, rel=1e-5)
+        assert len(grads) == len(want_grads)
+        for want, got in zip(want_grads, grads):
+            # atol: some gradients (BatchNorm shifts before another BatchNorm) are rounding noise around 0.
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_library
+def test_the_library_keeps_primitives_for_a_bounded_number_of_shapes():
+    library = ctypes.CDLL(str(onednn_lstm.library_path()))
+    library.lstm_workspace_floats.restype = ctypes.c_int64
+    library.lstm_workspace_floats.argtypes = [ctypes.c_int64] * 4
+    report = (ctypes.c_int64 * 2)()
+    floats = [library.lstm_workspace_floats(steps, 2, 5, 3) for steps in range(1, 81)]
+    assert all(f > 0 for f in floats) and floats == sorted(floats)   # longer sequences, larger workspace
+    library.lstm_cache_report(report)
+    assert report[0] == 64
+    assert library.lstm_workspace_floats(3, 2, 5, 0) == -1          # no LSTM of hidden size 0: -1, no crash
