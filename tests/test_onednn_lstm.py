@@ -38,12 +38,15 @@ def test_auto_takes_the_builtin_kernel_where_the_operator_cannot_run(monkeypatch
         onednn_lstm.chosen_kernel("onednn", "GPU")
 
 
-def loss_and_gradients(operator, dynamic: bool, batches):
+def loss_and_gradients(operator, dynamic: bool, batches, recompute: bool = False):
     """The tiny model's loss and gradients for each batch, BiLSTM on `operator` (None: ops.LSTM)."""
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(11)
     model = DeepSpeech2(tiny_config(rnn_layers=3, rnn_merge="concat"), N_BINS)
     model.set_lstm_operator(operator)
+    if recompute:   # train.recompute_rnn: the backward pass runs each layer's forward again
+        for layer in model.rnns:
+            layer.recompute()
     network = TrainNetwork(model)
     network.set_train(True)
     if dynamic:
@@ -72,11 +75,12 @@ def random_batches():
 
 
 @needs_library
-@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-shapes", "graph-per-shape"])
-def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic):
+@pytest.mark.parametrize("dynamic, recompute", [(True, False), (False, False), (True, True)],
+                         ids=["dynamic-shapes", "graph-per-shape", "recompute-rnn"])
+def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic, recompute):
     batches = random_batches()
-    builtin = loss_and_gradients(None, dynamic, batches)
-    onednn = loss_and_gradients(onednn_lstm.forward_operator(), dynamic, batches)
+    builtin = loss_and_gradients(None, dynamic, batches, recompute)
+    onednn = loss_and_gradients(onednn_lstm.forward_operator(), dynamic, batches, recompute)
     for (want_loss, want_grads), (loss, grads) in zip(builtin, onednn):
         assert loss == pytest.approx(want_loss, rel=1e-5)
         assert len(grads) == len(want_grads)
