@@ -4,7 +4,7 @@
     python bench/onednn_lstm_op.py --preset seed --cycles 2
 
 The operator train.lstm_kernel=onednn trains with (ds2/native/onednn_lstm.cc, built in the CPU image at
-ds2.onednn_lstm.DEFAULT_LIBRARY; --library or $DS2_ONEDNN_LSTM for another build), taking the weights
+ds2.lstm_kernel.DEFAULT_LIBRARY; --library or $DS2_ONEDNN_LSTM for another build), taking the weights
 as ds2.model.BiLSTM holds them. --check compares loss and gradients (input and all four weights) with
 BiLSTM on MindSpore's kernel on a small shape and on the seed's layer shape; without it the compiled
 value-and-grad of one direction runs on MindSpore's kernel and on the operator, each in a child
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--child", choices=("kernel", "operator"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from ds2.onednn_lstm import library_path
+    from ds2.lstm_kernel import library_path
 
     args.library = args.library or str(library_path())
     if not Path(args.library).exists():

@@ -13,7 +13,7 @@ it; pass 1 compiles and runs one step, pass 2 runs --repeat more, their median) 
 frequent shape, the two kernels alternating --cycles times, each in a child process with
 OMP_WAIT_POLICY=passive (the operator's oneDNN waits on GNU OpenMP). Printed per run: seconds and CPU
 seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
-The operator's library: ds2.onednn_lstm.library_path() ($DS2_ONEDNN_LSTM, else the CPU image's).
+The operator's library: ds2.lstm_kernel.library_path() ($DS2_ONEDNN_LSTM, else the CPU image's).
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from ds2.config import load_config
     from ds2.errors import UserError
-    from ds2.onednn_lstm import chosen_kernel
+    from ds2.lstm_kernel import chosen_kernel
     try:
         cfg = load_config(args.preset, overrides=args.overrides)
         chosen_kernel("onednn", cfg.train.device)

@@ -10,7 +10,8 @@ The estimate (bytes) aims at the right order of magnitude, not precision:
     weights        trainable parameters (ds2.shapes) x 4 bytes, x WEIGHT_COPIES: when training the
                    weights, gradients, Adam's two moments and oneDNN's copies of the LSTM weights in the
                    forward and backward kernels (bench/heap_trace.py: "oneDNN other", 3x the weights);
-                   in eval the weights and the forward kernels' copy
+                   in eval the weights and the forward kernels' copy. Training on ds2's own LSTM operator
+                   (train.lstm_kernel, ds2.lstm_kernel) keeps no copies per layer: OPERATOR_WEIGHT_COPIES
     frames         train.max_batch_seconds x sample_rate / hop_length: input frames in one batch
     activations    conv: frames after conv1's time stride x its frequency rows x channels x 4 bytes x 3
                    (conv, BatchNorm, activation), and again after conv2; LSTM: output frames x layers x
@@ -20,8 +21,10 @@ The estimate (bytes) aims at the right order of magnitude, not precision:
     graphs         train.shapes=static: MindSpore compiles one graph per batch shape and each keeps its
                    own activation memory: train.num_buckets + 1 shapes, each GRAPH_MEMORY_FACTOR x the
                    activations above. train.shapes=dynamic: one graph for every shape, whose memory
-                   follows the largest batch: DYNAMIC_MEMORY_FACTOR x the activations. Both factors are
-                   calibrated on bench/shape_memory.py's resident memory (docs/performance.md has the figures).
+                   follows the largest batch: DYNAMIC_MEMORY_FACTOR x the activations (on the operator,
+                   which makes no scratchpads per primitive: OPERATOR_DYNAMIC_MEMORY_FACTOR). The factors
+                   are calibrated on bench/shape_memory.py's and bench/train_speed.py's resident memory
+                   (docs/performance.md has the figures).
 
 So with static shapes the batch settings decide memory twice over: batch seconds (activations per
 graph) and buckets (graphs); with dynamic shapes only batch seconds count. fit() picks what ds2 train
@@ -37,6 +40,7 @@ from typing import Optional
 
 from ds2 import cgroup
 from ds2.config import Config
+from ds2.lstm_kernel import trains_on_operator
 from ds2.shapes import conv1_bins, output_bins, parameter_count
 
 GIB = 1024 ** 3
@@ -44,7 +48,10 @@ RUNTIME_BYTES = 1 * GIB
 GRAPH_MEMORY_FACTOR = 5.0     # activation memory per compiled graph, measured / the formula's
 DYNAMIC_MEMORY_FACTOR = 3.15  # the one dynamic-shape graph's memory, measured / the formula's, fitted to
                               # the seed preset's peaks at 40 s and 160 s batches (docs/performance.md)
+OPERATOR_DYNAMIC_MEMORY_FACTOR = 2.4  # the same on ds2's LSTM operator: the larger of its fits at 40 s (2.39)
+                                      # and 160 s batches (2.10), so never below those peaks
 WEIGHT_COPIES = {True: 7, False: 2}   # training, eval: see "weights" above
+OPERATOR_WEIGHT_COPIES = 4            # training on the operator: weights, gradients, Adam's two moments
 HEADROOM = 0.9                # fit() plans within this share of the usable memory
 MIN_BUCKETS = 4               # fewer buckets pad LibriSpeech-like lengths by more than ~10 %
 MIN_BATCH_SECONDS = 10.0
@@ -95,17 +102,23 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
     num_buckets = cfg.train.num_buckets if num_buckets is None else num_buckets
     dynamic = cfg.train.shapes == "dynamic"
     graphs = 1 if dynamic else num_buckets + 1
+    # Evaluation always runs MindSpore's kernel; the operator is measured with dynamic shapes only, so
+    # with static shapes its estimate stays MindSpore's kernel's (higher).
+    operator = training and dynamic and trains_on_operator(cfg.train.lstm_kernel, cfg.train.device)
     frames = batch_seconds * features.sample_rate / features.hop_length
     t1 = frames / model.conv1_stride[1]
     t2 = t1 / model.conv2_stride[1]
     channels, hidden = model.conv_channels, model.rnn_hidden
-    weights = params * 4 * WEIGHT_COPIES[training]
+    weights = params * 4 * (OPERATOR_WEIGHT_COPIES if operator else WEIGHT_COPIES[training])
     activations = (t1 * conv1_bins(features.n_bins, model) * channels * 4 * 3
                    + t2 * output_bins(features.n_bins, model) * channels * 4 * 3
                    + t2 * model.rnn_layers * 2 * hidden * 4 * 10)
     if not training:
         activations /= 3
-    activations *= DYNAMIC_MEMORY_FACTOR if dynamic else GRAPH_MEMORY_FACTOR * graphs
+    if dynamic:
+        activations *= OPERATOR_DYNAMIC_MEMORY_FACTOR if operator else DYNAMIC_MEMORY_FACTOR
+    else:
+        activations *= GRAPH_MEMORY_FACTOR * graphs
     total = weights + activations + RUNTIME_BYTES
     return MemoryPlan(parameters=params, weights_bytes=int(weights), activation_bytes=int(activations),
                       runtime_bytes=RUNTIME_BYTES, total_bytes=int(total), batch_frames=int(frames),

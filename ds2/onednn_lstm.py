@@ -6,7 +6,8 @@ MindSpore 2.7's CPU LSTM kernel makes its oneDNN primitives, its copies of the w
 scratchpad again at every step. ds2/native/onednn_lstm.cc keeps the primitives per shape and takes
 every short-lived buffer from one arena that only grows (docs/performance.md has the measurements).
 The image's build stage compiles it against the oneDNN wheels of docker/requirements/onednn.lock
-(docker/build-lstm-kernel.sh) and puts it at DEFAULT_LIBRARY with oneDNN beside it.
+(docker/build-lstm-kernel.sh) and puts it where ds2.lstm_kernel.library_path() looks, with oneDNN
+beside it; ds2.lstm_kernel also says when training uses it (train.lstm_kernel).
 
 The operator is one LSTM direction: x [T, N, C], weight_ih [4H, C], weight_hh [4H, H] and one bias
 (bias_ih + bias_hh) in, y [T, N, H] and oneDNN's training workspace out; its bprop hands both to the
@@ -16,44 +17,10 @@ precision (tests/test_onednn_lstm.py, bench/onednn_lstm_step.py --check for the 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
-from ds2.errors import UserError
-
-LIBRARY_VARIABLE = "DS2_ONEDNN_LSTM"
-DEFAULT_LIBRARY = "/opt/ds2-native/libds2_onednn_lstm.so"
-KERNELS = ("auto", "builtin", "onednn")
-
-
-def library_path() -> Path:
-    """Where the operator's library is: $DS2_ONEDNN_LSTM, else the image's."""
-    return Path(os.environ.get(LIBRARY_VARIABLE) or DEFAULT_LIBRARY)
-
-
-def missing_reason() -> Optional[str]:
-    """Why the library cannot be used here, or None when it can."""
-    path = library_path()
-    if not path.is_file():
-        return f"no oneDNN LSTM library at {path}"
-    return None
-
-
-def chosen_kernel(setting: str, device: str) -> str:
-    """builtin or onednn for train.lstm_kernel = `setting` on `device`: auto takes onednn on CPU when the
-    library is there. An explicit onednn that cannot run is a UserError naming the fix."""
-    if setting == "builtin" or (setting == "auto" and (device != "CPU" or missing_reason())):
-        return "builtin"
-    if device != "CPU":
-        raise UserError(f"train.lstm_kernel=onednn runs on the CPU only (train.device is {device}); "
-                        "set train.lstm_kernel=auto or builtin")
-    reason = missing_reason()
-    if reason:
-        raise UserError(f"train.lstm_kernel=onednn: {reason}; run in the CPU image (make image-cpu) or set "
-                        f"{LIBRARY_VARIABLE} to a build of ds2/native/onednn_lstm.cc (docker/build-lstm-kernel.sh), "
-                        "or set train.lstm_kernel=builtin")
-    return "onednn"
+from ds2.lstm_kernel import library_path
 
 
 def _custom(library: Path, name: str, out_dtype, bprop=None):

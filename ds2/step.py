@@ -89,10 +89,10 @@ def conv_time_taps(cfg) -> bool:
 
 
 def lstm_kernel(cfg) -> str:
-    """builtin or onednn: train.lstm_kernel where it applies (ds2.onednn_lstm.chosen_kernel)."""
-    from ds2 import onednn_lstm
+    """builtin or onednn: train.lstm_kernel where it applies (ds2.lstm_kernel.chosen_kernel)."""
+    from ds2.lstm_kernel import chosen_kernel
 
-    return onednn_lstm.chosen_kernel(cfg.train.lstm_kernel, cfg.train.device)
+    return chosen_kernel(cfg.train.lstm_kernel, cfg.train.device)
 
 
 def configured_train_step(network, optimizer, cfg, world_size: int = 1):

@@ -181,7 +181,7 @@ def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
 
 
 def onednn_library() -> str:
-    from ds2.onednn_lstm import library_path, missing_reason
+    from ds2.lstm_kernel import library_path, missing_reason
     if missing_reason() is not None:
         if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":
             pytest.fail(f"the CPU image must carry the operator: {missing_reason()}")

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 # cgroup), and the one way to write a file (files, for the --json report). They need only the standard
 # library (PyYAML for config files, imported when one is read).
 PLAIN_DS2 = frozenset({"ds2", "ds2.config", "ds2.errors", "ds2.text", "ds2.shapes", "ds2.memory", "ds2.cgroup",
-                       "ds2.files"})
+                       "ds2.files", "ds2.lstm_kernel"})
 
 
 @dataclass(frozen=True)

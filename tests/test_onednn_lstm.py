@@ -8,34 +8,35 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 
-from ds2 import onednn_lstm  # noqa: E402
+from ds2 import lstm_kernel, onednn_lstm  # noqa: E402
 from ds2.config import load_config  # noqa: E402
 from ds2.errors import UserError  # noqa: E402
 from ds2.model import DeepSpeech2, TrainNetwork  # noqa: E402
 from tests.test_model import N_BINS, tiny_config  # noqa: E402
 
 IN_CPU_IMAGE = os.environ.get("DS2_IMAGE_FLAVOR") == "cpu"
-needs_library = pytest.mark.skipif(onednn_lstm.missing_reason() is not None and not IN_CPU_IMAGE,
+needs_library = pytest.mark.skipif(lstm_kernel.missing_reason() is not None and not IN_CPU_IMAGE,
                                    reason="the oneDNN LSTM library is built in the CPU image")
 
 
 def test_the_cpu_image_has_the_library():
     if not IN_CPU_IMAGE:
         pytest.skip("checked in the CPU image")
-    assert onednn_lstm.missing_reason() is None
+    assert lstm_kernel.missing_reason() is None
     assert load_config("seed").train.lstm_kernel == "auto"
-    assert onednn_lstm.chosen_kernel("auto", "CPU") == "onednn"
+    assert lstm_kernel.chosen_kernel("auto", "CPU") == "onednn"
 
 
 def test_auto_takes_the_builtin_kernel_where_the_operator_cannot_run(monkeypatch, tmp_path):
-    monkeypatch.setenv(onednn_lstm.LIBRARY_VARIABLE, str(tmp_path / "absent.so"))
-    assert onednn_lstm.chosen_kernel("auto", "CPU") == "builtin"
-    assert onednn_lstm.chosen_kernel("auto", "GPU") == "builtin"
-    assert onednn_lstm.chosen_kernel("builtin", "CPU") == "builtin"
+    monkeypatch.setenv(lstm_kernel.LIBRARY_VARIABLE, str(tmp_path / "absent.so"))
+    assert lstm_kernel.chosen_kernel("auto", "CPU") == "builtin"
+    assert lstm_kernel.chosen_kernel("auto", "GPU") == "builtin"
+    assert lstm_kernel.chosen_kernel("builtin", "CPU") == "builtin"
     with pytest.raises(UserError, match="no oneDNN LSTM library at .*absent.so.*train.lstm_kernel=builtin"):
-        onednn_lstm.chosen_kernel("onednn", "CPU")
+        lstm_kernel.chosen_kernel("onednn", "CPU")
     with pytest.raises(UserError, match="CPU only .*train.lstm_kernel=auto or builtin"):
-        onednn_lstm.chosen_kernel("onednn", "GPU")
+        lstm_kernel.chosen_kernel("onednn", "GPU")
+    assert not lstm_kernel.trains_on_operator("onednn", "CPU")   # training stops with the error above
 
 
 def loss_and_gradients(operator, dynamic: bool, batches, recompute: bool = False):
@@ -91,7 +92,7 @@ def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic, reco
 
 @needs_library
 def test_the_library_keeps_primitives_for_a_bounded_number_of_shapes():
-    library = ctypes.CDLL(str(onednn_lstm.library_path()))
+    library = ctypes.CDLL(str(lstm_kernel.library_path()))
     library.lstm_workspace_floats.restype = ctypes.c_int64
     library.lstm_workspace_floats.argtypes = [ctypes.c_int64] * 4
     report = (ctypes.c_int64 * 2)()
