@@ -10,8 +10,9 @@ batch), compared to float32 tolerance (the largest difference over each gradient
 
 Without --check, the A/B: bench/shape_memory.py's measure() (the compiled step as `ds2 train` builds
 it; pass 1 compiles and runs one step, pass 2 runs --repeat more, their median) on the preset's most
-frequent shape, the two kernels alternating --cycles times, each in a child process with
-OMP_WAIT_POLICY=passive (the operator's oneDNN waits on GNU OpenMP). Printed per run: seconds and CPU
+frequent shape, the two kernels alternating --cycles times, each in a child process with the
+environment `ds2 train` has (OMP_WAIT_POLICY as this process has it: docs/speed-levers.md measures
+its effect on the operator's OpenMP threads). Printed per run: seconds and CPU
 seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
 The operator's library: ds2.lstm_kernel.library_path() ($DS2_ONEDNN_LSTM, else the CPU image's).
 """

@@ -296,8 +296,8 @@ def small_preset() -> Config:
     cfg.train.grad_clip = 5.0
     cfg.train.max_batch_seconds = 64.0
     cfg.train.shapes = "static"   # its steps are short: a graph per shape runs them faster
-    # At 192 units ds2's oneDNN LSTM operator measured no faster than MindSpore's kernel (the same to
-    # 0.8x the speed, docs/speed-levers.md), and its memory does not matter at this size.
+    # At 192 units ds2's oneDNN LSTM operator measured no faster than MindSpore's kernel (1.14x and
+    # 0.88x its speed in two runs, docs/speed-levers.md), and its memory does not matter at this size.
     cfg.train.lstm_kernel = "builtin"
     cfg.train.checkpoint_every = 100
     cfg.lm.order = 1

@@ -9,11 +9,13 @@ kernel's memory.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 from typing import Optional
 
-from ds2.errors import UserError
+from ds2.errors import UserError, first_line
 
 LIBRARY_VARIABLE = "DS2_ONEDNN_LSTM"
 DEFAULT_LIBRARY = "/opt/ds2-native/libds2_onednn_lstm.so"
@@ -24,11 +26,28 @@ def library_path() -> Path:
     return Path(os.environ.get(LIBRARY_VARIABLE) or DEFAULT_LIBRARY)
 
 
+# What MindSpore calls in the library: the two operators and their shape functions.
+EXPORTS = ("lstm_forward", "lstm_backward", "lstm_forwardInferShape", "lstm_backwardInferShape")
+
+
 def missing_reason() -> Optional[str]:
     """Why the library cannot be used here, or None when it can."""
     path = library_path()
     if not path.is_file():
         return f"no oneDNN LSTM library at {path}"
+    return _load_problem(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_problem(path: str) -> Optional[str]:
+    """Whether the library loads (oneDNN beside it, the C++ runtime) and exports what MindSpore calls."""
+    try:
+        library = ctypes.CDLL(path)
+    except OSError as exc:
+        return f"the oneDNN LSTM library at {path} does not load ({first_line(exc)})"
+    missing = [name for name in EXPORTS if not hasattr(library, name)]
+    if missing:
+        return f"the oneDNN LSTM library at {path} lacks {', '.join(missing)} (an older build)"
     return None
 
 

@@ -34,6 +34,12 @@ def test_auto_takes_the_builtin_kernel_where_the_operator_cannot_run(monkeypatch
     assert lstm_kernel.chosen_kernel("builtin", "CPU") == "builtin"
     with pytest.raises(UserError, match="no oneDNN LSTM library at .*absent.so.*train.lstm_kernel=builtin"):
         lstm_kernel.chosen_kernel("onednn", "CPU")
+    not_a_library = tmp_path / "libds2_onednn_lstm.so"
+    not_a_library.write_text("not an ELF file")
+    monkeypatch.setenv(lstm_kernel.LIBRARY_VARIABLE, str(not_a_library))
+    assert lstm_kernel.chosen_kernel("auto", "CPU") == "builtin"
+    with pytest.raises(UserError, match="does not load .*train.lstm_kernel=builtin"):
+        lstm_kernel.chosen_kernel("onednn", "CPU")
     with pytest.raises(UserError, match="CPU only .*train.lstm_kernel=auto or builtin"):
         lstm_kernel.chosen_kernel("onednn", "GPU")
     assert not lstm_kernel.trains_on_operator("onednn", "CPU")   # training stops with the error above
@@ -81,7 +87,10 @@ def random_batches():
 def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic, recompute):
     batches = random_batches()
     builtin = loss_and_gradients(None, dynamic, batches, recompute)
+    calls_before = cache_report()[2]
     onednn = loss_and_gradients(onednn_lstm.forward_operator(), dynamic, batches, recompute)
+    # 3 layers x 2 directions per batch (and again per layer under recompute): the operator did run
+    assert cache_report()[2] >= calls_before + 6 * len(batches)
     for (want_loss, want_grads), (loss, grads) in zip(builtin, onednn):
         assert loss == pytest.approx(want_loss, rel=1e-5)
         assert len(grads) == len(want_grads)
@@ -90,14 +99,23 @@ def test_the_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic, reco
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def library():
+    loaded = ctypes.CDLL(str(lstm_kernel.library_path()))
+    loaded.lstm_workspace_floats.restype = ctypes.c_int64
+    loaded.lstm_workspace_floats.argtypes = [ctypes.c_int64] * 4
+    return loaded
+
+
+def cache_report():
+    """(shapes kept, arena bytes, forward calls so far) from the library MindSpore loaded too."""
+    report = (ctypes.c_int64 * 3)()
+    library().lstm_cache_report(report)
+    return tuple(report)
+
+
 @needs_library
 def test_the_library_keeps_primitives_for_a_bounded_number_of_shapes():
-    library = ctypes.CDLL(str(lstm_kernel.library_path()))
-    library.lstm_workspace_floats.restype = ctypes.c_int64
-    library.lstm_workspace_floats.argtypes = [ctypes.c_int64] * 4
-    report = (ctypes.c_int64 * 2)()
-    floats = [library.lstm_workspace_floats(steps, 2, 5, 3) for steps in range(1, 81)]
+    floats = [library().lstm_workspace_floats(steps, 2, 5, 3) for steps in range(1, 81)]
     assert all(f > 0 for f in floats) and floats == sorted(floats)   # longer sequences, larger workspace
-    library.lstm_cache_report(report)
-    assert report[0] == 64
-    assert library.lstm_workspace_floats(3, 2, 5, 0) == -1          # no LSTM of hidden size 0: -1, no crash
+    assert cache_report()[0] == 64
+    assert library().lstm_workspace_floats(3, 2, 5, 0) == -1        # no LSTM of hidden size 0: -1, no crash

@@ -20,7 +20,8 @@
 //   lstm_forward   x [T, N, C], w_ih, w_hh, bias -> y [T, N, H], workspace [lstm_workspace_floats]
 //   lstm_backward  x, w_ih, w_hh, bias, y, workspace, dy -> dx, dw_ih, dw_hh, dbias
 //   lstm_workspace_floats(T, N, C, H): the workspace's length in float32 elements (-1: no primitive)
-//   lstm_cache_report(): shapes kept and the arena's size, for tests and benchmarks
+//   lstm_cache_report(report): shapes kept, the arena's bytes and the forward calls run so far, for
+//       tests and benchmarks
 // The forward's training workspace goes to the backward as the forward's second output.
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -50,6 +51,7 @@ const memory::dim kGates = 4;
 // two (the first layer's input size and the others'); length bucketing gives a few dozen batch shapes.
 const size_t kMaxShapes = 64;
 const size_t kAlign = 4096;
+const int64_t kDynamicRank = -2;   // MindSpore's shape for "rank not known yet"
 
 using ShapeKey = std::array<memory::dim, 4>;   // steps, batch, inputs, hidden
 
@@ -133,6 +135,7 @@ engine &cpu_engine() {
 // a layer's two directions together; oneDNN spreads each call over every core anyway).
 std::mutex state_lock;
 Arena arena;
+int64_t forward_calls = 0;
 std::list<std::pair<ShapeKey, std::unique_ptr<LstmPrimitives>>> kept;   // most recently used first
 
 LstmPrimitives &primitives_for(const ShapeKey &shape) {
@@ -170,6 +173,28 @@ bool read_shape(const char *name, int nparam, int expected, int *ndims, int64_t 
         std::fprintf(stderr, "%s: w_ih must be [4H, C] and w_hh [4H, H] for x [T, N, C]\n", name);
         return false;
     }
+    if (ndims[3] != 1 || shapes[3][0] != kGates * hidden) {
+        std::fprintf(stderr, "%s: the bias must be [4H]\n", name);
+        return false;
+    }
+    // y [T, N, H]: the forward's first output, the backward's fifth input; dy, the backward's seventh.
+    const std::vector<int> like_y = expected == 11 ? std::vector<int>{4, 6} : std::vector<int>{4};
+    for (int i : like_y) {
+        if (ndims[i] != 3 || shapes[i][0] != (*shape)[0] || shapes[i][1] != (*shape)[1] || shapes[i][2] != hidden) {
+            std::fprintf(stderr, "%s: y and dy must be [T, N, H]\n", name);
+            return false;
+        }
+    }
+    return true;
+}
+
+// Whether the workspace parameter holds at least oneDNN's training workspace for these primitives.
+bool workspace_fits(const char *name, int ndim, const int64_t *shape, const lstm_forward::primitive_desc &pd) {
+    if (ndim != 1 || shape[0] < 0 ||
+        static_cast<size_t>(shape[0]) * sizeof(float) < pd.workspace_desc().get_size()) {
+        std::fprintf(stderr, "%s: the workspace is smaller than oneDNN's training workspace\n", name);
+        return false;
+    }
     return true;
 }
 
@@ -196,35 +221,56 @@ extern "C" int64_t lstm_workspace_floats(int64_t steps, int64_t batch, int64_t i
     } catch (const std::exception &e) {
         std::fprintf(stderr, "lstm_workspace_floats: %s\n", e.what());
         return -1;
+    } catch (...) {
+        return -1;
     }
 }
 
-// Shapes kept, and the arena's bytes: report[0], report[1].
+// Shapes kept, the arena's bytes, forward calls run: report[0], report[1], report[2].
 extern "C" void lstm_cache_report(int64_t *report) {
     std::lock_guard<std::mutex> hold(state_lock);
     report[0] = static_cast<int64_t>(kept.size());
     report[1] = static_cast<int64_t>(arena.bytes());
+    report[2] = forward_calls;
 }
 
 // Output shapes: y [T, N, H] and the workspace; -1 where the batch's sizes are not known yet (compile
-// time, dynamic shapes), the real length when the runtime asks again with them.
+// time, dynamic shapes), the real length when the runtime asks again with them. An empty answer tells
+// MindSpore the shapes are wrong; the reason goes to stderr.
 extern "C" std::vector<std::vector<int64_t>> lstm_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    if (ndims[0] != 3 || ndims[2] != 2) {
-        std::fprintf(stderr, "lstm_forward: x must be [T, N, C] and w_hh [4H, H]\n");
+    try {
+        if (ndims[0] < 0 || shapes[0][0] == kDynamicRank) return {{kDynamicRank}, {-1}};
+        if (ndims[0] != 3 || ndims[2] != 2) {
+            std::fprintf(stderr, "lstm_forward: x must be [T, N, C] and w_hh [4H, H]\n");
+            return {};
+        }
+        const int64_t steps = shapes[0][0], batch = shapes[0][1], inputs = shapes[0][2], hidden = shapes[2][1];
+        if (steps < 0 || batch < 0 || inputs < 0) return {{steps, batch, hidden}, {-1}};
+        const int64_t floats = lstm_workspace_floats(steps, batch, inputs, hidden);
+        if (floats < 0) return {};
+        return {{steps, batch, hidden}, {floats}};
+    } catch (...) {
+        std::fprintf(stderr, "lstm_forward: shape inference failed\n");
         return {};
     }
-    const int64_t steps = shapes[0][0], batch = shapes[0][1], inputs = shapes[0][2], hidden = shapes[2][1];
-    if (steps < 0 || batch < 0 || inputs < 0) return {{steps, batch, hidden}, {-1}};
-    const int64_t floats = lstm_workspace_floats(steps, batch, inputs, hidden);
-    if (floats < 0) return {};
-    return {{steps, batch, hidden}, {floats}};
 }
 
 // Gradients have the shapes of x, w_ih, w_hh and bias.
 extern "C" std::vector<std::vector<int64_t>> lstm_backwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    std::vector<std::vector<int64_t>> outputs;
-    for (int i = 0; i < 4; ++i) outputs.emplace_back(shapes[i], shapes[i] + ndims[i]);
-    return outputs;
+    try {
+        std::vector<std::vector<int64_t>> outputs;
+        for (int i = 0; i < 4; ++i) {
+            if (ndims[i] < 0 || (ndims[i] > 0 && shapes[i][0] == kDynamicRank)) {
+                outputs.push_back({kDynamicRank});
+            } else {
+                outputs.emplace_back(shapes[i], shapes[i] + ndims[i]);
+            }
+        }
+        return outputs;
+    } catch (...) {
+        std::fprintf(stderr, "lstm_backward: shape inference failed\n");
+        return {};
+    }
 }
 
 extern "C" int lstm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
@@ -234,10 +280,8 @@ extern "C" int lstm_forward(int nparam, void **params, int *ndims, int64_t **sha
     try {
         std::lock_guard<std::mutex> hold(state_lock);
         LstmPrimitives &p = primitives_for(shape);
-        if (static_cast<size_t>(shapes[5][0]) * sizeof(float) < p.fwd_pd.workspace_desc().get_size()) {
-            std::fprintf(stderr, "lstm_forward: the workspace output is smaller than oneDNN's workspace\n");
-            return 1;
-        }
+        if (!workspace_fits("lstm_forward", ndims[5], shapes[5], p.fwd_pd)) return 1;
+        ++forward_calls;
         std::vector<void *> buffers = arena.carve({scratchpad_bytes(p), p.fwd_pd.weights_layer_desc().get_size(),
                                                    p.fwd_pd.weights_iter_desc().get_size(), p.state_md.get_size()});
         memory scratchpad = wrap(p.fwd_pd.scratchpad_desc(), buffers[0]);
@@ -258,6 +302,9 @@ extern "C" int lstm_forward(int nparam, void **params, int *ndims, int64_t **sha
     } catch (const std::exception &e) {
         std::fprintf(stderr, "lstm_forward: %s\n", e.what());
         return 1;
+    } catch (...) {
+        std::fprintf(stderr, "lstm_forward: failed\n");
+        return 1;
     }
     return 0;
 }
@@ -269,6 +316,7 @@ extern "C" int lstm_backward(int nparam, void **params, int *ndims, int64_t **sh
     try {
         std::lock_guard<std::mutex> hold(state_lock);
         LstmPrimitives &p = primitives_for(shape);
+        if (!workspace_fits("lstm_backward", ndims[5], shapes[5], p.fwd_pd)) return 1;
         const size_t state_bytes = p.state_md.get_size();
         std::vector<void *> buffers = arena.carve(
             {scratchpad_bytes(p), p.bwd_pd.weights_layer_desc().get_size(), p.bwd_pd.weights_iter_desc().get_size(),
@@ -305,6 +353,9 @@ extern "C" int lstm_backward(int nparam, void **params, int *ndims, int64_t **sh
         s.wait();
     } catch (const std::exception &e) {
         std::fprintf(stderr, "lstm_backward: %s\n", e.what());
+        return 1;
+    } catch (...) {
+        std::fprintf(stderr, "lstm_backward: failed\n");
         return 1;
     }
     return 0;
