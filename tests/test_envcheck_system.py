@@ -228,3 +228,25 @@ def test_ld_preload_that_loads_passes_and_unset_is_skipped(monkeypatch):
     assert run_envcheck("--only", "preload", env={"LD_PRELOAD": loaded}).probe("preload")["status"] == "pass"
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     assert preload.run({})["status"] == "skip"
+
+
+def test_lstm_kernel_says_which_kernel_training_runs_on_and_the_fix_when_the_operator_cannot_run(tmp_path):
+    absent = {"DS2_ONEDNN_LSTM": str(tmp_path / "absent.so")}
+    # the seed preset: train.lstm_kernel=auto (the small preset sets builtin)
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", "--set", "train.lstm_kernel=onednn", env=absent)
+    probe = run.probe("lstm.kernel")
+    assert probe["status"] == "fail" and run.code != 0
+    assert "no oneDNN LSTM library at" in probe["summary"] and "absent.so" in probe["summary"]
+    fixes = " ".join(run.diagnosis("lstm.kernel", "lstm-operator-unusable")["fix"])
+    assert "train.lstm_kernel=builtin" in fixes and "make train" in fixes
+
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", env=absent)        # auto falls back, saying why
+    assert run.probe("lstm.kernel")["status"] == "info"
+    assert "MindSpore's LSTM kernel (no oneDNN LSTM library at" in run.probe("lstm.kernel")["summary"]
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", "--set", "train.lstm_kernel=builtin", env=absent)
+    assert run.probe("lstm.kernel")["status"] == "pass" and "as configured" in run.probe("lstm.kernel")["summary"]
+
+    if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":                                    # the image's own library
+        run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel")
+        assert run.probe("lstm.kernel")["status"] == "pass"
+        assert "ds2's oneDNN LSTM operator" in run.probe("lstm.kernel")["summary"]

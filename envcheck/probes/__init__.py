@@ -97,6 +97,8 @@ PROBES: List[Probe] = [
           cost_s=0.1),
     Probe(id="disk", title="free disk in the data and run directories", module="disk", cost_s=0.1),
     Probe(id="cpu.features", title="CPU instruction sets", module="cpu_features", cost_s=0.1),
+    Probe(id="lstm.kernel", title="the LSTM kernel training runs on (train.lstm_kernel)", module="lstm_kernel",
+          stages=(TRAIN,), cost_s=0.2),
     Probe(id="threads", title="thread settings versus the cores this process may use", module="threads",
           cost_s=0.1),
     Probe(id="preload", title="the libraries LD_PRELOAD names are loaded", module="preload", cost_s=0.1),
