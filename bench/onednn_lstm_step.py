@@ -66,17 +66,13 @@ def loss_and_grads(spec: Dict) -> Dict:
     from ds2.model import DeepSpeech2, TrainNetwork
     from ds2.runtime import configure_mindspore
 
-    from ds2.step import conv_time_taps, lstm_kernel
+    from ds2.step import use_configured_kernels
 
     cfg = load_config(spec["preset"], overrides=spec["overrides"] + kernel_setting(spec["kernel"]))
     configure_mindspore(cfg)
     ms.set_seed(spec["seed"])
     model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
-    model.set_conv_time_taps(conv_time_taps(cfg))
-    if lstm_kernel(cfg) == "onednn":
-        from ds2.onednn_lstm import forward_operator
-
-        model.set_lstm_operator(forward_operator())
+    use_configured_kernels(model, cfg)
     network = TrainNetwork(model, blank=0)
     network.set_train(True)
     params = network.trainable_params()

@@ -54,17 +54,21 @@ def _load_problem(path: str) -> Optional[str]:
 def chosen_kernel(setting: str, device: str) -> str:
     """builtin or onednn for train.lstm_kernel = `setting` on `device`: auto takes onednn on CPU when the
     library is there. An explicit onednn that cannot run is a UserError naming the fix."""
-    if setting == "builtin" or (setting == "auto" and (device != "CPU" or missing_reason())):
+    if setting == "builtin":
         return "builtin"
     if device != "CPU":
+        if setting == "auto":
+            return "builtin"
         raise UserError(f"train.lstm_kernel=onednn runs on the CPU only (train.device is {device}); "
                         "set train.lstm_kernel=auto or builtin")
     reason = missing_reason()
-    if reason:
-        raise UserError(f"train.lstm_kernel=onednn: {reason}; run in the CPU image (make image-cpu) or set "
-                        f"{LIBRARY_VARIABLE} to a build of ds2/native/onednn_lstm.cc (docker/build-lstm-kernel.sh), "
-                        "or set train.lstm_kernel=builtin")
-    return "onednn"
+    if reason is None:
+        return "onednn"
+    if setting == "auto":
+        return "builtin"
+    raise UserError(f"train.lstm_kernel=onednn: {reason}; run in the CPU image (make image-cpu) or set "
+                    f"{LIBRARY_VARIABLE} to a build of ds2/native/onednn_lstm.cc (docker/build-lstm-kernel.sh), "
+                    "or set train.lstm_kernel=builtin")
 
 
 def trains_on_operator(setting: str, device: str) -> bool:

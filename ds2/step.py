@@ -95,14 +95,20 @@ def lstm_kernel(cfg) -> str:
     return chosen_kernel(cfg.train.lstm_kernel, cfg.train.device)
 
 
-def configured_train_step(network, optimizer, cfg, world_size: int = 1):
-    """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn,
-    train.conv_time_taps, train.lstm_kernel."""
-    network.model.set_conv_time_taps(conv_time_taps(cfg))
+def use_configured_kernels(model, cfg) -> None:
+    """The model computes as training's config asks: train.conv_time_taps and train.lstm_kernel, where
+    they apply. The parameters stay the same."""
+    model.set_conv_time_taps(conv_time_taps(cfg))
     if lstm_kernel(cfg) == "onednn":
         from ds2 import onednn_lstm
 
-        network.model.set_lstm_operator(onednn_lstm.forward_operator())
+        model.set_lstm_operator(onednn_lstm.forward_operator())
+
+
+def configured_train_step(network, optimizer, cfg, world_size: int = 1):
+    """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn,
+    train.conv_time_taps, train.lstm_kernel."""
+    use_configured_kernels(network.model, cfg)
     return make_train_step(network, optimizer, cfg.train.grad_clip, world_size,
                            dynamic_n_bins=cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
                            recompute_rnn=cfg.train.recompute_rnn)

@@ -212,18 +212,29 @@ size_t scratchpad_bytes(const LstmPrimitives &p) {
     return std::max(p.fwd_pd.scratchpad_desc().get_size(), p.bwd_pd.scratchpad_desc().get_size());
 }
 
+using Shapes = std::vector<std::vector<int64_t>>;
+
+// body(), or `on_error` with one stderr line naming `name` when it throws: no exception may leave the
+// extern "C" functions MindSpore calls.
+template <typename Result, typename Body>
+Result guarded(const char *name, Result on_error, Body body) {
+    try {
+        return body();
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "%s: %s\n", name, e.what());
+    } catch (...) {
+        std::fprintf(stderr, "%s: failed\n", name);
+    }
+    return on_error;
+}
+
 }  // namespace
 
 extern "C" int64_t lstm_workspace_floats(int64_t steps, int64_t batch, int64_t inputs, int64_t hidden) {
-    try {
+    return guarded("lstm_workspace_floats", int64_t{-1}, [&] {
         std::lock_guard<std::mutex> hold(state_lock);
         return workspace_floats({steps, batch, inputs, hidden});
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "lstm_workspace_floats: %s\n", e.what());
-        return -1;
-    } catch (...) {
-        return -1;
-    }
+    });
 }
 
 // Shapes kept, the arena's bytes, forward calls run: report[0], report[1], report[2].
@@ -237,8 +248,8 @@ extern "C" void lstm_cache_report(int64_t *report) {
 // Output shapes: y [T, N, H] and the workspace; -1 where the batch's sizes are not known yet (compile
 // time, dynamic shapes), the real length when the runtime asks again with them. An empty answer tells
 // MindSpore the shapes are wrong; the reason goes to stderr.
-extern "C" std::vector<std::vector<int64_t>> lstm_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    try {
+extern "C" Shapes lstm_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+    return guarded("lstm_forward", Shapes{}, [&]() -> Shapes {
         if (ndims[0] < 0 || shapes[0][0] == kDynamicRank) return {{kDynamicRank}, {-1}};
         if (ndims[0] != 3 || ndims[2] != 2) {
             std::fprintf(stderr, "lstm_forward: x must be [T, N, C] and w_hh [4H, H]\n");
@@ -249,16 +260,13 @@ extern "C" std::vector<std::vector<int64_t>> lstm_forwardInferShape(int *ndims, 
         const int64_t floats = lstm_workspace_floats(steps, batch, inputs, hidden);
         if (floats < 0) return {};
         return {{steps, batch, hidden}, {floats}};
-    } catch (...) {
-        std::fprintf(stderr, "lstm_forward: shape inference failed\n");
-        return {};
-    }
+    });
 }
 
 // Gradients have the shapes of x, w_ih, w_hh and bias.
-extern "C" std::vector<std::vector<int64_t>> lstm_backwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    try {
-        std::vector<std::vector<int64_t>> outputs;
+extern "C" Shapes lstm_backwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+    return guarded("lstm_backward", Shapes{}, [&] {
+        Shapes outputs;
         for (int i = 0; i < 4; ++i) {
             if (ndims[i] < 0 || (ndims[i] > 0 && shapes[i][0] == kDynamicRank)) {
                 outputs.push_back({kDynamicRank});
@@ -267,17 +275,14 @@ extern "C" std::vector<std::vector<int64_t>> lstm_backwardInferShape(int *ndims,
             }
         }
         return outputs;
-    } catch (...) {
-        std::fprintf(stderr, "lstm_backward: shape inference failed\n");
-        return {};
-    }
+    });
 }
 
 extern "C" int lstm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                             void *, void *) {
     ShapeKey shape;
     if (!read_shape("lstm_forward", nparam, 6, ndims, shapes, dtypes, &shape)) return 1;
-    try {
+    return guarded("lstm_forward", 1, [&] {
         std::lock_guard<std::mutex> hold(state_lock);
         LstmPrimitives &p = primitives_for(shape);
         if (!workspace_fits("lstm_forward", ndims[5], shapes[5], p.fwd_pd)) return 1;
@@ -299,21 +304,15 @@ extern "C" int lstm_forward(int nparam, void **params, int *ndims, int64_t **sha
                           {DNNL_ARG_WORKSPACE, wrap(p.fwd_pd.workspace_desc(), params[5])},
                           {DNNL_ARG_SCRATCHPAD, scratchpad}});
         s.wait();
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "lstm_forward: %s\n", e.what());
-        return 1;
-    } catch (...) {
-        std::fprintf(stderr, "lstm_forward: failed\n");
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }
 
 extern "C" int lstm_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *, void *) {
     ShapeKey shape;
     if (!read_shape("lstm_backward", nparam, 11, ndims, shapes, dtypes, &shape)) return 1;
-    try {
+    return guarded("lstm_backward", 1, [&] {
         std::lock_guard<std::mutex> hold(state_lock);
         LstmPrimitives &p = primitives_for(shape);
         if (!workspace_fits("lstm_backward", ndims[5], shapes[5], p.fwd_pd)) return 1;
@@ -351,12 +350,6 @@ extern "C" int lstm_backward(int nparam, void **params, int *ndims, int64_t **sh
         run_reorder(p.from_diff_layer, s, diff_w_layer, wrap(p.w_layer_user, params[8]));
         run_reorder(p.from_diff_iter, s, diff_w_iter, wrap(p.w_iter_user, params[9]));
         s.wait();
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "lstm_backward: %s\n", e.what());
-        return 1;
-    } catch (...) {
-        std::fprintf(stderr, "lstm_backward: failed\n");
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }
