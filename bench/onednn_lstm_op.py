@@ -1,10 +1,10 @@
-"""One LSTM direction on ds2's oneDNN operator (ds2.onednn_lstm), checked and timed against ops.LSTM.
+"""One LSTM direction on ds2's oneDNN operator (ds2.native_ops.lstm_operator), checked and timed against ops.LSTM.
 
     python bench/onednn_lstm_op.py --check
     python bench/onednn_lstm_op.py --preset seed --cycles 2
 
 The operator train.lstm_kernel=onednn trains with (ds2/native/onednn_lstm.cc, built in the CPU image at
-ds2.lstm_kernel.DEFAULT_LIBRARY; --library or $DS2_ONEDNN_LSTM for another build), taking the weights
+ds2.kernels.DEFAULT_LIBRARY; --library or $DS2_NATIVE_LIBRARY for another build), taking the weights
 as ds2.model.BiLSTM holds them. --check compares loss and gradients (input and all four weights) with
 BiLSTM on MindSpore's kernel on a small shape and on the seed's layer shape; without it the compiled
 value-and-grad of one direction runs on MindSpore's kernel and on the operator, each in a child
@@ -32,9 +32,9 @@ SMALL_SHAPE = (20, 3, 16, 8)   # steps, batch, input, hidden
 
 def onednn_direction(library: str):
     """`run(x, w_ih, w_hh, b_ih, b_hh) -> y` on the operator, differentiable (x [T, N, C] -> y [T, N, H])."""
-    from ds2.onednn_lstm import forward_operator
+    from ds2.native_ops import lstm_operator
 
-    forward = forward_operator(Path(library))
+    forward = lstm_operator(Path(library))
 
     def run(x, w_ih, w_hh, b_ih, b_hh):
         y, _ = forward(x, w_ih, w_hh, b_ih + b_hh)
@@ -79,12 +79,12 @@ def main(argv=None) -> int:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--child", choices=("kernel", "operator"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from ds2.lstm_kernel import library_path
+    from ds2.kernels import library_path
 
     args.library = args.library or str(library_path())
     if not Path(args.library).exists():
-        parser.error(f"no library {args.library}: run in the CPU image, or build ds2/native/onednn_lstm.cc "
-                     "(docker/build-lstm-kernel.sh)")
+        parser.error(f"no library {args.library}: run in the CPU image, or build ds2/native "
+                     "(docker/build-native.sh)")
     shape = layer_shape(args.preset, args.width, args.batch)
     if args.child:
         direction = onednn_direction(args.library) if args.child == "operator" else None

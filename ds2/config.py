@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ds2 import kernels
 from ds2.errors import DataError, UserError
 
 DEFAULT_PRESET = "small"
@@ -147,10 +148,16 @@ class TrainConfig:
     # of 1 and one output channel per time tap, then the taps shifted and summed: the same result,
     # faster and with a fraction of oneDNN's scratch memory (ds2.model.ConvBlock.tap_conv).
     conv_time_taps: bool = True
-    # CPU: the BiLSTM directions on ds2's own oneDNN LSTM operator (ds2.onednn_lstm), which keeps its
-    # primitives and buffers from step to step, or on MindSpore's kernel (builtin), which makes them
-    # again every step. auto: onednn on CPU where the image's library is, builtin elsewhere.
-    lstm_kernel: str = setting("auto", choices=("auto", "builtin", "onednn"))
+    # ds2's own operators (ds2.native_ops) or MindSpore's kernels (builtin); auto: ds2's operator on CPU
+    # where the image's library is (ds2.kernels), builtin elsewhere. Same values and gradients.
+    # The BiLSTM directions on a oneDNN LSTM operator that keeps its primitives and buffers from step to
+    # step (MindSpore's kernel makes them again every step).
+    lstm_kernel: str = setting("auto", choices=kernels.choices("train.lstm_kernel"))
+    # The convolutions on oneDNN's own layouts (MindSpore's Conv2D convolves plain NCHW through im2col);
+    # those train.conv_time_taps computes stay on the taps.
+    conv_kernel: str = setting("auto", choices=kernels.choices("train.conv_kernel"))
+    # The CTC loss and its gradient in one pass.
+    ctc_kernel: str = setting("auto", choices=kernels.choices("train.ctc_kernel"))
     # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
     # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
     # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.

@@ -11,7 +11,7 @@ The estimate (bytes) aims at the right order of magnitude, not precision:
                    weights, gradients, Adam's two moments and oneDNN's copies of the LSTM weights in the
                    forward and backward kernels (bench/heap_trace.py: "oneDNN other", 3x the weights);
                    in eval the weights and the forward kernels' copy. Training on ds2's own LSTM operator
-                   (train.lstm_kernel, ds2.lstm_kernel) keeps no copies per layer: OPERATOR_WEIGHT_COPIES
+                   (train.lstm_kernel, ds2.kernels) keeps no copies per layer: OPERATOR_WEIGHT_COPIES
     frames         train.max_batch_seconds x sample_rate / hop_length: input frames in one batch
     activations    conv: frames after conv1's time stride x its frequency rows x channels x 4 bytes x 3
                    (conv, BatchNorm, activation), and again after conv2; LSTM: output frames x layers x
@@ -40,7 +40,7 @@ from typing import Optional
 
 from ds2 import cgroup
 from ds2.config import Config
-from ds2.lstm_kernel import trains_on_operator
+from ds2.kernels import trains_on_operator
 from ds2.shapes import conv1_bins, output_bins, parameter_count
 
 GIB = 1024 ** 3
@@ -104,7 +104,7 @@ def estimate(cfg: Config, training: bool, num_buckets: Optional[int] = None,
     graphs = 1 if dynamic else num_buckets + 1
     # Evaluation always runs MindSpore's kernel; the operator is measured with dynamic shapes only, so
     # with static shapes its estimate stays MindSpore's kernel's (higher).
-    operator = training and dynamic and trains_on_operator(cfg.train.lstm_kernel, cfg.train.device)
+    operator = training and dynamic and trains_on_operator("train.lstm_kernel", cfg.train.lstm_kernel, cfg.train.device)
     frames = batch_seconds * features.sample_rate / features.hop_length
     t1 = frames / model.conv1_stride[1]
     t2 = t1 / model.conv2_stride[1]

@@ -15,7 +15,7 @@ In eval mode an utterance's outputs are the same alone or padded in a batch (tes
 in training, BatchNorm statistics are batch statistics and so include the zeroed padding.
 
 The LSTM is MindSpore's fused kernel (ops.LSTM), or for training on CPU ds2's own oneDNN operator
-(train.lstm_kernel, ds2.onednn_lstm), which gives the same values and gradients. nn.LSTM with `seq_length` falls back to a
+(train.lstm_kernel, ds2.native_ops), which gives the same values and gradients. nn.LSTM with `seq_length` falls back to a
 Python loop over time steps unrolled into the graph (slow to compile, breaks on long inputs);
 per-utterance reversal gives the same exact result with the fused kernel.
 
@@ -82,7 +82,7 @@ class ConvBlock(nn.Cell):
         super().__init__()
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
-        pad_f, pad_t = self.kernel[0] // 2, self.kernel[1] // 2
+        pad_f, pad_t = self.padding()
         # The conv bias is redundant before BatchNorm but kept so deepspeech.pytorch weights load 1:1.
         self.conv = nn.Conv2d(in_channels, out_channels, self.kernel, stride=self.stride,
                               pad_mode="pad", padding=(pad_f, pad_f, pad_t, pad_t), has_bias=True,
@@ -93,6 +93,7 @@ class ConvBlock(nn.Cell):
         self.bn = nn.BatchNorm2d(out_channels, momentum=0.9)
         self.act = Activation(activation)
         self.time_taps = False    # set_time_taps
+        self.operator = None      # set_operator
         self.batch_matmul = ops.BatchMatMul()   # the primitive: ops.matmul expands to transposes
 
     def tappable(self) -> bool:
@@ -104,6 +105,15 @@ class ConvBlock(nn.Cell):
         if on and not self.tappable():
             raise ValueError("time taps need a time stride of 1")
         self.time_taps = on
+
+    def set_operator(self, operator):
+        """Compute the convolution with `operator` (ds2.native_ops.ConvOperator for this block's stride and
+        padding), or with MindSpore's Conv2D or tap_conv (None): same result. The operator comes first."""
+        self.operator = operator
+
+    def padding(self) -> Tuple[int, int]:
+        """(frequency, time) padding on each side: half the kernel, as nn.Conv2d is built with."""
+        return self.kernel[0] // 2, self.kernel[1] // 2
 
     def tap_conv(self, x):
         """self.conv(x) as one convolution with a time kernel of 1 and kt times the output channels
@@ -138,6 +148,8 @@ class ConvBlock(nn.Cell):
         """x [B, C, F, T], lengths [B] (input frames) -> ([B, C', F', T'], output frames)."""
         if self.time_taps:
             x = self.tap_conv(x)
+        elif self.operator is not None:
+            x = self.operator(x, self.conv.weight, self.conv.bias)
         else:
             x = self.conv(x)
         x = self.act(self.bn(x))
@@ -177,7 +189,7 @@ class BiLSTM(nn.Cell):
         self.operator = None     # set_operator
 
     def set_operator(self, operator):
-        """Run both directions on `operator` (ds2.onednn_lstm.forward_operator), or on ops.LSTM (None)."""
+        """Run both directions on `operator` (ds2.native_ops.lstm_operator), or on ops.LSTM (None)."""
         self.operator = operator
 
     def _run(self, x, w_ih, w_hh, b_ih, b_hh):
@@ -258,6 +270,12 @@ class DeepSpeech2(nn.Cell):
             if block.tappable():
                 block.set_time_taps(on)
 
+    def set_conv_operators(self, make_operator):
+        """ConvBlock.set_operator on both blocks: make_operator(stride, padding) builds each block's (ds2's
+        oneDNN convolution), or None for MindSpore's Conv2D."""
+        for block in self.conv:
+            block.set_operator(None if make_operator is None else make_operator(block.stride, block.padding()))
+
     def set_lstm_operator(self, operator):
         """BiLSTM.set_operator on every layer: ds2's oneDNN operator, or None for ops.LSTM."""
         for rnn in self.rnns:
@@ -292,10 +310,22 @@ class CTCLoss(nn.Cell):
 
     def __init__(self, blank: int = 0):
         super().__init__()
+        self.blank = blank
         self.ctc = nn.CTCLoss(blank=blank, reduction="none", zero_infinity=True)
+        self.operator = None    # set_operator
+
+    def set_operator(self, operator):
+        """Compute the loss with `operator` (ds2.native_ops.ctc_operator, blank 0), or with MindSpore's
+        CTCLoss (None): same loss and gradient."""
+        if operator is not None and self.blank != 0:
+            raise ValueError("ds2's CTC loss operator takes blank 0")
+        self.operator = operator
 
     def construct(self, log_probs, out_lengths, labels, label_lengths):
-        per_utterance = self.ctc(log_probs, labels, out_lengths, label_lengths)
+        if self.operator is not None:
+            per_utterance, _ = self.operator(log_probs, labels, out_lengths, label_lengths)
+        else:
+            per_utterance = self.ctc(log_probs, labels, out_lengths, label_lengths)
         return per_utterance.mean()
 
 

@@ -88,27 +88,40 @@ def conv_time_taps(cfg) -> bool:
     return cfg.train.conv_time_taps and cfg.train.device == "CPU"
 
 
-def lstm_kernel(cfg) -> str:
-    """builtin or onednn: train.lstm_kernel where it applies (ds2.lstm_kernel.chosen_kernel)."""
-    from ds2.lstm_kernel import chosen_kernel
+def kernel(cfg, setting_key: str) -> str:
+    """builtin or ds2's operator for a kernel setting (train.lstm_kernel, train.conv_kernel,
+    train.ctc_kernel) where it applies (ds2.kernels.chosen_kernel)."""
+    from ds2.kernels import chosen_kernel
 
-    return chosen_kernel(cfg.train.lstm_kernel, cfg.train.device)
+    section, name = setting_key.split(".")
+    return chosen_kernel(setting_key, getattr(getattr(cfg, section), name), cfg.train.device)
 
 
-def use_configured_kernels(model, cfg) -> None:
-    """The model computes as training's config asks: train.conv_time_taps and train.lstm_kernel, where
-    they apply. The parameters stay the same."""
+def use_configured_kernels(network, cfg) -> None:
+    """The network (a TrainNetwork, or a DeepSpeech2 alone) computes as training's config asks:
+    train.conv_time_taps, train.conv_kernel, train.lstm_kernel and train.ctc_kernel, where they apply.
+    The parameters stay the same."""
+    from ds2.kernels import BUILTIN
+
+    model = getattr(network, "model", network)
     model.set_conv_time_taps(conv_time_taps(cfg))
-    if lstm_kernel(cfg) == "onednn":
-        from ds2 import onednn_lstm
+    chosen = {key: kernel(cfg, key) for key in ("train.conv_kernel", "train.lstm_kernel", "train.ctc_kernel")}
+    if all(value == BUILTIN for value in chosen.values()):
+        return
+    from ds2 import native_ops
 
-        model.set_lstm_operator(onednn_lstm.forward_operator())
+    if chosen["train.conv_kernel"] != BUILTIN:
+        model.set_conv_operators(native_ops.ConvOperator)
+    if chosen["train.lstm_kernel"] != BUILTIN:
+        model.set_lstm_operator(native_ops.lstm_operator())
+    if chosen["train.ctc_kernel"] != BUILTIN and hasattr(network, "loss"):
+        network.loss.set_operator(native_ops.ctc_operator())
 
 
 def configured_train_step(network, optimizer, cfg, world_size: int = 1):
     """make_train_step as the config asks: train.grad_clip, train.shapes, train.recompute_rnn,
-    train.conv_time_taps, train.lstm_kernel."""
-    use_configured_kernels(network.model, cfg)
+    train.conv_time_taps and the kernel settings."""
+    use_configured_kernels(network, cfg)
     return make_train_step(network, optimizer, cfg.train.grad_clip, world_size,
                            dynamic_n_bins=cfg.features.n_bins if cfg.train.shapes == "dynamic" else 0,
                            recompute_rnn=cfg.train.recompute_rnn)

@@ -181,11 +181,12 @@ def test_onednn_lstm_compares_the_seeds_bilstm_layer_shape():
 
 
 def onednn_library() -> str:
-    from ds2.lstm_kernel import library_path, missing_reason
-    if missing_reason() is not None:
+    from ds2.kernels import library_path, missing_reason
+    problem = missing_reason("train.lstm_kernel")
+    if problem is not None:
         if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":
-            pytest.fail(f"the CPU image must carry the operator: {missing_reason()}")
-        pytest.skip("the oneDNN LSTM library is built in the CPU image")
+            pytest.fail(f"the CPU image must carry the operators: {problem}")
+        pytest.skip("ds2's native library is built in the CPU image")
     return str(library_path())
 
 
@@ -206,8 +207,8 @@ def test_onednn_lstm_op_check_finds_a_direction_that_drops_a_bias():
     assert not compare(SMALL_SHAPE, without_hidden_bias)
 
 
-def test_onednn_lstm_step_check_flags_a_gradient_off_by_more_than_float32_tolerance():
-    from bench.onednn_lstm_step import compare
+def test_kernel_ab_check_flags_a_gradient_off_by_more_than_float32_tolerance():
+    from bench.kernel_ab import compare
     reference = {"loss": np.float32(850.0), "w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)}
     assert all(row["ok"] for row in compare(reference, dict(reference)))
     nudged = dict(reference, w=reference["w"] + np.float32(1e-3))
@@ -217,8 +218,11 @@ def test_onednn_lstm_step_check_flags_a_gradient_off_by_more_than_float32_tolera
 
 
 @pytest.mark.slow
-def test_onednn_lstm_step_gives_the_models_loss_and_gradients_on_the_small_preset():
-    from bench.onednn_lstm_step import check
+def test_kernel_ab_gives_the_models_loss_and_gradients_on_the_small_preset():
+    from bench.kernel_ab import check, kernel_setting
     onednn_library()
-    rows = check("small", [], seed=7)
+    assert kernel_setting("conv", "ds2") == ["train.conv_kernel=onednn"]
+    assert kernel_setting("all", "builtin") == ["train.lstm_kernel=builtin", "train.conv_kernel=builtin",
+                                                "train.ctc_kernel=builtin"]
+    rows = check("small", [], seed=7)   # every operator against every builtin kernel
     assert len(rows) == 30 and all(row["ok"] for row in rows), [r for r in rows if not r["ok"]]

@@ -230,23 +230,27 @@ def test_ld_preload_that_loads_passes_and_unset_is_skipped(monkeypatch):
     assert preload.run({})["status"] == "skip"
 
 
-def test_lstm_kernel_says_which_kernel_training_runs_on_and_the_fix_when_the_operator_cannot_run(tmp_path):
-    absent = {"DS2_ONEDNN_LSTM": str(tmp_path / "absent.so")}
-    # the seed preset: train.lstm_kernel=auto (the small preset sets builtin)
-    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", "--set", "train.lstm_kernel=onednn", env=absent)
-    probe = run.probe("lstm.kernel")
-    assert probe["status"] == "fail" and run.code != 0
-    assert "no oneDNN LSTM library at" in probe["summary"] and "absent.so" in probe["summary"]
-    fixes = " ".join(run.diagnosis("lstm.kernel", "lstm-operator-unusable")["fix"])
-    assert "train.lstm_kernel=builtin" in fixes and "make train" in fixes
+def test_kernels_says_which_kernels_training_runs_on_and_the_fix_when_an_operator_cannot_run(tmp_path):
+    absent = {"DS2_NATIVE_LIBRARY": str(tmp_path / "absent.so")}
+    # the seed preset: every kernel setting auto (the small preset sets train.lstm_kernel=builtin)
+    for key, value in (("train.lstm_kernel", "onednn"), ("train.conv_kernel", "onednn"), ("train.ctc_kernel", "native")):
+        run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", "--set", f"{key}={value}", env=absent)
+        probe = run.probe("kernels")
+        assert probe["status"] == "fail" and run.code != 0
+        assert f"{key}={value}: no ds2 native library at" in probe["summary"] and "absent.so" in probe["summary"]
+        fixes = " ".join(run.diagnosis("kernels", "native-operator-unusable")["fix"])
+        assert key in fixes and "builtin" in fixes and "make train" in fixes
 
-    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", env=absent)        # auto falls back, saying why
-    assert run.probe("lstm.kernel")["status"] == "info"
-    assert "MindSpore's LSTM kernel (no oneDNN LSTM library at" in run.probe("lstm.kernel")["summary"]
-    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel", "--set", "train.lstm_kernel=builtin", env=absent)
-    assert run.probe("lstm.kernel")["status"] == "pass" and "as configured" in run.probe("lstm.kernel")["summary"]
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", env=absent)        # auto falls back, saying why
+    assert run.probe("kernels")["status"] == "info"
+    assert "train.conv_kernel=auto: MindSpore's kernel (no ds2 native library at" in run.probe("kernels")["summary"]
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", "--set", "train.lstm_kernel=builtin",
+                       "--set", "train.conv_kernel=builtin", "--set", "train.ctc_kernel=builtin", env=absent)
+    assert run.probe("kernels")["status"] == "pass" and "as configured" in run.probe("kernels")["summary"]
 
     if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":                                    # the image's own library
-        run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "lstm.kernel")
-        assert run.probe("lstm.kernel")["status"] == "pass"
-        assert "ds2's oneDNN LSTM operator" in run.probe("lstm.kernel")["summary"]
+        run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels")
+        assert run.probe("kernels")["status"] == "pass"
+        summary = run.probe("kernels")["summary"]
+        assert "ds2's oneDNN LSTM operator" in summary and "ds2's oneDNN convolution operator" in summary
+        assert "ds2's CTC loss operator" in summary

@@ -24,10 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The ds2 modules envcheck's own process may import, directly or through one another: the configuration
 # (config, and errors and text, which it uses), the model's shapes and the memory plan (shapes, memory,
-# cgroup), and the one way to write a file (files, for the --json report). They need only the standard
+# cgroup, and kernels: which kernels training runs on), and the one way to write a file (files, for the
+# --json report). They need only the standard
 # library (PyYAML for config files, imported when one is read).
 PLAIN_DS2 = frozenset({"ds2", "ds2.config", "ds2.errors", "ds2.text", "ds2.shapes", "ds2.memory", "ds2.cgroup",
-                       "ds2.files", "ds2.lstm_kernel"})
+                       "ds2.files", "ds2.kernels"})
 
 
 @dataclass(frozen=True)

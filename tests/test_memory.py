@@ -23,8 +23,8 @@ def test_preset_estimates_are_in_the_documented_range():
 
 
 def test_the_estimate_counts_the_lstm_kernel_training_runs_on(monkeypatch, tmp_path):
-    from ds2 import lstm_kernel
-    monkeypatch.setattr(lstm_kernel, "missing_reason", lambda: None)     # the operator can run here
+    from ds2 import kernels
+    monkeypatch.setattr(kernels, "missing_reason", lambda key: None)     # the operator can run here
     on_kernel = load_config("seed", overrides=["train.lstm_kernel=builtin"])
     on_operator = load_config("seed")                           # auto: the operator, its library being there
     # at or above the peaks measured at 40 s and 160 s batches on the operator (4.32 and 9.44 GiB), not far above
@@ -38,7 +38,7 @@ def test_the_estimate_counts_the_lstm_kernel_training_runs_on(monkeypatch, tmp_p
     assert estimate(load_config("seed", overrides=static), True) == \
         estimate(load_config("seed", overrides=static + ["train.lstm_kernel=builtin"]), True)
     # where the operator cannot run, auto trains on the kernel, and so does the estimate
-    monkeypatch.setattr(lstm_kernel, "missing_reason", lambda: "no oneDNN LSTM library at /nowhere")
+    monkeypatch.setattr(kernels, "missing_reason", lambda key: "no ds2 native library at /nowhere")
     assert estimate(on_operator, True) == estimate(on_kernel, True)
     assert estimate(load_config("seed", overrides=["train.lstm_kernel=onednn"]), True) == estimate(on_kernel, True)
 

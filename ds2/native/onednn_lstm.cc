@@ -23,6 +23,9 @@
 //   lstm_cache_report(report): shapes kept, the arena's bytes and the forward calls run so far, for
 //       tests and benchmarks
 // The forward's training workspace goes to the backward as the forward's second output.
+#include "native_common.h"
+#include "onednn_engine.h"
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
@@ -38,9 +41,8 @@
 #include <utility>
 #include <vector>
 
-class AotExtra;   // MindSpore's attribute accessor; these operators have no attributes
-
 using namespace dnnl;
+using namespace ds2_native;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
@@ -50,8 +52,6 @@ const memory::dim kGates = 4;
 // Primitives are kept for this many shapes, least recently used dropped first. A training step uses
 // two (the first layer's input size and the others'); length bucketing gives a few dozen batch shapes.
 const size_t kMaxShapes = 64;
-const size_t kAlign = 4096;
-const int64_t kDynamicRank = -2;   // MindSpore's shape for "rank not known yet"
 
 using ShapeKey = std::array<memory::dim, 4>;   // steps, batch, inputs, hidden
 
@@ -93,44 +93,6 @@ struct LstmPrimitives {
     reorder to_fwd_layer, to_fwd_iter, to_bwd_layer, to_bwd_iter, from_diff_layer, from_diff_iter;
 };
 
-// One block of memory for the buffers that live for one call, grown (never shrunk) to the largest call.
-class Arena {
-  public:
-    ~Arena() { std::free(data_); }
-    // Pointers to `sizes.size()` aligned buffers of those sizes, valid until the next call.
-    std::vector<void *> carve(const std::vector<size_t> &sizes) {
-        size_t total = 0;
-        for (size_t size : sizes) total += round_up(size);
-        if (total > bytes_) {
-            std::free(data_);
-            data_ = std::aligned_alloc(kAlign, total);
-            if (!data_) {
-                bytes_ = 0;
-                throw std::bad_alloc();
-            }
-            bytes_ = total;
-        }
-        std::vector<void *> pointers;
-        char *next = static_cast<char *>(data_);
-        for (size_t size : sizes) {
-            pointers.push_back(next);
-            next += round_up(size);
-        }
-        return pointers;
-    }
-    size_t bytes() const { return bytes_; }
-
-  private:
-    static size_t round_up(size_t size) { return (size + kAlign - 1) / kAlign * kAlign; }
-    void *data_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-engine &cpu_engine() {
-    static engine eng(engine::kind::cpu, 0);
-    return eng;
-}
-
 // Everything below is used under this lock: calls take turns on the one arena (the runtime may launch
 // a layer's two directions together; oneDNN spreads each call over every core anyway).
 std::mutex state_lock;
@@ -157,12 +119,7 @@ bool read_shape(const char *name, int nparam, int expected, int *ndims, int64_t 
         std::fprintf(stderr, "%s: %d inputs and outputs, expected %d\n", name, nparam, expected);
         return false;
     }
-    for (int i = 0; i < nparam; ++i) {
-        if (std::strcmp(dtypes[i], "float32") != 0) {
-            std::fprintf(stderr, "%s: parameter %d is %s, only float32 is supported\n", name, i, dtypes[i]);
-            return false;
-        }
-    }
+    if (!all_float32(name, nparam, dtypes)) return false;
     if (ndims[0] != 3 || ndims[1] != 2 || ndims[2] != 2) {
         std::fprintf(stderr, "%s: x must be [T, N, C], w_ih [4H, C] and w_hh [4H, H]\n", name);
         return false;
@@ -203,29 +160,8 @@ int64_t workspace_floats(const ShapeKey &shape) {
     return static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
 }
 
-memory wrap(const memory::desc &md, void *data) { return memory(md, cpu_engine(), data); }
-
-// A reorder between two buffers (reorder::execute takes its memories by non-const reference).
-void run_reorder(const reorder &r, const stream &s, memory from, memory to) { r.execute(s, from, to); }
-
 size_t scratchpad_bytes(const LstmPrimitives &p) {
     return std::max(p.fwd_pd.scratchpad_desc().get_size(), p.bwd_pd.scratchpad_desc().get_size());
-}
-
-using Shapes = std::vector<std::vector<int64_t>>;
-
-// body(), or `on_error` with one stderr line naming `name` when it throws: no exception may leave the
-// extern "C" functions MindSpore calls.
-template <typename Result, typename Body>
-Result guarded(const char *name, Result on_error, Body body) {
-    try {
-        return body();
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "%s: %s\n", name, e.what());
-    } catch (...) {
-        std::fprintf(stderr, "%s: failed\n", name);
-    }
-    return on_error;
 }
 
 }  // namespace

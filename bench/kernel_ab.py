@@ -1,11 +1,15 @@
-"""ds2's whole training step with train.lstm_kernel=onednn against train.lstm_kernel=builtin.
+"""ds2's whole training step on ds2's own operators against MindSpore's kernels (builtin).
 
-    python bench/onednn_lstm_step.py --check --preset small
-    python bench/onednn_lstm_step.py --check --preset seed
-    python bench/onednn_lstm_step.py --preset seed --repeat 1 --cycles 2
+    python bench/kernel_ab.py --check --preset small               # every kernel setting at once
+    python bench/kernel_ab.py --check --preset seed --kernel conv  # train.conv_kernel only
+    python bench/kernel_ab.py --preset seed --kernel lstm --repeat 1 --cycles 2
+
+--kernel lstm, conv or ctc compares that setting (train.lstm_kernel, train.conv_kernel,
+train.ctc_kernel) at builtin and at ds2's operator, the others at the preset's values; all (the default)
+sets all three together.
 
 --check: the whole model's loss and the gradients of every trainable parameter for one batch of the
-preset's most frequent shape, once on each kernel (a child process each, the same initial weights and
+preset's most frequent shape, once on each side (a child process each, the same initial weights and
 batch), compared to float32 tolerance (the largest difference over each gradient's largest value).
 
 Without --check, the A/B: bench/shape_memory.py's measure() (the compiled step as `ds2 train` builds
@@ -14,7 +18,7 @@ frequent shape, the two kernels alternating --cycles times, each in a child proc
 environment `ds2 train` has (OMP_WAIT_POLICY as this process has it: docs/speed-levers.md measures
 its effect on the operator's OpenMP threads). Printed per run: seconds and CPU
 seconds per step, audio seconds per second, peak resident memory (VmHWM), page faults per step.
-The operator's library: ds2.lstm_kernel.library_path() ($DS2_ONEDNN_LSTM, else the CPU image's).
+The operators' library: ds2.kernels.library_path() ($DS2_NATIVE_LIBRARY, else the CPU image's).
 """
 from __future__ import annotations
 
@@ -35,12 +39,23 @@ if str(REPO) not in sys.path:
 
 from bench import harness  # noqa: E402
 
-KERNELS = ("builtin", "onednn")
+SIDES = ("builtin", "ds2")     # MindSpore's kernels, ds2's operators
+KERNEL_CHOICES = ("all", "lstm", "conv", "ctc")
 TOLERANCE = 1e-4     # largest difference / largest |value|, per tensor
 
 
-def kernel_setting(kernel: str) -> List[str]:
-    return [f"train.lstm_kernel={kernel}"]
+def setting_keys(kernel: str) -> List[str]:
+    """The settings --kernel compares: train.<kernel>_kernel, or all three."""
+    from ds2.kernels import OPERATORS
+
+    return list(OPERATORS) if kernel == "all" else [f"train.{kernel}_kernel"]
+
+
+def kernel_setting(kernel: str, side: str) -> List[str]:
+    """The overrides that put --kernel's settings on `side` (builtin or ds2)."""
+    from ds2.kernels import BUILTIN, OPERATORS
+
+    return [f"{key}={OPERATORS[key]['value'] if side == 'ds2' else BUILTIN}" for key in setting_keys(kernel)]
 
 
 def one_batch(cfg, shape: Dict, seed: int):
@@ -68,12 +83,12 @@ def loss_and_grads(spec: Dict) -> Dict:
 
     from ds2.step import use_configured_kernels
 
-    cfg = load_config(spec["preset"], overrides=spec["overrides"] + kernel_setting(spec["kernel"]))
+    cfg = load_config(spec["preset"], overrides=spec["overrides"] + spec["variant"])
     configure_mindspore(cfg)
     ms.set_seed(spec["seed"])
     model = DeepSpeech2(cfg.model, n_bins=cfg.features.n_bins)
-    use_configured_kernels(model, cfg)
     network = TrainNetwork(model, blank=0)
+    use_configured_kernels(network, cfg)
     network.set_train(True)
     params = network.trainable_params()
     grad = ms.jit(ms.value_and_grad(network, grad_position=None, weights=params))
@@ -81,7 +96,7 @@ def loss_and_grads(spec: Dict) -> Dict:
     arrays = {"loss": loss.asnumpy().copy()}
     arrays.update({p.name: g.asnumpy().copy() for p, g in zip(params, grads)})
     np.savez(spec["output"], **arrays)
-    return {"kernel": spec["kernel"], "loss": float(arrays["loss"]), "peak_gib": harness.peak_gib()}
+    return {"side": spec["side"], "loss": float(arrays["loss"]), "peak_gib": harness.peak_gib()}
 
 
 def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> List[Dict]:
@@ -95,25 +110,26 @@ def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> L
     return rows
 
 
-def check(preset: str, overrides: Sequence[str], seed: int) -> List[Dict]:
-    """The model's loss and gradients on both kernels, each in a child process, compared (compare()'s rows)."""
+def check(preset: str, overrides: Sequence[str], seed: int, kernel: str = "all") -> List[Dict]:
+    """The model's loss and gradients on both sides, each in a child process, compared (compare()'s rows)."""
     from ds2.config import load_config
 
     cfg = load_config(preset, overrides=list(overrides))
     shape = harness.plan_shapes(cfg, seed, 1, "frequent")[0]
     saved = {}
-    for kernel in KERNELS:
-        output = Path(tempfile.mkdtemp(prefix="ds2-grads-")) / f"{kernel}.npz"
-        spec = {"task": "grads", "kernel": kernel, "preset": preset,
+    for side in SIDES:
+        output = Path(tempfile.mkdtemp(prefix="ds2-grads-")) / f"{side}.npz"
+        spec = {"task": "grads", "side": side, "variant": kernel_setting(kernel, side), "preset": preset,
                 "overrides": list(overrides), "seed": seed, "shape": shape, "output": str(output)}
-        result = harness.run_child(__file__, spec, what=f"{kernel} gradients")
-        print(f"{kernel}: loss {result['loss']:.6f}, peak {result['peak_gib']:.2f} GiB", flush=True)
+        result = harness.run_child(__file__, spec, what=f"{side} gradients")
+        print(f"{side}: loss {result['loss']:.6f}, peak {result['peak_gib']:.2f} GiB", flush=True)
         with np.load(output) as data:
-            saved[kernel] = {name: data[name] for name in data.files}
+            saved[side] = {name: data[name] for name in data.files}
         output.unlink()
         output.parent.rmdir()
-    print(f"{preset}, one batch of {shape['batch']} x {shape['width']} frames: the operator against MindSpore's kernel")
-    return compare(saved["builtin"], saved["onednn"])
+    print(f"{preset}, one batch of {shape['batch']} x {shape['width']} frames: "
+          f"ds2's operators ({', '.join(kernel_setting(kernel, 'ds2'))}) against MindSpore's kernels")
+    return compare(saved["builtin"], saved["ds2"])
 
 
 def cpu_seconds() -> float:
@@ -123,7 +139,7 @@ def cpu_seconds() -> float:
 
 
 def step_times(spec: Dict) -> Dict:
-    """Child: bench/shape_memory.py's measure() with BiLSTM on spec's kernel, plus pass 2's CPU seconds
+    """Child: bench/shape_memory.py's measure() with spec's kernel settings, plus pass 2's CPU seconds
     per step (on a shared machine the CPU time is what the two kernels can be compared by)."""
     from bench import shape_memory
 
@@ -143,7 +159,9 @@ def summary(result: Dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare the model's loss and gradients on both kernels")
+    parser.add_argument("--check", action="store_true", help="compare the model's loss and gradients on both sides")
+    parser.add_argument("--kernel", choices=KERNEL_CHOICES, default="all",
+                        help="the kernel setting to compare: lstm, conv, ctc, or all three (the default)")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=7)
@@ -159,14 +177,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from ds2.config import load_config
     from ds2.errors import UserError
-    from ds2.lstm_kernel import chosen_kernel
+    from ds2.kernels import OPERATORS, chosen_kernel
     try:
         cfg = load_config(args.preset, overrides=args.overrides)
-        chosen_kernel("onednn", cfg.train.device)
+        for key in setting_keys(args.kernel):
+            chosen_kernel(key, OPERATORS[key]["value"], cfg.train.device)
     except UserError as exc:
         parser.error(str(exc))
     if args.check:
-        rows = check(args.preset, args.overrides, args.seed)
+        rows = check(args.preset, args.overrides, args.seed, args.kernel)
         for row in rows:
             print(f"  {row['name']:36s} {str(row['shape']):14s} largest |value| {row['scale']:.3e}, "
                   f"largest difference / largest |value| {row['worst']:.2e} {'ok' if row['ok'] else 'DIFFERS'}")
@@ -174,28 +193,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{len(rows)} tensors: {'all agree' if agree else 'some differ'} (tolerance {TOLERANCE:g})")
         return 0 if agree else 1
     shape = harness.plan_shapes(cfg, args.seed, 1, "frequent")
-    spec = {"preset": args.preset, "overrides": args.overrides, "seed": args.seed,
+    spec = {"preset": args.preset, "kernel": args.kernel, "overrides": args.overrides, "seed": args.seed,
             "shapes": shape, "repeat": max(1, args.repeat)}
     print(f"{args.preset}: one shape, {shape[0]['batch']} x {shape[0]['width']} frames; "
           f"{1 + spec['repeat']} steps per run", flush=True)
     results = {}
     for cycle in range(1, max(1, args.cycles) + 1):
-        for kernel in KERNELS:
-            label = f"{kernel} ({cycle})"
+        for side in SIDES:
+            label = f"{side} ({cycle})"
             print(f"running {label} ...", file=sys.stderr, flush=True)
-            results[label] = harness.run_child(__file__, {**spec, "kernel": kernel, "name": label,
-                                                          "variant": kernel_setting(kernel)},
-                                               )
+            results[label] = harness.run_child(__file__, {**spec, "side": side, "name": label,
+                                                          "variant": kernel_setting(args.kernel, side)})
             print(f"{label}: {summary(results[label])}", flush=True)
     labels = list(results)
-    for builtin, onednn in zip(labels[0::2], labels[1::2]):
-        a, b = results[builtin], results[onednn]
-        print(f"{onednn} / {builtin}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
+    for builtin, ds2 in zip(labels[0::2], labels[1::2]):
+        a, b = results[builtin], results[ds2]
+        print(f"{ds2} / {builtin}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
               f"CPU time per step {b['pass2_cpu_s_per_step'] / a['pass2_cpu_s_per_step']:.2f}x, peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "overrides": args.overrides,
+        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "kernel": args.kernel, "overrides": args.overrides,
                                     "shape": {k: shape[0][k] for k in ("batch", "width")},
                                     "load_average_1_5_15_min": os.getloadavg(), "results": results}, indent=2) + "\n")
         print(f"wrote {path}")
