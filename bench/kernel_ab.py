@@ -4,9 +4,9 @@
     python bench/kernel_ab.py --check --preset seed --kernel conv  # train.conv_kernel only
     python bench/kernel_ab.py --preset seed --kernel lstm --repeat 1 --cycles 2
 
---kernel lstm, conv or ctc compares that setting (train.lstm_kernel, train.conv_kernel,
-train.ctc_kernel) at builtin and at ds2's operator, the others at the preset's values; all (the default)
-sets all three together.
+--kernel lstm, conv, ctc, batch_norm or mask compares that setting (train.lstm_kernel,
+train.conv_kernel, train.ctc_kernel, train.batch_norm_kernel, train.mask_kernel) at builtin and at ds2's operator, the others at the preset's
+values; all (the default) sets every one together.
 
 --check: the whole model's loss and the gradients of every trainable parameter for one batch of the
 preset's most frequent shape, once on each side (a child process each, the same initial weights and
@@ -40,12 +40,22 @@ if str(REPO) not in sys.path:
 from bench import harness  # noqa: E402
 
 SIDES = ("builtin", "ds2")     # MindSpore's kernels, ds2's operators
-KERNEL_CHOICES = ("all", "lstm", "conv", "ctc")
+KERNEL_CHOICES = ("all", "lstm", "conv", "ctc", "batch_norm", "mask")
 TOLERANCE = 1e-4     # largest difference / largest |value|, per tensor
+# With the CTC loss on ds2's operator: MindSpore's float32 CTC gradient is itself up to about 1e-3 from
+# a float64 computation on long utterances (ds2's operator, in double: 3e-7; tests/test_native_ops.py).
+CTC_TOLERANCE = 1e-3
+# A gradient whose largest value is below this share of the model's largest is rounding noise around an
+# exact 0 (the convolution biases: BatchNorm follows them), judged against the model's largest gradient.
+NOISE_SHARE = 1e-3
+
+
+def tolerance(kernel: str) -> float:
+    return CTC_TOLERANCE if kernel in ("all", "ctc") else TOLERANCE
 
 
 def setting_keys(kernel: str) -> List[str]:
-    """The settings --kernel compares: train.<kernel>_kernel, or all three."""
+    """The settings --kernel compares: train.<kernel>_kernel, or every one."""
     from ds2.kernels import OPERATORS
 
     return list(OPERATORS) if kernel == "all" else [f"train.{kernel}_kernel"]
@@ -99,14 +109,18 @@ def loss_and_grads(spec: Dict) -> Dict:
     return {"side": spec["side"], "loss": float(arrays["loss"]), "peak_gib": harness.peak_gib()}
 
 
-def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> List[Dict]:
-    """Per tensor (loss first): the largest |value| of the reference and the largest difference over it."""
+def compare(reference: Dict[str, np.ndarray], other: Dict[str, np.ndarray], limit: float = TOLERANCE) -> List[Dict]:
+    """Per tensor (loss first): the largest |value| of the reference (of every gradient, for one that is
+    rounding noise: NOISE_SHARE) and the largest difference over it."""
+    largest = max([float(np.abs(want).max()) for name, want in reference.items() if name != "loss"] or [0.0])
     rows = []
     for name, want in reference.items():
         got = other.get(name)
         scale = max(float(np.abs(want).max()), 1e-6)
+        if name != "loss" and scale < NOISE_SHARE * largest:
+            scale = largest
         worst = float(np.abs(got - want).max()) / scale if got is not None and got.shape == want.shape else float("inf")
-        rows.append({"name": name, "shape": want.shape, "scale": scale, "worst": worst, "ok": worst < TOLERANCE})
+        rows.append({"name": name, "shape": want.shape, "scale": scale, "worst": worst, "ok": worst < limit})
     return rows
 
 
@@ -129,7 +143,7 @@ def check(preset: str, overrides: Sequence[str], seed: int, kernel: str = "all")
         output.parent.rmdir()
     print(f"{preset}, one batch of {shape['batch']} x {shape['width']} frames: "
           f"ds2's operators ({', '.join(kernel_setting(kernel, 'ds2'))}) against MindSpore's kernels")
-    return compare(saved["builtin"], saved["ds2"])
+    return compare(saved["builtin"], saved["ds2"], tolerance(kernel))
 
 
 def cpu_seconds() -> float:
@@ -161,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare the model's loss and gradients on both sides")
     parser.add_argument("--kernel", choices=KERNEL_CHOICES, default="all",
-                        help="the kernel setting to compare: lstm, conv, ctc, or all three (the default)")
+                        help="the kernel setting to compare: lstm, conv, ctc, batch_norm, mask, or all of them (the default)")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=7)
@@ -190,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {row['name']:36s} {str(row['shape']):14s} largest |value| {row['scale']:.3e}, "
                   f"largest difference / largest |value| {row['worst']:.2e} {'ok' if row['ok'] else 'DIFFERS'}")
         agree = all(row["ok"] for row in rows)
-        print(f"{len(rows)} tensors: {'all agree' if agree else 'some differ'} (tolerance {TOLERANCE:g})")
+        print(f"{len(rows)} tensors: {'all agree' if agree else 'some differ'} (tolerance {tolerance(args.kernel):g})")
         return 0 if agree else 1
     shape = harness.plan_shapes(cfg, args.seed, 1, "frequent")
     spec = {"preset": args.preset, "kernel": args.kernel, "overrides": args.overrides, "seed": args.seed,

@@ -158,6 +158,10 @@ class TrainConfig:
     conv_kernel: str = setting("auto", choices=kernels.choices("train.conv_kernel"))
     # The CTC loss and its gradient in one pass.
     ctc_kernel: str = setting("auto", choices=kernels.choices("train.ctc_kernel"))
+    # BatchNorm in training (evaluation runs MindSpore's with the moving statistics either way).
+    batch_norm_kernel: str = setting("auto", choices=kernels.choices("train.batch_norm_kernel"))
+    # Zeroing the padded time steps after each block: a copy instead of a broadcast mask and a product.
+    mask_kernel: str = setting("auto", choices=kernels.choices("train.mask_kernel"))
     # CPU: give MindSpore's memory pool one block the size of the usable memory (virtual until
     # touched) instead of 1 GiB blocks that fragment, and have glibc return freed large buffers
     # (oneDNN's per-kernel weight copies, re-made every step) to the system at once.

@@ -1,11 +1,11 @@
-"""Which kernels training runs (train.lstm_kernel, train.conv_kernel, train.ctc_kernel), and where ds2's
-own operators' library is.
+"""Which kernels training runs (train.lstm_kernel, train.conv_kernel, train.ctc_kernel,
+train.batch_norm_kernel, train.mask_kernel), and where ds2's own operators' library is.
 
     chosen_kernel("train.lstm_kernel", cfg.train.lstm_kernel, cfg.train.device)   # "builtin" or "onednn"
 
 builtin is MindSpore's kernel; the other value of each setting is ds2's own operator (ds2.native_ops),
 built from ds2/native/*.cc into one library in the CPU image: onednn for the LSTM and the convolutions
-(oneDNN's primitives), native for the CTC loss (plain C++). auto takes the operator on CPU where the
+(oneDNN's primitives), native for the others (plain C++). auto takes the operator on CPU where the
 library is. Standard library only: ds2.memory, and through it envcheck's memory check, counts the chosen
 kernels' memory.
 """
@@ -35,6 +35,12 @@ OPERATORS: Dict[str, Dict] = {
                                       "conv_backward_weightsInferShape")},
     "train.ctc_kernel": {"value": "native", "what": "CTC loss operator",
                          "exports": ("ctc_loss_forward", "ctc_loss_forwardInferShape")},
+    "train.batch_norm_kernel": {"value": "native", "what": "BatchNorm operator",
+                                "exports": ("batch_norm_forward", "batch_norm_backward",
+                                            "batch_norm_forwardInferShape", "batch_norm_backwardInferShape")},
+    "train.mask_kernel": {"value": "native", "what": "padding mask operator",
+                          "exports": ("mask_time_last", "mask_time_first", "mask_time_lastInferShape",
+                                      "mask_time_firstInferShape")},
 }
 
 

@@ -59,6 +59,18 @@ def full_mask(mask: ms.Tensor, shape) -> ms.Tensor:
     return ops.stop_gradient(ops.broadcast_to(mask, shape))
 
 
+def batch_norm(bn, x, operator=None):
+    """bn(x); in training on `operator` (ds2.native_ops.batch_norm_operator) when one is given: the same
+    output and gradients, and the same moving statistics (nn.BatchNorm keeps the new value's weight,
+    1 - its momentum argument, as `momentum`)."""
+    if operator is None or not bn.training:
+        return bn(x)
+    y, mean, variance = operator(x, bn.gamma, bn.beta)
+    y = ops.depend(y, ops.assign(bn.moving_mean, bn.moving_mean * (1 - bn.momentum) + mean * bn.momentum))
+    return ops.depend(y, ops.assign(bn.moving_variance,
+                                    bn.moving_variance * (1 - bn.momentum) + variance * bn.momentum))
+
+
 class Activation(nn.Cell):
     """tanh (the MindSpore reference) or hardtanh(0, 20) (deepspeech.pytorch)."""
 
@@ -94,6 +106,8 @@ class ConvBlock(nn.Cell):
         self.act = Activation(activation)
         self.time_taps = False    # set_time_taps
         self.operator = None      # set_operator
+        self.bn_operator = None   # DeepSpeech2.set_batch_norm_operator
+        self.mask_operator = None  # DeepSpeech2.set_mask_operator
         self.batch_matmul = ops.BatchMatMul()   # the primitive: ops.matmul expands to transposes
 
     def tappable(self) -> bool:
@@ -152,8 +166,10 @@ class ConvBlock(nn.Cell):
             x = self.operator(x, self.conv.weight, self.conv.bias)
         else:
             x = self.conv(x)
-        x = self.act(self.bn(x))
+        x = self.act(batch_norm(self.bn, x, self.bn_operator))
         lengths = conv_output_length(lengths, self.kernel[1], self.stride[1])
+        if self.mask_operator is not None:
+            return self.mask_operator.last(x, lengths), lengths
         mask = time_mask(lengths, x.shape[3], x.dtype).view(x.shape[0], 1, 1, x.shape[3])
         return x * full_mask(mask, x.shape), lengths
 
@@ -214,10 +230,11 @@ class BiLSTM(nn.Cell):
         return forward, self.reverse(backward, lengths)
 
 
-def sequence_batch_norm(bn: nn.BatchNorm1d, x):
-    """Apply a BatchNorm1d to every step of a [T, B, H] sequence (statistics over time and batch)."""
+def sequence_batch_norm(bn: nn.BatchNorm1d, x, operator=None):
+    """Apply a BatchNorm1d to every step of a [T, B, H] sequence (statistics over time and batch);
+    `operator` as in batch_norm."""
     steps, batch, features = x.shape
-    return bn(x.view(steps * batch, features)).view(steps, batch, features)
+    return batch_norm(bn, x.view(steps * batch, features), operator).view(steps, batch, features)
 
 
 class RNNLayer(nn.Cell):
@@ -230,16 +247,20 @@ class RNNLayer(nn.Cell):
         if merge not in ("sum", "concat"):
             raise ValueError(f"unknown rnn_merge {merge!r}; use 'sum' or 'concat'")
         self.merge = merge
+        self.bn_operator = None   # DeepSpeech2.set_batch_norm_operator
+        self.mask_operator = None  # DeepSpeech2.set_mask_operator: zeroes the padding instead of `mask`
 
     def construct(self, x, lengths, mask):
         if self.bn is not None:
-            x = sequence_batch_norm(self.bn, x)
+            x = sequence_batch_norm(self.bn, x, self.bn_operator)
         forward, backward = self.lstm(x, lengths)
         if self.merge == "sum":
             out = forward + backward
         else:
             out = ops.concat((forward, backward), axis=2)
         # Zero the padded steps so they do not pull the next BatchNorm's statistics.
+        if self.mask_operator is not None:
+            return self.mask_operator.first(out, lengths)
         return out * mask
 
 
@@ -260,6 +281,8 @@ class DeepSpeech2(nn.Cell):
                                    batch_norm=cfg.rnn_batch_norm and i > 0, merge=cfg.rnn_merge))
         self.rnns = nn.CellList(layers)
         self.fc_bn = nn.BatchNorm1d(rnn_output, momentum=0.9)
+        self.bn_operator = None   # set_batch_norm_operator (fc_bn's)
+        self.mask_operator = None  # set_mask_operator
         self.fc = nn.Dense(rnn_output, len(cfg.labels), has_bias=False,
                            weight_init=_torch_default_init(rnn_output, (len(cfg.labels), rnn_output)))
         self.log_softmax = nn.LogSoftmax(axis=-1)
@@ -276,6 +299,18 @@ class DeepSpeech2(nn.Cell):
         for block in self.conv:
             block.set_operator(None if make_operator is None else make_operator(block.stride, block.padding()))
 
+    def set_batch_norm_operator(self, operator):
+        """Every BatchNorm in training on `operator` (ds2.native_ops.batch_norm_operator), or on
+        nn.BatchNorm's kernel (None). Evaluation always runs nn.BatchNorm with the moving statistics."""
+        for cell in list(self.conv) + list(self.rnns) + [self]:
+            cell.bn_operator = operator
+
+    def set_mask_operator(self, operator):
+        """Zero the padded time steps with `operator` (ds2.native_ops.TimeMask) everywhere, or by a product
+        with a broadcast mask (None): the same values and gradients."""
+        for cell in list(self.conv) + list(self.rnns) + [self]:
+            cell.mask_operator = operator
+
     def set_lstm_operator(self, operator):
         """BiLSTM.set_operator on every layer: ds2's oneDNN operator, or None for ops.LSTM."""
         for rnn in self.rnns:
@@ -285,18 +320,24 @@ class DeepSpeech2(nn.Cell):
         """features [B, 1, F, T] float32, frames [B] int32 -> log_probs [T', B, C], lengths [B]."""
         # Whatever the padding holds, the first convolution must see zeros there, as it would
         # past the end of the unpadded utterance.
-        mask = time_mask(frames, features.shape[3], features.dtype).view(features.shape[0], 1, 1, features.shape[3])
-        x = features * full_mask(mask, features.shape)
+        if self.mask_operator is not None:
+            x = self.mask_operator.last(features, frames)
+        else:
+            mask = time_mask(frames, features.shape[3], features.dtype).view(features.shape[0], 1, 1, features.shape[3])
+            x = features * full_mask(mask, features.shape)
         x, lengths = self.conv[0](x, frames)
         x, lengths = self.conv[1](x, lengths)
         batch, channels, rows, steps = x.shape
         x = x.view(batch, channels * rows, steps).transpose(2, 0, 1)       # [T', B, C*F']
-        # One [T', B, rnn_output] mask for every layer's output.
-        mask = full_mask(time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2),
-                         (steps, batch, self.rnn_output))
+        # One [T', B, rnn_output] mask for every layer's output (the layers use the mask operator instead
+        # when there is one).
+        mask = None
+        if self.mask_operator is None:
+            mask = full_mask(time_mask(lengths, steps, x.dtype).transpose(1, 0).expand_dims(2),
+                             (steps, batch, self.rnn_output))
         for rnn in self.rnns:
             x = rnn(x, lengths, mask)
-        logits = self.fc(sequence_batch_norm(self.fc_bn, x).view(steps * batch, -1)).view(steps, batch, -1)
+        logits = self.fc(sequence_batch_norm(self.fc_bn, x, self.bn_operator).view(steps * batch, -1)).view(steps, batch, -1)
         return self.log_softmax(logits), lengths
 
 

@@ -5,6 +5,8 @@ the oneDNN wheels of docker/requirements/onednn.lock), found where ds2.kernels.l
     lstm = lstm_operator()               # BiLSTM.set_operator(lstm)
     conv = ConvOperator(stride, padding)  # ConvBlock.set_operator(conv)
     ctc = ctc_operator()                 # CTCLoss.set_operator(ctc)
+    bn = batch_norm_operator()           # DeepSpeech2.set_batch_norm_operator(bn); ds2.model.batch_norm
+    mask = TimeMask()                    # DeepSpeech2.set_mask_operator(mask)
 
 Why each exists (docs/speed-levers.md has the measurements):
 - LSTM: MindSpore 2.7's CPU LSTM kernel makes its oneDNN primitives, its copies of the weights and its
@@ -16,6 +18,9 @@ Why each exists (docs/speed-levers.md has the measurements):
   ds2/native/onednn_conv.cc lets oneDNN choose its layouts and reorders into them.
 - CTC loss: ds2/native/ctc_loss.cc computes the loss and its gradient in one pass, in probability
   space with per-step scaling (log space where that underflows).
+- BatchNorm in training: ds2/native/batch_norm.cc, two or three passes over memory.
+- Zeroing the padded time steps: ds2/native/time_mask.cc, a copy and a memset instead of a mask
+  broadcast to the activation's shape and a product.
 Shapes are inferred by the library (NAMEInferShape), so one compiled graph serves every batch shape
 (train.shapes=dynamic). Each gives MindSpore's kernel's values and gradients to float32 precision
 (tests/test_native_ops.py, tests/test_onednn_lstm.py).
@@ -93,3 +98,44 @@ def ctc_operator(library: Optional[Path] = None):
         return gradient, ops.zeros_like(labels), ops.zeros_like(input_lengths), ops.zeros_like(label_lengths)
 
     return _custom(_library(library), "ctc_loss_forward", (ms.float32, ms.float32), bprop=bprop)
+
+
+def batch_norm_operator(library: Optional[Path] = None):
+    """The differentiable BatchNorm of training, epsilon 1e-5: (x [N, C, ...], gamma [C], beta [C]) ->
+    (y, batch mean [C], unbiased batch variance [C]); the statistics carry no gradient (they feed the
+    moving statistics only: ds2.model.batch_norm)."""
+    library = _library(library)
+    backward = _custom(library, "batch_norm_backward", (ms.float32, ms.float32, ms.float32))
+
+    def bprop(x, gamma, beta, out, dout):
+        _, mean, variance = out
+        return backward(x, gamma, mean, variance, dout[0])
+
+    return _custom(library, "batch_norm_forward", (ms.float32, ms.float32, ms.float32), bprop=bprop)
+
+
+class TimeMask(nn.Cell):
+    """Differentiable zeroing of padded time steps: last(x [B, ..., T], lengths [B]) and first(x [T, B, ...],
+    lengths [B]) give x with every step t >= lengths[b] of utterance b zeroed; the gradient is dy zeroed
+    the same way. ds2.model.full_mask's product computes the same."""
+
+    def __init__(self, library: Optional[Path] = None):
+        super().__init__()
+        library = _library(library)
+        self.last_op = self._differentiable(library, "mask_time_last")
+        self.first_op = self._differentiable(library, "mask_time_first")
+
+    @staticmethod
+    def _differentiable(library: Path, name: str):
+        plain = _custom(library, name, (ms.float32,))
+
+        def bprop(x, lengths, out, dout):
+            return plain(dout[0], lengths)[0], ops.zeros_like(lengths)
+
+        return _custom(library, name, (ms.float32,), bprop=bprop)
+
+    def last(self, x, lengths):
+        return self.last_op(x, lengths.astype(ms.int32))[0]
+
+    def first(self, x, lengths):
+        return self.first_op(x, lengths.astype(ms.int32))[0]

@@ -89,8 +89,8 @@ def conv_time_taps(cfg) -> bool:
 
 
 def kernel(cfg, setting_key: str) -> str:
-    """builtin or ds2's operator for a kernel setting (train.lstm_kernel, train.conv_kernel,
-    train.ctc_kernel) where it applies (ds2.kernels.chosen_kernel)."""
+    """builtin or ds2's operator for a kernel setting (ds2.kernels.OPERATORS) where it applies
+    (ds2.kernels.chosen_kernel)."""
     from ds2.kernels import chosen_kernel
 
     section, name = setting_key.split(".")
@@ -99,13 +99,13 @@ def kernel(cfg, setting_key: str) -> str:
 
 def use_configured_kernels(network, cfg) -> None:
     """The network (a TrainNetwork, or a DeepSpeech2 alone) computes as training's config asks:
-    train.conv_time_taps, train.conv_kernel, train.lstm_kernel and train.ctc_kernel, where they apply.
+    train.conv_time_taps and the kernel settings (ds2.kernels.OPERATORS), where they apply.
     The parameters stay the same."""
-    from ds2.kernels import BUILTIN
+    from ds2.kernels import BUILTIN, OPERATORS
 
     model = getattr(network, "model", network)
     model.set_conv_time_taps(conv_time_taps(cfg))
-    chosen = {key: kernel(cfg, key) for key in ("train.conv_kernel", "train.lstm_kernel", "train.ctc_kernel")}
+    chosen = {key: kernel(cfg, key) for key in OPERATORS}
     if all(value == BUILTIN for value in chosen.values()):
         return
     from ds2 import native_ops
@@ -114,6 +114,10 @@ def use_configured_kernels(network, cfg) -> None:
         model.set_conv_operators(native_ops.ConvOperator)
     if chosen["train.lstm_kernel"] != BUILTIN:
         model.set_lstm_operator(native_ops.lstm_operator())
+    if chosen["train.batch_norm_kernel"] != BUILTIN:
+        model.set_batch_norm_operator(native_ops.batch_norm_operator())
+    if chosen["train.mask_kernel"] != BUILTIN:
+        model.set_mask_operator(native_ops.TimeMask())
     if chosen["train.ctc_kernel"] != BUILTIN and hasattr(network, "loss"):
         network.loss.set_operator(native_ops.ctc_operator())
 

@@ -215,6 +215,10 @@ def test_kernel_ab_check_flags_a_gradient_off_by_more_than_float32_tolerance():
     assert [row["ok"] for row in compare(reference, nudged)] == [True, False]
     assert not compare(reference, {"loss": reference["loss"]})[1]["ok"]          # a gradient missing
     assert not compare(reference, dict(reference, w=reference["w"][:2]))[1]["ok"]  # or of another shape
+    # A gradient that is rounding noise around 0 (far below the largest) is judged against the largest.
+    noise = dict(reference, b=np.float32([1e-5, -2e-5]))
+    assert all(row["ok"] for row in compare(noise, dict(noise, b=np.float32([-3e-5, 1e-5]))))
+    assert not compare(noise, dict(noise, b=np.float32([1e-2, 0])))[2]["ok"]
 
 
 @pytest.mark.slow
@@ -223,6 +227,7 @@ def test_kernel_ab_gives_the_models_loss_and_gradients_on_the_small_preset():
     onednn_library()
     assert kernel_setting("conv", "ds2") == ["train.conv_kernel=onednn"]
     assert kernel_setting("all", "builtin") == ["train.lstm_kernel=builtin", "train.conv_kernel=builtin",
-                                                "train.ctc_kernel=builtin"]
+                                                "train.ctc_kernel=builtin", "train.batch_norm_kernel=builtin",
+                                                "train.mask_kernel=builtin"]
     rows = check("small", [], seed=7)   # every operator against every builtin kernel
     assert len(rows) == 30 and all(row["ok"] for row in rows), [r for r in rows if not r["ok"]]

@@ -64,8 +64,9 @@ def test_a_library_without_an_operators_functions_is_an_older_build(monkeypatch,
 
 
 def loss_and_gradients(operators, dynamic: bool, batches, recompute: bool = False, model_changes=None):
-    """The tiny model's loss and gradients for each batch, on `operators` ({"lstm", "conv", "ctc"}: ds2's
-    operator for each one named, MindSpore's kernels for the others)."""
+    """The tiny model's loss, gradients and BatchNorm moving statistics after each batch, on `operators`
+    ({"lstm", "conv", "ctc", "batch_norm", "mask"}: ds2's operator for each one named, MindSpore's kernels for
+    the others)."""
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_seed(11)
     model = DeepSpeech2(tiny_config(**(model_changes or dict(rnn_layers=3, rnn_merge="concat"))), N_BINS)
@@ -82,6 +83,10 @@ def loss_and_gradients(operators, dynamic: bool, batches, recompute: bool = Fals
     network = TrainNetwork(model)
     if "ctc" in operators:
         network.loss.set_operator(native_ops.ctc_operator())
+    if "batch_norm" in operators:
+        model.set_batch_norm_operator(native_ops.batch_norm_operator())
+    if "mask" in operators:
+        model.set_mask_operator(native_ops.TimeMask())
     network.set_train(True)
     if dynamic:
         network.set_inputs(ms.Tensor(shape=[None, 1, N_BINS, None], dtype=ms.float32),
@@ -91,7 +96,8 @@ def loss_and_gradients(operators, dynamic: bool, batches, recompute: bool = Fals
     results = []
     for features, frames, labels, label_lengths in batches:
         loss, grads = grad(ms.Tensor(features), ms.Tensor(frames), ms.Tensor(labels), ms.Tensor(label_lengths))
-        results.append((float(loss.asnumpy()), [g.asnumpy().copy() for g in grads]))
+        moving = [p.asnumpy().copy() for p in network.get_parameters() if "moving_" in p.name]
+        results.append((float(loss.asnumpy()), [g.asnumpy().copy() for g in grads], moving))
     return results
 
 
@@ -122,13 +128,17 @@ def test_the_lstm_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic,
 
 
 def assert_same(want_results, results):
-    for (want_loss, want_grads), (loss, grads) in zip(want_results, results):
+    """Per batch: the same loss, gradients and BatchNorm moving statistics after it."""
+    assert len(results) == len(want_results)
+    for (want_loss, want_grads, want_moving), (loss, grads, moving) in zip(want_results, results):
         assert loss == pytest.approx(want_loss, rel=1e-5)
-        assert len(grads) == len(want_grads)
+        assert len(grads) == len(want_grads) and len(moving) == len(want_moving) > 0
         for want, got in zip(want_grads, grads):
             # atol: some gradients are rounding noise around 0: the convolutions' biases and the BatchNorm
             # shifts that another BatchNorm follows have a gradient of exactly 0 in exact arithmetic.
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=3e-5)
+        for want, got in zip(want_moving, moving):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def conv_calls():
@@ -160,7 +170,26 @@ def test_the_conv_operator_gives_the_builtin_kernels_loss_and_gradients(dynamic,
 @pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-shapes", "graph-per-shape"])
 def test_every_operator_together_gives_the_builtin_kernels_loss_and_gradients(dynamic):
     batches = random_batches()
-    assert_same(loss_and_gradients({}, dynamic, batches), loss_and_gradients({"lstm", "conv", "ctc"}, dynamic, batches))
+    everything = {"lstm", "conv", "ctc", "batch_norm", "mask"}
+    assert_same(loss_and_gradients({}, dynamic, batches), loss_and_gradients(everything, dynamic, batches))
+
+
+def batch_norm_calls():
+    return library().batch_norm_calls()
+
+
+@needs_library
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-shapes", "graph-per-shape"])
+def test_the_batch_norm_operator_gives_the_builtin_kernels_outputs_gradients_and_moving_statistics(dynamic):
+    """Every BatchNorm of a model with BatchNorm before each BiLSTM layer but the first (2-D after the
+    convolutions, 1-D on the sequences): loss, gradients and moving statistics after each batch."""
+    batches = random_batches()
+    changes = dict(rnn_layers=3, rnn_batch_norm=True)
+    builtin = loss_and_gradients({}, dynamic, batches, model_changes=changes)
+    before = batch_norm_calls()
+    ours = loss_and_gradients({"batch_norm"}, dynamic, batches, model_changes=changes)
+    assert batch_norm_calls() - before == 5 * len(batches)   # 2 after the convolutions, 2 before BiLSTMs, fc_bn
+    assert_same(builtin, ours)
 
 
 def library():
@@ -168,6 +197,8 @@ def library():
     loaded.lstm_workspace_floats.restype = ctypes.c_int64
     loaded.lstm_workspace_floats.argtypes = [ctypes.c_int64] * 4
     loaded.ctc_loss_fallbacks.restype = ctypes.c_int64
+    loaded.batch_norm_calls.restype = ctypes.c_int64
+    loaded.time_mask_calls.restype = ctypes.c_int64
     return loaded
 
 
@@ -307,3 +338,17 @@ def test_the_ctc_operator_refuses_labels_and_lengths_out_of_range():
             (good[0], good[1], np.array([3, 2], np.int32))):                 # more labels than the row holds
         with pytest.raises(RuntimeError):
             operator(log_probs, ms.Tensor(labels), ms.Tensor(input_lengths), ms.Tensor(label_lengths))
+
+
+@needs_library
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-shapes", "graph-per-shape"])
+def test_the_mask_operator_gives_the_products_values_and_gradients(dynamic):
+    """The padding zeroed by the operator after the features, each convolution block and each BiLSTM
+    layer: loss and gradients as with the broadcast mask's product, on batches whose padding holds noise."""
+    batches = random_batches()
+    builtin = loss_and_gradients({}, dynamic, batches)
+    before = library().time_mask_calls()
+    ours = loss_and_gradients({"mask"}, dynamic, batches)
+    # forward: features, 2 convolution blocks, 3 BiLSTM layers; backward: each but the features'
+    assert library().time_mask_calls() - before == 11 * len(batches)
+    assert_same(builtin, ours)
