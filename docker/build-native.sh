@@ -1,6 +1,6 @@
 #!/bin/bash
-# Build ds2's own operators (ds2/native/*.cc: the LSTM, convolution and CTC loss operators behind
-# train.lstm_kernel, train.conv_kernel and train.ctc_kernel) into one library in the image's build
+# Build ds2's own operators (ds2/native/*.cc: the LSTM, convolution, CTC loss, BatchNorm and padding
+# mask operators behind the train.*_kernel settings, ds2.kernels) into one library in the image's build
 # stage: Debian's g++, oneDNN's headers and library from onednn.lock (every wheel checked against its
 # hash), the library and oneDNN's together in OUT_DIR, the library finding oneDNN beside it.
 #   build-native.sh SOURCE_DIR LOCK OUT_DIR

@@ -346,7 +346,9 @@ class CTCLoss(nn.Cell):
 
     Labels are [B, S] padded with the blank id, but only the first label_lengths[b] entries of
     row b are read: the padding is never a label. Utterances whose labels cannot be aligned
-    (output shorter than the label sequence) give loss 0 and no gradient (zero_infinity).
+    (output shorter than the label sequence) give no gradient (zero_infinity), and loss 0 on ds2's
+    operator (train.ctc_kernel, the default on CPU); MindSpore's kernel gives them an infinite loss,
+    which makes the step's loss infinite, and the step is then skipped.
     """
 
     def __init__(self, blank: int = 0):

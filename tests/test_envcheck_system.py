@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ds2 import kernels
 from envcheck.probes import cpu_features, preload
 from tests.envcheck_helpers import PYTHON, run_envcheck
 
@@ -233,7 +234,8 @@ def test_ld_preload_that_loads_passes_and_unset_is_skipped(monkeypatch):
 def test_kernels_says_which_kernels_training_runs_on_and_the_fix_when_an_operator_cannot_run(tmp_path):
     absent = {"DS2_NATIVE_LIBRARY": str(tmp_path / "absent.so")}
     # the seed preset: every kernel setting auto (the small preset sets train.lstm_kernel=builtin)
-    for key, value in (("train.lstm_kernel", "onednn"), ("train.conv_kernel", "onednn"), ("train.ctc_kernel", "native")):
+    for key, spec in kernels.OPERATORS.items():
+        value = spec["value"]
         run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", "--set", f"{key}={value}", env=absent)
         probe = run.probe("kernels")
         assert probe["status"] == "fail" and run.code != 0
@@ -244,13 +246,12 @@ def test_kernels_says_which_kernels_training_runs_on_and_the_fix_when_an_operato
     run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", env=absent)        # auto falls back, saying why
     assert run.probe("kernels")["status"] == "info"
     assert "train.conv_kernel=auto: MindSpore's kernel (no ds2 native library at" in run.probe("kernels")["summary"]
-    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", "--set", "train.lstm_kernel=builtin",
-                       "--set", "train.conv_kernel=builtin", "--set", "train.ctc_kernel=builtin", env=absent)
+    every_builtin = [arg for key in kernels.OPERATORS for arg in ("--set", f"{key}=builtin")]
+    run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels", *every_builtin, env=absent)
     assert run.probe("kernels")["status"] == "pass" and "as configured" in run.probe("kernels")["summary"]
 
     if os.environ.get("DS2_IMAGE_FLAVOR") == "cpu":                                    # the image's own library
         run = run_envcheck("--stage", "train", "--preset", "seed", "--only", "kernels")
         assert run.probe("kernels")["status"] == "pass"
         summary = run.probe("kernels")["summary"]
-        assert "ds2's oneDNN LSTM operator" in summary and "ds2's oneDNN convolution operator" in summary
-        assert "ds2's CTC loss operator" in summary
+        assert all(f"ds2's {spec['what']}" in summary for spec in kernels.OPERATORS.values())
