@@ -17,7 +17,7 @@ def run(settings: dict) -> dict:
     device = configured_device(settings)
     library = str(kernels.library_path())
     details = {"device": device, "library": library, "settings": {}}
-    parts, problems, fell_back = [], [], False
+    parts, problems, unusable_settings, fell_back = [], [], [], False
     for key, spec in kernels.OPERATORS.items():
         setting = config_value(settings, key, kernels.AUTO)
         unusable = kernels.missing_reason(key)
@@ -27,6 +27,7 @@ def run(settings: dict) -> dict:
             chosen = kernels.chosen_kernel(key, setting, device)
         except UserError as exc:
             problems.append(str(exc))
+            unusable_settings.append(key)
             continue
         entry["kernel"] = chosen
         if chosen != kernels.BUILTIN:
@@ -42,6 +43,7 @@ def run(settings: dict) -> dict:
         parts.append(f"{key}={setting}: MindSpore's kernel ({why})")
     if problems:
         details["problem"] = "; ".join(problems)
+        details["unusable_settings"] = " and ".join(unusable_settings)
         return {"status": "fail", "summary": details["problem"], "details": details,
                 "findings": ["native-operator-unusable"]}
     return {"status": "info" if fell_back else "pass", "summary": f"{'; '.join(parts)} (library {library})",
