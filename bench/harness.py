@@ -215,3 +215,28 @@ def mindspore_step(cfg):
         return float(loss.asnumpy())
 
     return step
+
+
+def pair_ratios(results: Dict[str, Dict]) -> List[str]:
+    """An A/B's results in run order (A B A B ...): per pair, the second against the first: speed, CPU
+    time per step where both runs measured it (pass2_cpu_s_per_step), and peak memory."""
+    labels = list(results)
+    lines = []
+    for first, second in zip(labels[0::2], labels[1::2]):
+        a, b = results[first], results[second]
+        parts = [f"speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x"]
+        if "pass2_cpu_s_per_step" in a and "pass2_cpu_s_per_step" in b:
+            parts.append(f"CPU time per step {b['pass2_cpu_s_per_step'] / a['pass2_cpu_s_per_step']:.2f}x")
+        parts.append(f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+        lines.append(f"{second} / {first}: {', '.join(parts)}")
+    return lines
+
+
+def write_record(path: str, record: Dict) -> Path:
+    """`record` as JSON at `path` (folders made), with the command that measured it and how busy the
+    machine was (the load averages): a benchmark's --json."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": sys.argv, **record, "load_average_1_5_15_min": os.getloadavg()},
+                              indent=2) + "\n")
+    return out

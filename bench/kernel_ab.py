@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -219,17 +218,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results[label] = harness.run_child(__file__, {**spec, "side": side, "name": label,
                                                           "variant": kernel_setting(args.kernel, side)})
             print(f"{label}: {summary(results[label])}", flush=True)
-    labels = list(results)
-    for builtin, ds2 in zip(labels[0::2], labels[1::2]):
-        a, b = results[builtin], results[ds2]
-        print(f"{ds2} / {builtin}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
-              f"CPU time per step {b['pass2_cpu_s_per_step'] / a['pass2_cpu_s_per_step']:.2f}x, peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+    for line in harness.pair_ratios(results):
+        print(line)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "kernel": args.kernel, "overrides": args.overrides,
-                                    "shape": {k: shape[0][k] for k in ("batch", "width")},
-                                    "load_average_1_5_15_min": os.getloadavg(), "results": results}, indent=2) + "\n")
+        path = harness.write_record(args.json, {"preset": args.preset, "kernel": args.kernel,
+                                                "overrides": args.overrides,
+                                                "shape": {k: shape[0][k] for k in ("batch", "width")},
+                                                "results": results})
         print(f"wrote {path}")
     return 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -211,17 +210,12 @@ def main(argv: Sequence[str] = None) -> int:
               f"(started at {result['start_rss_gib']:.2f} GiB); envcheck's estimate for {len(shapes)} shapes "
               f"{planned.total_bytes / GIB:.2f} GiB; per pass-2 step {fault_summary(result)}")
     if len(variants) == 2:
-        labels = list(results)
-        for first, second in zip(labels[0::2], labels[1::2]):   # each cycle's pair
-            a, b = results[first], results[second]
-            print(f"{second} / {first}: speed {b['audio_seconds_per_second'] / a['audio_seconds_per_second']:.2f}x, "
-                  f"peak memory {b['peak_gib'] / a['peak_gib']:.2f}x")
+        for line in harness.pair_ratios(results):
+            print(line)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": sys.argv, "preset": args.preset, "overrides": args.overrides,
-                                    "shapes": [{k: s[k] for k in ("batch", "width")} for s in shapes],
-                                    "load_average_1_5_15_min": os.getloadavg(), "results": results}, indent=2) + "\n")
+        path = harness.write_record(args.json, {"preset": args.preset, "overrides": args.overrides,
+                                                "shapes": [{k: s[k] for k in ("batch", "width")} for s in shapes],
+                                                "results": results})
         print(f"wrote {path}")
     return 0
 

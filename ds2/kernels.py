@@ -15,7 +15,7 @@ import ctypes
 import functools
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from ds2.errors import UserError, first_line
 
@@ -59,29 +59,24 @@ def missing_reason(setting_key: str) -> Optional[str]:
     path = library_path()
     if not path.is_file():
         return f"no ds2 native library at {path}"
-    problem = _load_problem(str(path))
+    problem, exported = _inspect(str(path))
     if problem:
         return problem
-    missing = [name for name in OPERATORS[setting_key]["exports"] if name not in _exports(str(path))]
+    missing = [name for name in OPERATORS[setting_key]["exports"] if name not in exported]
     if missing:
         return f"the ds2 native library at {path} lacks {', '.join(missing)} (an older build)"
     return None
 
 
 @functools.lru_cache(maxsize=None)
-def _load_problem(path: str) -> Optional[str]:
-    """Whether the library loads (oneDNN beside it, the C++ runtime)."""
+def _inspect(path: str) -> Tuple[Optional[str], FrozenSet[str]]:
+    """Whether the library loads (oneDNN beside it, the C++ runtime): the reason it does not, or None;
+    and which of the functions MindSpore calls it exports."""
     try:
-        ctypes.CDLL(path)
+        library = ctypes.CDLL(path)
     except OSError as exc:
-        return f"the ds2 native library at {path} does not load ({first_line(exc)})"
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _exports(path: str) -> List[str]:
-    library = ctypes.CDLL(path)
-    return [name for spec in OPERATORS.values() for name in spec["exports"] if hasattr(library, name)]
+        return f"the ds2 native library at {path} does not load ({first_line(exc)})", frozenset()
+    return None, frozenset(name for spec in OPERATORS.values() for name in spec["exports"] if hasattr(library, name))
 
 
 def chosen_kernel(setting_key: str, setting: str, device: str) -> str:

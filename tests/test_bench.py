@@ -1,6 +1,7 @@
 """bench/: the LibriSpeech-like mix, the two batch plans, the harness's step planning, and the PyTorch twin's shape.
 
 Figures (speed, memory) are the benchmark's output, never asserted here."""
+import json
 import os
 
 import numpy as np
@@ -231,3 +232,17 @@ def test_kernel_ab_gives_the_models_loss_and_gradients_on_the_small_preset():
                                                 "train.mask_kernel=builtin"]
     rows = check("small", [], seed=7)   # every operator against every builtin kernel
     assert len(rows) == 30 and all(row["ok"] for row in rows), [r for r in rows if not r["ok"]]
+
+
+def test_pair_ratios_compare_each_cycles_second_run_with_its_first(tmp_path):
+    from bench.harness import pair_ratios, write_record
+    run = {"audio_seconds_per_second": 10.0, "peak_gib": 2.0}
+    results = {"a (1)": dict(run, pass2_cpu_s_per_step=4.0), "b (1)": dict(run, audio_seconds_per_second=12.0,
+                                                                           pass2_cpu_s_per_step=3.0),
+               "a (2)": run, "b (2)": dict(run, peak_gib=3.0)}
+    assert pair_ratios(results) == ["b (1) / a (1): speed 1.20x, CPU time per step 0.75x, peak memory 1.00x",
+                                     "b (2) / a (2): speed 1.00x, peak memory 1.50x"]
+    written = write_record(str(tmp_path / "new" / "ab.json"), {"preset": "small", "results": results})
+    record = json.loads(written.read_text())
+    assert record["preset"] == "small" and record["results"] == results
+    assert "command" in record and len(record["load_average_1_5_15_min"]) == 3

@@ -56,7 +56,7 @@ def test_auto_takes_the_builtin_kernel_where_the_operator_cannot_run(monkeypatch
 def test_a_library_without_an_operators_functions_is_an_older_build(monkeypatch, tmp_path):
     """A library that loads but lacks what MindSpore calls for one setting: auto falls back for that
     setting alone, an explicit value names the missing functions."""
-    monkeypatch.setattr(kernels, "_exports", lambda path: list(kernels.OPERATORS["train.lstm_kernel"]["exports"]))
+    monkeypatch.setattr(kernels, "_inspect", lambda path: (None, frozenset(kernels.OPERATORS["train.lstm_kernel"]["exports"])))
     assert kernels.chosen_kernel("train.lstm_kernel", "auto", "CPU") == "onednn"
     assert kernels.chosen_kernel("train.conv_kernel", "auto", "CPU") == "builtin"
     with pytest.raises(UserError, match=r"lacks conv_forward, .* \(an older build\).*train.conv_kernel=builtin"):

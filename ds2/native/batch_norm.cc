@@ -64,8 +64,7 @@ bool read_layout(const char *name, const int *ndims, int64_t *const *shapes, con
 }
 
 bool same_shape(const char *name, const int *ndims, int64_t *const *shapes, int a, int b) {
-    if (ndims[a] == ndims[b] &&
-        std::vector<int64_t>(shapes[a], shapes[a] + ndims[a]) == std::vector<int64_t>(shapes[b], shapes[b] + ndims[b])) {
+    if (shape_of(ndims, shapes, a) == shape_of(ndims, shapes, b)) {
         return true;
     }
     std::fprintf(stderr, "%s: parameters %d and %d must have x's shape\n", name, a, b);
@@ -208,16 +207,11 @@ void gradients(const Layout &l, const float *x, const float *gamma, const float 
     }
 }
 
-bool checked_call(const char *name, int nparam, int expected, const char **dtypes) {
-    if (nparam != expected) {
-        std::fprintf(stderr, "%s: %d inputs and outputs, expected %d\n", name, nparam, expected);
-        return false;
-    }
-    return all_float32(name, nparam, dtypes);
-}
-
-std::vector<int64_t> shape_of(const int *ndims, int64_t *const *shapes, int i) {
-    return std::vector<int64_t>(shapes[i], shapes[i] + ndims[i]);
+// Both operators' outputs: one like x (parameter 0), two like gamma (parameter 1, [C]).
+Shapes like_x_and_channels(const int *ndims, int64_t *const *shapes) {
+    const std::vector<int64_t> channels = shape_of(ndims, shapes, 1);
+    if (rank_unknown(ndims, shapes, 0)) return {{kDynamicRank}, channels, channels};
+    return {shape_of(ndims, shapes, 0), channels, channels};
 }
 
 }  // namespace
@@ -225,26 +219,18 @@ std::vector<int64_t> shape_of(const int *ndims, int64_t *const *shapes, int i) {
 extern "C" int64_t batch_norm_calls() { return forward_calls.load(); }
 
 extern "C" Shapes batch_norm_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    return guarded("batch_norm_forward", Shapes{}, [&]() -> Shapes {
-        const std::vector<int64_t> channels = shape_of(ndims, shapes, 1);
-        if (ndims[0] < 0 || (ndims[0] > 0 && shapes[0][0] == kDynamicRank)) return {{kDynamicRank}, channels, channels};
-        return {shape_of(ndims, shapes, 0), channels, channels};
-    });
+    return guarded("batch_norm_forward", Shapes{}, [&] { return like_x_and_channels(ndims, shapes); });
 }
 
 extern "C" Shapes batch_norm_backwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-    return guarded("batch_norm_backward", Shapes{}, [&]() -> Shapes {
-        const std::vector<int64_t> channels = shape_of(ndims, shapes, 1);
-        if (ndims[0] < 0 || (ndims[0] > 0 && shapes[0][0] == kDynamicRank)) return {{kDynamicRank}, channels, channels};
-        return {shape_of(ndims, shapes, 0), channels, channels};
-    });
+    return guarded("batch_norm_backward", Shapes{}, [&] { return like_x_and_channels(ndims, shapes); });
 }
 
 extern "C" int batch_norm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                   void *, void *) {
     const char *name = "batch_norm_forward";
     Layout l;
-    if (!checked_call(name, nparam, 6, dtypes) || !read_layout(name, ndims, shapes, {1, 2, 4, 5}, &l) ||
+    if (!float32_call(name, nparam, 6, dtypes) || !read_layout(name, ndims, shapes, {1, 2, 4, 5}, &l) ||
         !same_shape(name, ndims, shapes, 0, 3)) {
         return 1;
     }
@@ -263,7 +249,7 @@ extern "C" int batch_norm_backward(int nparam, void **params, int *ndims, int64_
                                    void *, void *) {
     const char *name = "batch_norm_backward";
     Layout l;
-    if (!checked_call(name, nparam, 8, dtypes) || !read_layout(name, ndims, shapes, {1, 2, 3, 6, 7}, &l) ||
+    if (!float32_call(name, nparam, 8, dtypes) || !read_layout(name, ndims, shapes, {1, 2, 3, 6, 7}, &l) ||
         !same_shape(name, ndims, shapes, 0, 4) || !same_shape(name, ndims, shapes, 0, 5)) {
         return 1;
     }

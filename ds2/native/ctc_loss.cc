@@ -319,10 +319,7 @@ float utterance_loss(const Utterance &u, Workspace &w, bool *fell_back) {
 }
 
 bool check_parameters(int nparam, int *ndims, int64_t **shapes, const char **dtypes) {
-    if (nparam != 6) {
-        std::fprintf(stderr, "%s: %d inputs and outputs, expected 6\n", kName, nparam);
-        return false;
-    }
+    if (!expected_params(kName, nparam, 6)) return false;
     const char *expected_dtype[6] = {"float32", "int32", "int32", "int32", "float32", "float32"};
     const int expected_rank[6] = {3, 2, 1, 1, 1, 3};
     const char *what[6] = {"log_probs", "labels", "input_lengths", "label_lengths", "loss", "grad"};
@@ -392,12 +389,11 @@ extern "C" int64_t ctc_loss_fallbacks() { return fallbacks.load(); }
 // through; unknown rank gives unknown rank. An empty answer tells MindSpore the shapes are wrong.
 extern "C" Shapes ctc_loss_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
     return guarded(kName, Shapes{}, [&]() -> Shapes {
-        if (ndims[0] < 0 || (ndims[0] > 0 && shapes[0][0] == kDynamicRank)) return {{kDynamicRank}, {kDynamicRank}};
+        if (rank_unknown(ndims, shapes, 0)) return {{kDynamicRank}, {kDynamicRank}};
         const int expected_rank[4] = {3, 2, 1, 1};
         const char *what[4] = {"log_probs", "labels", "input_lengths", "label_lengths"};
         for (int i = 0; i < 4; ++i) {
-            const bool unknown = ndims[i] < 0 || (ndims[i] > 0 && shapes[i][0] == kDynamicRank);
-            if (!unknown && ndims[i] != expected_rank[i]) {
+            if (!rank_unknown(ndims, shapes, i) && ndims[i] != expected_rank[i]) {
                 std::fprintf(stderr, "%s: %s has rank %d, expected %d\n", kName, what[i], ndims[i], expected_rank[i]);
                 return {};
             }

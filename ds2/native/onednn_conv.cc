@@ -27,7 +27,6 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -119,18 +118,10 @@ struct ConvPrimitives {
 std::mutex state_lock;
 Arena arena;
 std::array<int64_t, 3> calls{};   // forward, backward data, backward weights
-std::list<std::pair<ConvKey, std::unique_ptr<ConvPrimitives>>> kept;   // most recently used first
+RecentlyUsed<ConvKey, ConvPrimitives> kept(kMaxShapes);
 
 ConvPrimitives &primitives_for(const ConvKey &key) {
-    for (auto it = kept.begin(); it != kept.end(); ++it) {
-        if (it->first == key) {
-            kept.splice(kept.begin(), kept, it);
-            return *kept.front().second;
-        }
-    }
-    kept.emplace_front(key, std::make_unique<ConvPrimitives>(key));
-    if (kept.size() > kMaxShapes) kept.pop_back();
-    return *kept.front().second;
+    return kept.get(key, [&] { return std::make_unique<ConvPrimitives>(key); });
 }
 
 // The key from x [N, C, H, W], weight [O, C, KH, KW] and the geometry marker, given as indices into the
@@ -168,8 +159,7 @@ bool read_key(const char *name, const int *ndims, int64_t *const *shapes, int x,
 // Whether parameter `i` has exactly the shape `expected`.
 bool has_shape(const char *name, const char *what, const int *ndims, int64_t *const *shapes, int i,
                const std::vector<int64_t> &expected) {
-    if (ndims[i] == static_cast<int>(expected.size()) &&
-        std::vector<int64_t>(shapes[i], shapes[i] + ndims[i]) == expected) {
+    if (ndims[i] == static_cast<int>(expected.size()) && shape_of(ndims, shapes, i) == expected) {
         return true;
     }
     std::fprintf(stderr, "%s: %s has the wrong shape\n", name, what);
@@ -197,22 +187,6 @@ void take_out(const Layout &layout, const stream &s, memory inner, void *data) {
     if (!layout.same) run_reorder(layout.move, s, inner, wrap(layout.user, data));
 }
 
-bool checked_call(const char *name, int nparam, int expected, const char **dtypes) {
-    if (nparam != expected) {
-        std::fprintf(stderr, "%s: %d inputs and outputs, expected %d\n", name, nparam, expected);
-        return false;
-    }
-    return all_float32(name, nparam, dtypes);
-}
-
-// The shape function's answer when some input's rank is not known yet.
-bool rank_unknown(const int *ndims, int64_t *const *shapes, int count) {
-    for (int i = 0; i < count; ++i) {
-        if (ndims[i] < 0 || (ndims[i] > 0 && shapes[i][0] == kDynamicRank)) return true;
-    }
-    return false;
-}
-
 }  // namespace
 
 // Shapes kept, the arena's bytes, then the forward, backward-data and backward-weights calls.
@@ -226,7 +200,9 @@ extern "C" void conv_cache_report(int64_t *report) {
 // y's shape; -1 where x's sizes are not known yet (compile time, dynamic shapes).
 extern "C" Shapes conv_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
     return guarded("conv_forward", Shapes{}, [&]() -> Shapes {
-        if (rank_unknown(ndims, shapes, 4)) return {{kDynamicRank}};
+        for (int i = 0; i < 4; ++i) {
+            if (rank_unknown(ndims, shapes, i)) return {{kDynamicRank}};
+        }
         if (ndims[0] != 4 || ndims[1] != 4 || ndims[3] != 4) {
             std::fprintf(stderr, "conv_forward: x, the weight and the geometry marker must have 4 dimensions\n");
             return {};
@@ -240,15 +216,15 @@ extern "C" Shapes conv_forwardInferShape(int *ndims, int64_t **shapes, AotExtra 
 
 extern "C" Shapes conv_backward_dataInferShape(int *ndims, int64_t **shapes, AotExtra *) {
     return guarded("conv_backward_data", Shapes{}, [&]() -> Shapes {
-        if (rank_unknown(ndims, shapes, 1)) return {{kDynamicRank}};
-        return {std::vector<int64_t>(shapes[0], shapes[0] + ndims[0])};
+        if (rank_unknown(ndims, shapes, 0)) return {{kDynamicRank}};
+        return {shape_of(ndims, shapes, 0)};
     });
 }
 
 extern "C" Shapes conv_backward_weightsInferShape(int *ndims, int64_t **shapes, AotExtra *) {
     return guarded("conv_backward_weights", Shapes{}, [&]() -> Shapes {
-        if (rank_unknown(ndims + 1, shapes + 1, 1)) return {{kDynamicRank}, {kDynamicRank}};
-        return {std::vector<int64_t>(shapes[1], shapes[1] + ndims[1]), {shapes[1][0]}};
+        if (rank_unknown(ndims, shapes, 1)) return {{kDynamicRank}, {kDynamicRank}};
+        return {shape_of(ndims, shapes, 1), {shapes[1][0]}};
     });
 }
 
@@ -256,7 +232,7 @@ extern "C" int conv_forward(int nparam, void **params, int *ndims, int64_t **sha
                             void *) {
     const char *name = "conv_forward";
     ConvKey key;
-    if (!checked_call(name, nparam, 5, dtypes) || !read_key(name, ndims, shapes, 0, 1, 3, &key)) return 1;
+    if (!float32_call(name, nparam, 5, dtypes) || !read_key(name, ndims, shapes, 0, 1, 3, &key)) return 1;
     if (!has_shape(name, "the bias", ndims, shapes, 2, {key[4]}) ||
         !has_shape(name, "y", ndims, shapes, 4, output_shape(key))) {
         return 1;
@@ -284,7 +260,7 @@ extern "C" int conv_backward_data(int nparam, void **params, int *ndims, int64_t
                                   void *, void *) {
     const char *name = "conv_backward_data";
     ConvKey key;
-    if (!checked_call(name, nparam, 5, dtypes) || !read_key(name, ndims, shapes, 0, 1, 2, &key)) return 1;
+    if (!float32_call(name, nparam, 5, dtypes) || !read_key(name, ndims, shapes, 0, 1, 2, &key)) return 1;
     if (!has_shape(name, "dy", ndims, shapes, 3, output_shape(key)) ||
         !has_shape(name, "dx", ndims, shapes, 4, {key[0], key[1], key[2], key[3]})) {
         return 1;
@@ -311,7 +287,7 @@ extern "C" int conv_backward_weights(int nparam, void **params, int *ndims, int6
                                      void *, void *) {
     const char *name = "conv_backward_weights";
     ConvKey key;
-    if (!checked_call(name, nparam, 6, dtypes) || !read_key(name, ndims, shapes, 0, 1, 2, &key)) return 1;
+    if (!float32_call(name, nparam, 6, dtypes) || !read_key(name, ndims, shapes, 0, 1, 2, &key)) return 1;
     if (!has_shape(name, "dy", ndims, shapes, 3, output_shape(key)) ||
         !has_shape(name, "dweight", ndims, shapes, 4, {key[4], key[1], key[5], key[6]}) ||
         !has_shape(name, "dbias", ndims, shapes, 5, {key[4]})) {

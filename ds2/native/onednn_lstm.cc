@@ -34,8 +34,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <list>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -98,28 +96,16 @@ struct LstmPrimitives {
 std::mutex state_lock;
 Arena arena;
 int64_t forward_calls = 0;
-std::list<std::pair<ShapeKey, std::unique_ptr<LstmPrimitives>>> kept;   // most recently used first
+RecentlyUsed<ShapeKey, LstmPrimitives> kept(kMaxShapes);
 
 LstmPrimitives &primitives_for(const ShapeKey &shape) {
-    for (auto it = kept.begin(); it != kept.end(); ++it) {
-        if (it->first == shape) {
-            kept.splice(kept.begin(), kept, it);
-            return *kept.front().second;
-        }
-    }
-    kept.emplace_front(shape, std::make_unique<LstmPrimitives>(cpu_engine(), shape));
-    if (kept.size() > kMaxShapes) kept.pop_back();
-    return *kept.front().second;
+    return kept.get(shape, [&] { return std::make_unique<LstmPrimitives>(cpu_engine(), shape); });
 }
 
 // The shape from x [T, N, C] and w_hh [4H, H], after checking the parameters the operator was given.
 bool read_shape(const char *name, int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes,
                 ShapeKey *shape) {
-    if (nparam != expected) {
-        std::fprintf(stderr, "%s: %d inputs and outputs, expected %d\n", name, nparam, expected);
-        return false;
-    }
-    if (!all_float32(name, nparam, dtypes)) return false;
+    if (!float32_call(name, nparam, expected, dtypes)) return false;
     if (ndims[0] != 3 || ndims[1] != 2 || ndims[2] != 2) {
         std::fprintf(stderr, "%s: x must be [T, N, C], w_ih [4H, C] and w_hh [4H, H]\n", name);
         return false;
@@ -186,7 +172,7 @@ extern "C" void lstm_cache_report(int64_t *report) {
 // MindSpore the shapes are wrong; the reason goes to stderr.
 extern "C" Shapes lstm_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
     return guarded("lstm_forward", Shapes{}, [&]() -> Shapes {
-        if (ndims[0] < 0 || shapes[0][0] == kDynamicRank) return {{kDynamicRank}, {-1}};
+        if (rank_unknown(ndims, shapes, 0)) return {{kDynamicRank}, {-1}};
         if (ndims[0] != 3 || ndims[2] != 2) {
             std::fprintf(stderr, "lstm_forward: x must be [T, N, C] and w_hh [4H, H]\n");
             return {};
@@ -204,11 +190,8 @@ extern "C" Shapes lstm_backwardInferShape(int *ndims, int64_t **shapes, AotExtra
     return guarded("lstm_backward", Shapes{}, [&] {
         Shapes outputs;
         for (int i = 0; i < 4; ++i) {
-            if (ndims[i] < 0 || (ndims[i] > 0 && shapes[i][0] == kDynamicRank)) {
-                outputs.push_back({kDynamicRank});
-            } else {
-                outputs.emplace_back(shapes[i], shapes[i] + ndims[i]);
-            }
+            outputs.push_back(rank_unknown(ndims, shapes, i) ? std::vector<int64_t>{kDynamicRank}
+                                                             : shape_of(ndims, shapes, i));
         }
         return outputs;
     });

@@ -32,17 +32,14 @@ int64_t valid_steps(const int32_t *lengths, int64_t b, int64_t steps) {
 }
 
 bool checked(const char *name, int nparam, int *ndims, int64_t **shapes, const char **dtypes, int batch_axis) {
-    if (nparam != 3) {
-        std::fprintf(stderr, "%s: %d inputs and outputs, expected 3\n", name, nparam);
-        return false;
-    }
+    if (!expected_params(name, nparam, 3)) return false;
     if (std::string_view(dtypes[0]) != "float32" || std::string_view(dtypes[2]) != "float32" ||
         std::string_view(dtypes[1]) != "int32") {
         std::fprintf(stderr, "%s: x must be float32 and the lengths int32\n", name);
         return false;
     }
     if (ndims[0] < 2 || ndims[1] != 1 || shapes[1][0] != shapes[0][batch_axis] || ndims[2] != ndims[0] ||
-        !std::equal(shapes[0], shapes[0] + ndims[0], shapes[2])) {
+        shape_of(ndims, shapes, 0) != shape_of(ndims, shapes, 2)) {
         std::fprintf(stderr, "%s: x needs a batch and a time axis, one length per utterance, y x's shape\n", name);
         return false;
     }
@@ -50,8 +47,8 @@ bool checked(const char *name, int nparam, int *ndims, int64_t **shapes, const c
 }
 
 Shapes same_as_x(int *ndims, int64_t **shapes) {
-    if (ndims[0] < 0 || (ndims[0] > 0 && shapes[0][0] == kDynamicRank)) return {{kDynamicRank}};
-    return {std::vector<int64_t>(shapes[0], shapes[0] + ndims[0])};
+    if (rank_unknown(ndims, shapes, 0)) return {{kDynamicRank}};
+    return {shape_of(ndims, shapes, 0)};
 }
 
 int64_t product(const int64_t *dims, int from, int to) {
