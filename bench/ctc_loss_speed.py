@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -40,15 +39,6 @@ def random_batch(steps: int, batch: int, label_range: Sequence[int], seed: int):
     return log_probs, labels, input_lengths, label_lengths
 
 
-def milliseconds_per_call(fn, repeats: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1000
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=357, help="output frames (default 357: the small preset's 1428 input frames)")
@@ -61,12 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(label_range) != 2 or not 0 <= label_range[0] <= label_range[1] or label_range[1] > args.steps:
         parser.error("--labels takes LOW,HIGH with 0 <= LOW <= HIGH <= --steps")
 
-    from ds2.errors import UserError
-    from ds2.kernels import chosen_kernel, library_path
-    try:
-        chosen_kernel("train.ctc_kernel", "native", "CPU")
-    except UserError as exc:
-        parser.error(str(exc))
+    from bench.harness import milliseconds_per_call, require_operator
+    from ds2.kernels import library_path
+    require_operator(parser, "train.ctc_kernel", "native")
 
     import mindspore as ms
     from mindspore import nn
@@ -95,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, operator in (("MindSpore's CTCLoss", None), ("ds2's operator", native_ops.ctc_operator())):
         grad = ms.jit(ms.value_and_grad(Loss(operator), grad_position=0))
         calls = library.ctc_loss_calls()
-        results[name] = milliseconds_per_call(lambda: grad(*batch)[1].asnumpy(), args.repeats)
+        results[name] = milliseconds_per_call(lambda: grad(*batch)[1].asnumpy(), args.repeats, warmup=5)
         if operator is not None and library.ctc_loss_calls() - calls != args.repeats + 5:
             raise SystemExit("ctc_loss_speed: the operator did not run once per call")
         print(f"{name}: {results[name]:.2f} ms per call (loss and gradient)")

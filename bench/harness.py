@@ -240,3 +240,26 @@ def write_record(path: str, record: Dict) -> Path:
     out.write_text(json.dumps({"command": sys.argv, **record, "load_average_1_5_15_min": os.getloadavg()},
                               indent=2) + "\n")
     return out
+
+
+def milliseconds_per_call(fn, repeats: int, warmup: int) -> float:
+    """fn's mean wall time over `repeats` calls, after `warmup` calls (compiling, caches)."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def require_operator(parser, setting_key: str, operator: str) -> None:
+    """parser.error with ds2.kernels' one-line reason when ds2's `operator` for `setting_key` cannot run."""
+    from ds2.errors import UserError
+    from ds2.kernels import chosen_kernel
+
+    try:
+        chosen_kernel(setting_key, operator, "CPU")
+    except UserError as exc:
+        parser.error(str(exc))

@@ -13,7 +13,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends g++ libgomp1
 install-python-deps.sh "$lock" /opt/onednn
 mkdir -p "$out"
-g++ -O3 -std=c++17 -Wall -Werror -shared -fPIC -I/opt/onednn/include "$source"/*.cc \
+g++ -O3 -std=c++17 -fopenmp -Wall -Werror -shared -fPIC -I/opt/onednn/include "$source"/*.cc \
     -o "$out/libds2_native.so" -L/opt/onednn/lib -ldnnl -Wl,-rpath,'$ORIGIN'
 cp /opt/onednn/lib/libdnnl.so.3 "$out/"   # the name the library asks for
 # The library must load with nothing but what OUT_DIR holds and the runtime's system libraries.

@@ -209,6 +209,59 @@ def cache_report():
     return tuple(report)
 
 
+def random_geometries(count: int, seed: int):
+    """Convolutions of random shape, stride and padding that give at least one output: (x shape, weight
+    shape, stride, padding); every third has several input channels, the others one."""
+    rng = np.random.default_rng(seed)
+    geometries = []
+    while len(geometries) < count:
+        kernel = tuple(int(k) for k in rng.integers(1, 10, 2))
+        stride = tuple(int(k) for k in rng.integers(1, 4, 2))
+        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        height, width = int(rng.integers(1, 30)), int(rng.integers(1, 50))
+        if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
+            continue
+        channels = 1 if len(geometries) % 3 else int(rng.integers(2, 10))
+        x_shape = (int(rng.integers(1, 4)), channels, height, width)
+        geometries.append((x_shape, (int(rng.integers(1, 20)), channels) + kernel, stride, padding))
+    return geometries
+
+
+@pytest.fixture(params=["avx2-where-present", "any-x86-64"])
+def vector_build(request):
+    """The one-channel convolution loops as the CPU allows, then their build for any x86-64 CPU."""
+    library().conv_plain_vectors(int(request.param == "any-x86-64"))
+    yield request.param
+    library().conv_plain_vectors(0)
+
+
+@needs_library
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding", random_geometries(24, seed=5))
+def test_the_conv_operator_matches_conv2d_on_random_geometries(x_shape, weight_shape, stride, padding,
+                                                               vector_build):
+    """Output and every gradient against MindSpore's Conv2D on shapes, strides and paddings drawn at random:
+    one input channel (ds2's own loops, output channels in vectors of 8, in both builds) and several
+    (oneDNN)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(sum(x_shape) + sum(weight_shape))
+    x = ms.Tensor(rng.standard_normal(x_shape).astype(np.float32))
+    weight = ms.Tensor(rng.standard_normal(weight_shape).astype(np.float32))
+    bias = ms.Tensor(rng.standard_normal(weight_shape[0]).astype(np.float32))
+    operator = native_ops.ConvOperator(stride, padding)
+
+    def builtin(x, weight, bias):
+        y = ops.conv2d(x, weight, None, stride=stride, pad_mode="pad", padding=padding)
+        return ops.bias_add(y, bias)
+
+    want_y = builtin(x, weight, bias)
+    np.testing.assert_allclose(operator(x, weight, bias).asnumpy(), want_y.asnumpy(), rtol=1e-4, atol=1e-4)
+    dy = ms.Tensor(rng.standard_normal(want_y.shape).astype(np.float32))
+    grads = ms.grad(lambda *a: (operator(*a) * dy).sum(), grad_position=(0, 1, 2))(x, weight, bias)
+    want_grads = ms.grad(lambda *a: (builtin(*a) * dy).sum(), grad_position=(0, 1, 2))(x, weight, bias)
+    for got, want in zip(grads, want_grads):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
 @needs_library
 def test_the_library_keeps_primitives_for_a_bounded_number_of_shapes():
     floats = [library().lstm_workspace_floats(steps, 2, 5, 3) for steps in range(1, 81)]

@@ -7,6 +7,11 @@
 // back. Primitives are kept per shape and short-lived buffers come from one arena, as in
 // onednn_lstm.cc.
 //
+// A convolution of one input channel (the first one, over the spectrogram) runs on ds2's own loops
+// instead (see SingleChannel below): oneDNN has no direct kernel for it that does not pad the channel
+// to a block of 8 or 16, and its im2col GEMM writes and reads the input 121 times over for an 11 x 11
+// kernel.
+//
 // Stride and padding travel in the shape of a fourth input, the geometry marker, of shape
 // [stride_h, stride_w, pad_h + 1, pad_w + 1] (its values are never read): shape functions see only
 // shapes, and the output's shape depends on them. Padding is symmetric.
@@ -17,6 +22,7 @@
 //   conv_backward_weights x, weight, geometry, dy -> dweight, dbias   (weight for its shape only)
 //   conv_cache_report(report): shapes kept, the arena's bytes, and the calls of each of the three
 //       operators so far, for tests and benchmarks
+//   conv_plain_vectors(on): the one-channel loops without AVX2 even where the CPU has it, for tests
 // The gradients are two operators so that the graph drops the input gradient nobody reads (the first
 // convolution's).
 #include "native_common.h"
@@ -24,7 +30,9 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -80,14 +88,17 @@ struct ConvPrimitives {
         bias_md = memory::desc({k[4]}, dt::f32, tag::x);
         const memory::desc src_any(src_dims, dt::f32, tag::any), dst_any(dst_dims, dt::f32, tag::any),
             weight_any(weight_dims, dt::f32, tag::any);
+        // One input channel: only the input gradient runs on oneDNN (SingleChannel does the rest), and in
+        // the blocked layout oneDNN would pick the channel is padded to a block of 8 or 16.
+        const memory::desc src_chosen = k[1] == 1 ? src_user : src_any;
         primitive_attr attr;
         attr.set_scratchpad_mode(scratchpad_mode::user);
         fwd_pd = convolution_forward::primitive_desc(eng, prop_kind::forward_training, algorithm::convolution_direct,
-                                                     src_any, weight_any, bias_md, dst_any, strides, padding,
+                                                     src_chosen, weight_any, bias_md, dst_any, strides, padding,
                                                      padding, attr);
-        data_pd = convolution_backward_data::primitive_desc(eng, algorithm::convolution_direct, src_any, weight_any,
+        data_pd = convolution_backward_data::primitive_desc(eng, algorithm::convolution_direct, src_chosen, weight_any,
                                                             dst_any, strides, padding, padding, fwd_pd, attr);
-        weights_pd = convolution_backward_weights::primitive_desc(eng, algorithm::convolution_direct, src_any,
+        weights_pd = convolution_backward_weights::primitive_desc(eng, algorithm::convolution_direct, src_chosen,
                                                                   weight_any, bias_md, dst_any, strides, padding,
                                                                   padding, fwd_pd, attr);
         fwd = convolution_forward(fwd_pd);
@@ -187,6 +198,227 @@ void take_out(const Layout &layout, const stream &s, memory inner, void *data) {
     if (!layout.same) run_reorder(layout.move, s, inner, wrap(layout.user, data));
 }
 
+// The forward and weight-gradient passes of a convolution with one input channel, in loops over
+// vectors of 8 output channels (GCC's vector extensions: one AVX register, or two SSE ones).
+//
+// Each utterance's zero-padded input is split by column into `stride_w` phase planes, plane p holding
+// padded columns p, p + stride_w, ...: the input that kernel tap (i, j) meets along an output row is
+// then one contiguous run of plane j % stride_w, starting j / stride_w in. The forward pass keeps 8
+// output channels x 6 output columns in registers across all taps; the weight gradient keeps 8 output
+// channels x 6 taps across an output row. Both load about one float per multiply-add of 8.
+typedef float Vec8 __attribute__((vector_size(32), aligned(32)));
+const int64_t kLanes = 8;
+const int64_t kBlock = 6;
+
+struct SingleChannel {
+    explicit SingleChannel(const ConvKey &k)
+        : n(k[0]), h(k[2]), w(k[3]), o(k[4]), kh(k[5]), kw(k[6]), sh(k[7]), sw(k[8]), ph(k[9]), pw(k[10]),
+          oh(output_size(h, kh, sh, ph)), ow(output_size(w, kw, sw, pw)), rows(h + 2 * ph),
+          cols((w + 2 * pw + sw - 1) / sw), vectors((o + kLanes - 1) / kLanes), taps(kh * kw) {
+        for (int64_t i = 0; i < kh; ++i) {
+            for (int64_t j = 0; j < kw; ++j) tap_offset.push_back(((j % sw) * rows + i) * cols + j / sw);
+        }
+    }
+
+    // The planes, then the weight as [taps][vectors] Vec8 (channels past O zero).
+    std::vector<size_t> buffer_bytes() const {
+        return {sizeof(float) * static_cast<size_t>(n * sw * rows * cols),
+                sizeof(Vec8) * static_cast<size_t>(taps * vectors)};
+    }
+
+    // Where output row `out_row` of utterance b starts reading: tap t's run begins tap_offset[t] later.
+    const float *row_base(const float *planes, int64_t b, int64_t out_row) const {
+        return planes + (b * sw * rows + out_row * sh) * cols;
+    }
+
+    void split(const float *x, float *planes) const {
+#pragma omp parallel for collapse(2)
+        for (int64_t b = 0; b < n; ++b) {
+            for (int64_t row = 0; row < rows; ++row) {
+                const int64_t source_row = row - ph;
+                for (int64_t phase = 0; phase < sw; ++phase) {
+                    float *out = planes + ((b * sw + phase) * rows + row) * cols;
+                    for (int64_t j = 0; j < cols; ++j) {
+                        const int64_t column = j * sw + phase - pw;
+                        const bool inside = source_row >= 0 && source_row < h && column >= 0 && column < w;
+                        out[j] = inside ? x[(b * h + source_row) * w + column] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+
+    // y [N, O, OH, OW] from the planes, the weight [O, 1, KH, KW] and the bias [O].
+    void forward(const float *planes, const float *weight, const float *bias, Vec8 *packed, float *y) const {
+        float *lanes = reinterpret_cast<float *>(packed);
+        std::fill(lanes, lanes + taps * vectors * kLanes, 0.0f);
+        for (int64_t c = 0; c < o; ++c) {
+            for (int64_t t = 0; t < taps; ++t) {
+                lanes[(t * vectors + c / kLanes) * kLanes + c % kLanes] = weight[c * taps + t];
+            }
+        }
+        const bool wide = wide_vectors();
+#pragma omp parallel for collapse(2)
+        for (int64_t b = 0; b < n; ++b) {
+            for (int64_t out_row = 0; out_row < oh; ++out_row) {
+                if (wide) {
+                    forward_row_avx2(*this, planes, packed, bias, y, b, out_row);
+                } else {
+                    forward_row_plain(*this, planes, packed, bias, y, b, out_row);
+                }
+            }
+        }
+    }
+
+    // dweight [O, 1, KH, KW] and dbias [O] from the planes and dy [N, O, OH, OW]. Each thread transposes
+    // one output row of dy at a time to [OW][vectors] and sums its rows' shares in double; then the threads'
+    // sums are added.
+    void weight_gradient(const float *planes, const float *dy, float *dweight, float *dbias) const {
+        const bool wide = wide_vectors();
+        const size_t width = static_cast<size_t>(vectors * kLanes);
+        std::vector<double> total(width * (taps + 1), 0.0);
+#pragma omp parallel
+        {
+            std::vector<double> mine(total.size(), 0.0);
+            // std::vector does not align its floats for Vec8: one vector more, and the first aligned one.
+            const size_t count = static_cast<size_t>(ow * vectors);
+            std::vector<float> storage((count + 1) * kLanes);
+            void *start = storage.data();
+            size_t space = sizeof(float) * storage.size();
+            Vec8 *transposed = static_cast<Vec8 *>(std::align(alignof(Vec8), sizeof(Vec8) * count, start, space));
+#pragma omp for collapse(2) nowait
+            for (int64_t b = 0; b < n; ++b) {
+                for (int64_t out_row = 0; out_row < oh; ++out_row) {
+                    float *lanes = reinterpret_cast<float *>(transposed);
+                    std::fill(lanes, lanes + count * kLanes, 0.0f);
+                    for (int64_t c = 0; c < o; ++c) {
+                        const float *grad = dy + ((b * o + c) * oh + out_row) * ow;
+                        for (int64_t k = 0; k < ow; ++k) {
+                            lanes[(k * vectors + c / kLanes) * kLanes + c % kLanes] = grad[k];
+                        }
+                    }
+                    if (wide) {
+                        gradient_row_avx2(*this, planes, transposed, mine.data(), b, out_row);
+                    } else {
+                        gradient_row_plain(*this, planes, transposed, mine.data(), b, out_row);
+                    }
+                }
+            }
+#pragma omp critical
+            for (size_t i = 0; i < total.size(); ++i) total[i] += mine[i];
+        }
+        // total: [taps][channels] then [channels] for the bias
+        for (int64_t c = 0; c < o; ++c) {
+            for (int64_t t = 0; t < taps; ++t) dweight[c * taps + t] = static_cast<float>(total[t * width + c]);
+            dbias[c] = static_cast<float>(total[taps * width + c]);
+        }
+    }
+
+    static bool wide_vectors() {
+        static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return avx2 && !plain_only;
+    }
+
+    static std::atomic<bool> plain_only;   // conv_plain_vectors
+
+    static void forward_row_avx2(const SingleChannel &, const float *, const Vec8 *, const float *, float *,
+                                 int64_t, int64_t);
+    static void forward_row_plain(const SingleChannel &, const float *, const Vec8 *, const float *, float *,
+                                  int64_t, int64_t);
+    static void gradient_row_avx2(const SingleChannel &, const float *, const Vec8 *, double *, int64_t, int64_t);
+    static void gradient_row_plain(const SingleChannel &, const float *, const Vec8 *, double *, int64_t,
+                                   int64_t);
+
+    int64_t n, h, w, o, kh, kw, sh, sw, ph, pw, oh, ow, rows, cols, vectors, taps;
+    std::vector<int64_t> tap_offset;
+};
+
+std::atomic<bool> SingleChannel::plain_only{false};
+
+// One output row of utterance b: blocks of 8 channels x kBlock columns summed over every tap in registers.
+inline __attribute__((always_inline)) void forward_row(const SingleChannel &conv, const float *planes,
+                                                       const Vec8 *packed, const float *bias, float *y,
+                                                       int64_t b, int64_t out_row) {
+    const float *base = conv.row_base(planes, b, out_row);
+    for (int64_t v = 0; v < conv.vectors; ++v) {
+        Vec8 start = {};
+        for (int64_t lane = 0; lane < kLanes && v * kLanes + lane < conv.o; ++lane) {
+            start[lane] = bias[v * kLanes + lane];
+        }
+        for (int64_t k0 = 0; k0 < conv.ow; k0 += kBlock) {
+            Vec8 sum[kBlock];
+            for (int64_t q = 0; q < kBlock; ++q) sum[q] = start;
+            const int64_t count = std::min(kBlock, conv.ow - k0);
+            for (int64_t t = 0; t < conv.taps; ++t) {
+                const Vec8 weight = packed[t * conv.vectors + v];
+                const float *in = base + conv.tap_offset[t] + k0;
+                if (count == kBlock) {
+                    for (int64_t q = 0; q < kBlock; ++q) sum[q] += weight * in[q];
+                } else {
+                    for (int64_t q = 0; q < count; ++q) sum[q] += weight * in[q];
+                }
+            }
+            for (int64_t lane = 0; lane < kLanes && v * kLanes + lane < conv.o; ++lane) {
+                float *out = y + ((b * conv.o + v * kLanes + lane) * conv.oh + out_row) * conv.ow + k0;
+                for (int64_t q = 0; q < count; ++q) out[q] = sum[q][lane];
+            }
+        }
+    }
+}
+
+// One output row's share of the gradients, added to `sums` ([taps][channels] then [channels] for the bias):
+// blocks of 8 channels x kBlock taps summed along the row in registers.
+inline __attribute__((always_inline)) void gradient_row(const SingleChannel &conv, const float *planes,
+                                                        const Vec8 *transposed, double *sums, int64_t b,
+                                                        int64_t out_row) {
+    const float *base = conv.row_base(planes, b, out_row);
+    const int64_t width = conv.vectors * kLanes;
+    for (int64_t v = 0; v < conv.vectors; ++v) {
+        Vec8 bias = {};
+        for (int64_t k = 0; k < conv.ow; ++k) bias += transposed[k * conv.vectors + v];
+        for (int64_t lane = 0; lane < kLanes; ++lane) sums[conv.taps * width + v * kLanes + lane] += bias[lane];
+        for (int64_t t0 = 0; t0 < conv.taps; t0 += kBlock) {
+            const int64_t count = std::min(kBlock, conv.taps - t0);
+            const float *in[kBlock];
+            for (int64_t q = 0; q < kBlock; ++q) in[q] = base + conv.tap_offset[t0 + std::min(q, count - 1)];
+            Vec8 sum[kBlock] = {};
+            for (int64_t k = 0; k < conv.ow; ++k) {
+                const Vec8 grad = transposed[k * conv.vectors + v];
+                for (int64_t q = 0; q < kBlock; ++q) sum[q] += grad * in[q][k];
+            }
+            for (int64_t q = 0; q < count; ++q) {
+                for (int64_t lane = 0; lane < kLanes; ++lane) {
+                    sums[(t0 + q) * width + v * kLanes + lane] += sum[q][lane];
+                }
+            }
+        }
+    }
+}
+
+// The rows above compiled twice: for AVX2 with FMA, and for any x86-64 CPU (SingleChannel::wide_vectors
+// picks at run time, as oneDNN picks its kernels).
+__attribute__((target("avx2,fma"))) void SingleChannel::forward_row_avx2(
+    const SingleChannel &conv, const float *planes, const Vec8 *packed, const float *bias, float *y, int64_t b,
+    int64_t out_row) {
+    forward_row(conv, planes, packed, bias, y, b, out_row);
+}
+
+void SingleChannel::forward_row_plain(const SingleChannel &conv, const float *planes, const Vec8 *packed,
+                                      const float *bias, float *y, int64_t b, int64_t out_row) {
+    forward_row(conv, planes, packed, bias, y, b, out_row);
+}
+
+__attribute__((target("avx2,fma"))) void SingleChannel::gradient_row_avx2(
+    const SingleChannel &conv, const float *planes, const Vec8 *transposed, double *sums, int64_t b,
+    int64_t out_row) {
+    gradient_row(conv, planes, transposed, sums, b, out_row);
+}
+
+void SingleChannel::gradient_row_plain(const SingleChannel &conv, const float *planes, const Vec8 *transposed,
+                                       double *sums, int64_t b, int64_t out_row) {
+    gradient_row(conv, planes, transposed, sums, b, out_row);
+}
+
 }  // namespace
 
 // Shapes kept, the arena's bytes, then the forward, backward-data and backward-weights calls.
@@ -196,6 +428,9 @@ extern "C" void conv_cache_report(int64_t *report) {
     report[1] = static_cast<int64_t>(arena.bytes());
     for (int i = 0; i < 3; ++i) report[2 + i] = calls[i];
 }
+
+// on != 0: the one-channel loops take their any-x86-64 build even where the CPU has AVX2 (for tests).
+extern "C" void conv_plain_vectors(int on) { SingleChannel::plain_only = on != 0; }
 
 // y's shape; -1 where x's sizes are not known yet (compile time, dynamic shapes).
 extern "C" Shapes conv_forwardInferShape(int *ndims, int64_t **shapes, AotExtra *) {
@@ -239,8 +474,17 @@ extern "C" int conv_forward(int nparam, void **params, int *ndims, int64_t **sha
     }
     return guarded(name, 1, [&] {
         std::lock_guard<std::mutex> hold(state_lock);
-        ConvPrimitives &p = primitives_for(key);
         ++calls[0];
+        if (key[1] == 1) {
+            const SingleChannel conv(key);
+            std::vector<void *> buffers = arena.carve(conv.buffer_bytes());
+            float *planes = static_cast<float *>(buffers[0]);
+            conv.split(static_cast<const float *>(params[0]), planes);
+            conv.forward(planes, static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                         static_cast<Vec8 *>(buffers[1]), static_cast<float *>(params[4]));
+            return 0;
+        }
+        ConvPrimitives &p = primitives_for(key);
         std::vector<void *> buffers = arena.carve({p.fwd_pd.scratchpad_desc().get_size(), p.fwd_src.bytes(),
                                                    p.fwd_weight.bytes(), p.fwd_dst.bytes()});
         stream s(cpu_engine());
@@ -295,8 +539,16 @@ extern "C" int conv_backward_weights(int nparam, void **params, int *ndims, int6
     }
     return guarded(name, 1, [&] {
         std::lock_guard<std::mutex> hold(state_lock);
-        ConvPrimitives &p = primitives_for(key);
         ++calls[2];
+        if (key[1] == 1) {
+            const SingleChannel conv(key);
+            float *planes = static_cast<float *>(arena.carve(conv.buffer_bytes())[0]);
+            conv.split(static_cast<const float *>(params[0]), planes);
+            conv.weight_gradient(planes, static_cast<const float *>(params[3]), static_cast<float *>(params[4]),
+                                 static_cast<float *>(params[5]));
+            return 0;
+        }
+        ConvPrimitives &p = primitives_for(key);
         std::vector<void *> buffers = arena.carve({p.weights_pd.scratchpad_desc().get_size(), p.weights_src.bytes(),
                                                    p.weights_dy.bytes(), p.weights_dw.bytes()});
         stream s(cpu_engine());
