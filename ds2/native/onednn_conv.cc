@@ -29,6 +29,7 @@
 #include "onednn_engine.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -272,21 +273,23 @@ struct SingleChannel {
 
     // dweight [O, 1, KH, KW] and dbias [O] from the planes and dy [N, O, OH, OW]. Each thread transposes
     // one output row of dy at a time to [OW][vectors] and sums its rows' shares in double; then the threads'
-    // sums are added.
+    // sums are added in thread order, and the rows go to threads in a fixed order: the same gradient on
+    // every run.
     void weight_gradient(const float *planes, const float *dy, float *dweight, float *dbias) const {
         const bool wide = wide_vectors();
         const size_t width = static_cast<size_t>(vectors * kLanes);
-        std::vector<double> total(width * (taps + 1), 0.0);
+        std::vector<std::vector<double>> partial(static_cast<size_t>(omp_get_max_threads()));
 #pragma omp parallel
         {
-            std::vector<double> mine(total.size(), 0.0);
+            std::vector<double> &mine = partial[static_cast<size_t>(omp_get_thread_num())];
+            mine.assign(width * (taps + 1), 0.0);
             // std::vector does not align its floats for Vec8: one vector more, and the first aligned one.
             const size_t count = static_cast<size_t>(ow * vectors);
             std::vector<float> storage((count + 1) * kLanes);
             void *start = storage.data();
             size_t space = sizeof(float) * storage.size();
             Vec8 *transposed = static_cast<Vec8 *>(std::align(alignof(Vec8), sizeof(Vec8) * count, start, space));
-#pragma omp for collapse(2) nowait
+#pragma omp for collapse(2) schedule(static)
             for (int64_t b = 0; b < n; ++b) {
                 for (int64_t out_row = 0; out_row < oh; ++out_row) {
                     float *lanes = reinterpret_cast<float *>(transposed);
@@ -304,8 +307,10 @@ struct SingleChannel {
                     }
                 }
             }
-#pragma omp critical
-            for (size_t i = 0; i < total.size(); ++i) total[i] += mine[i];
+        }
+        std::vector<double> total(width * (taps + 1), 0.0);
+        for (const std::vector<double> &sums : partial) {
+            for (size_t i = 0; i < sums.size(); ++i) total[i] += sums[i];
         }
         // total: [taps][channels] then [channels] for the bias
         for (int64_t c = 0; c < o; ++c) {
