@@ -278,16 +278,19 @@ struct SingleChannel {
     void weight_gradient(const float *planes, const float *dy, float *dweight, float *dbias) const {
         const bool wide = wide_vectors();
         const size_t width = static_cast<size_t>(vectors * kLanes);
-        std::vector<std::vector<double>> partial(static_cast<size_t>(omp_get_max_threads()));
+        // Every buffer is allocated before the threads start: an allocation failing inside the parallel
+        // region would end the process instead of reaching `guarded`.
+        const size_t threads = static_cast<size_t>(omp_get_max_threads());
+        const size_t count = static_cast<size_t>(ow * vectors);
+        std::vector<std::vector<double>> partial(threads, std::vector<double>(width * (taps + 1), 0.0));
+        // std::vector does not align its floats for Vec8: one vector more per thread, and its first aligned one.
+        std::vector<float> storage(threads * (count + 1) * kLanes);
 #pragma omp parallel
         {
-            std::vector<double> &mine = partial[static_cast<size_t>(omp_get_thread_num())];
-            mine.assign(width * (taps + 1), 0.0);
-            // std::vector does not align its floats for Vec8: one vector more, and the first aligned one.
-            const size_t count = static_cast<size_t>(ow * vectors);
-            std::vector<float> storage((count + 1) * kLanes);
-            void *start = storage.data();
-            size_t space = sizeof(float) * storage.size();
+            const size_t thread = static_cast<size_t>(omp_get_thread_num());
+            std::vector<double> &mine = partial[thread];
+            void *start = storage.data() + thread * (count + 1) * kLanes;
+            size_t space = sizeof(float) * (count + 1) * kLanes;
             Vec8 *transposed = static_cast<Vec8 *>(std::align(alignof(Vec8), sizeof(Vec8) * count, start, space));
 #pragma omp for collapse(2) schedule(static)
             for (int64_t b = 0; b < n; ++b) {
