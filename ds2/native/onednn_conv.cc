@@ -251,13 +251,7 @@ struct SingleChannel {
 
     // y [N, O, OH, OW] from the planes, the weight [O, 1, KH, KW] and the bias [O].
     void forward(const float *planes, const float *weight, const float *bias, Vec8 *packed, float *y) const {
-        float *lanes = reinterpret_cast<float *>(packed);
-        std::fill(lanes, lanes + taps * vectors * kLanes, 0.0f);
-        for (int64_t c = 0; c < o; ++c) {
-            for (int64_t t = 0; t < taps; ++t) {
-                lanes[(t * vectors + c / kLanes) * kLanes + c % kLanes] = weight[c * taps + t];
-            }
-        }
+        by_position(weight, taps, taps, packed);
         const bool wide = wide_vectors();
 #pragma omp parallel for collapse(2)
         for (int64_t b = 0; b < n; ++b) {
@@ -295,14 +289,7 @@ struct SingleChannel {
 #pragma omp for collapse(2) schedule(static)
             for (int64_t b = 0; b < n; ++b) {
                 for (int64_t out_row = 0; out_row < oh; ++out_row) {
-                    float *lanes = reinterpret_cast<float *>(transposed);
-                    std::fill(lanes, lanes + count * kLanes, 0.0f);
-                    for (int64_t c = 0; c < o; ++c) {
-                        const float *grad = dy + ((b * o + c) * oh + out_row) * ow;
-                        for (int64_t k = 0; k < ow; ++k) {
-                            lanes[(k * vectors + c / kLanes) * kLanes + c % kLanes] = grad[k];
-                        }
-                    }
+                    by_position(dy + (b * o * oh + out_row) * ow, oh * ow, ow, transposed);
                     if (wide) {
                         gradient_row_avx2(*this, planes, transposed, mine.data(), b, out_row);
                     } else {
@@ -319,6 +306,19 @@ struct SingleChannel {
         for (int64_t c = 0; c < o; ++c) {
             for (int64_t t = 0; t < taps; ++t) dweight[c * taps + t] = static_cast<float>(total[t * width + c]);
             dbias[c] = static_cast<float>(total[taps * width + c]);
+        }
+    }
+
+    // out [positions][vectors] Vec8 from channel c's `positions` floats at source + c * stride: lane c % 8
+    // of vector c / 8 at each position, lanes past O zero. Lays out the weight (per tap) and each output
+    // row of dy (per column) for the row loops.
+    void by_position(const float *source, int64_t stride, int64_t positions, Vec8 *out) const {
+        float *lanes = reinterpret_cast<float *>(out);
+        std::fill(lanes, lanes + positions * vectors * kLanes, 0.0f);
+        for (int64_t c = 0; c < o; ++c) {
+            for (int64_t x = 0; x < positions; ++x) {
+                lanes[(x * vectors + c / kLanes) * kLanes + c % kLanes] = source[c * stride + x];
+            }
         }
     }
 
